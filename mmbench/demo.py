@@ -1,0 +1,48 @@
+"""The CPU demo: PolyMNIST built offline -> MoPoE trained -> coherence -> records -> leaderboard and plot."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mmbench.errors import MMBenchError
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_SWEEPS = {False: REPO / "sweeps" / "demo.toml", True: REPO / "sweeps" / "demo_quick.toml"}
+PUBLISHED = REPO / "results" / "published.csv"
+
+
+def run_demo(out: Path, *, quick: bool = False, progress: bool = True, log=print) -> dict[str, Path]:
+    """Run the demo sweep under ``out`` and write the report there; returns the report's paths."""
+    from mmbench.data.polymnist_build import build_polymnist
+    from mmbench.results import write_report
+    from mmbench.sweeps import load_sweep, submit
+
+    sweep_file = DEMO_SWEEPS[quick]
+    if not sweep_file.is_file():
+        raise MMBenchError(f"demo sweep {sweep_file} is missing; run the demo from a checkout of mmbench")
+    t0 = time.perf_counter()
+    out = Path(out).resolve()
+    data = out / "data" / "polymnist"
+    if not (data / "manifest.json").is_file():
+        log(f"building PolyMNIST (5 modalities) offline in {data}")
+        if data.exists() and not any(data.iterdir()):
+            data.rmdir()
+        build_polymnist(data, 5, seed=0, progress=progress)
+    else:
+        log(f"using PolyMNIST in {data}")
+    sweep = load_sweep(sweep_file, [f"dataset.root={_toml_str(data)}"], None, out / "runs")
+    records = submit(sweep, progress=progress, log=log)
+    failed = [r for r in records if r["status"] != "finished"]
+    if failed:
+        raise MMBenchError(f"demo run {failed[0]['run_id']} failed: {failed[0].get('failure')}")
+    paths = write_report(out / "runs", out, PUBLISHED)
+    log((out / "leaderboard.md").read_text())
+    log(f"demo finished in {time.perf_counter() - t0:.0f} s; everything is under {out}")
+    for kind, p in paths.items():
+        log(f"  {kind}: {p}")
+    return paths
+
+
+def _toml_str(path: Path) -> str:
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'

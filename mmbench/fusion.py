@@ -1,0 +1,166 @@
+"""Gaussian posteriors and how multimodal VAEs fuse them.
+
+Notation follows the Diff-MVAE paper (eq. 3/13): S is the family of subsets A of the modalities,
+w_A the weight of subset A, q(z|x_A) a product of the unimodal Gaussian experts in A.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+from mmbench.errors import MMBenchError
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class Gaussian(NamedTuple):
+    """Diagonal Gaussian N(mu, exp(logvar)); tensors of shape (..., D)."""
+
+    mu: Tensor
+    logvar: Tensor
+
+    @property
+    def var(self) -> Tensor:
+        return self.logvar.exp()
+
+    @property
+    def std(self) -> Tensor:
+        return (0.5 * self.logvar).exp()
+
+    def rsample(self, n: int | None = None, *, generator: torch.Generator | None = None) -> Tensor:
+        """Reparameterised sample, shape (..., D), or (n, ..., D) when n is given."""
+        shape = self.mu.shape if n is None else (n, *self.mu.shape)
+        eps = torch.randn(shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+        return self.mu + self.std * eps
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log N(z; mu, var) summed over the last dimension."""
+        return -0.5 * (LOG_2PI + self.logvar + (z - self.mu) ** 2 / self.var).sum(-1)
+
+    def detach(self) -> "Gaussian":
+        return Gaussian(self.mu.detach(), self.logvar.detach())
+
+    def index(self, rows: Tensor) -> "Gaussian":
+        return Gaussian(self.mu[rows], self.logvar[rows])
+
+
+def standard_normal(like: Tensor) -> Gaussian:
+    """N(0, I) with the shape, dtype and device of ``like``."""
+    return Gaussian(torch.zeros_like(like), torch.zeros_like(like))
+
+
+def kl_normal(q: Gaussian, p: Gaussian | None = None) -> Tensor:
+    """KL(q || p) between diagonal Gaussians, summed over the last dimension; p = N(0, I) by default.
+
+    KL = 1/2 sum_d [ log(var_p/var_q) + (var_q + (mu_q - mu_p)^2) / var_p - 1 ].
+    """
+    if p is None:
+        return 0.5 * (q.var + q.mu**2 - 1.0 - q.logvar).sum(-1)
+    return 0.5 * (p.logvar - q.logvar + (q.var + (q.mu - p.mu) ** 2) / p.var - 1.0).sum(-1)
+
+
+def product_of_experts(experts: Sequence[Gaussian], *, prior_expert: bool = False, eps: float = 1e-8) -> Gaussian:
+    """Normalised product of Gaussian experts (Wu & Goodman 2018, eq. 2 of the MVAE paper).
+
+    precision = sum_i 1/var_i,  mu = (sum_i mu_i/var_i) / precision.  With ``prior_expert`` the
+    N(0, I) expert joins the product.  Experts must share their shape (..., D).
+    """
+    if not experts and not prior_expert:
+        raise MMBenchError("product_of_experts needs at least one expert")
+    mus = torch.stack([e.mu for e in experts]) if experts else None
+    logvars = torch.stack([e.logvar for e in experts]) if experts else None
+    return product_of_stacked_experts(mus, logvars, prior_expert=prior_expert, eps=eps)
+
+
+def product_of_stacked_experts(
+    mus: Tensor | None, logvars: Tensor | None, *, mask: Tensor | None = None, prior_expert: bool = False,
+    eps: float = 1e-8,
+) -> Gaussian:
+    """Product of experts stacked on dim 0: mus, logvars (E, ..., D); mask (E, ...) of 0/1 keeps experts.
+
+    Used to fuse many subsets at once: with mask of shape (E, S, B) every subset s gets its own product.
+    """
+    precisions = 1.0 / (logvars.exp() + eps)
+    if mask is not None:
+        precisions = precisions * mask.unsqueeze(-1).to(precisions.dtype)
+    precision = precisions.sum(0)
+    weighted = (mus * precisions).sum(0)
+    if prior_expert:
+        precision = precision + 1.0
+    return Gaussian(weighted / precision, -torch.log(precision))
+
+
+def subsets(modalities: Sequence[str], family: Sequence[Sequence[str]] | None = None) -> list[tuple[str, ...]]:
+    """All non-empty subsets of ``modalities`` (by size, then order), or a validated given family."""
+    names = list(modalities)
+    if len(set(names)) != len(names):
+        raise MMBenchError(f"duplicate modality names in {names}")
+    if family is None:
+        return [c for k in range(1, len(names) + 1) for c in itertools.combinations(names, k)]
+    out = []
+    for s in family:
+        s = tuple(s)
+        if not s:
+            raise MMBenchError("a subset in the family is empty; every subset needs one modality at least")
+        unknown = [m for m in s if m not in names]
+        if unknown:
+            raise MMBenchError(f"subset {list(s)} names unknown modalities {unknown}; known: {names}")
+        out.append(tuple(m for m in names if m in s))
+    if len(set(out)) != len(out):
+        raise MMBenchError(f"subset family {family} lists a subset twice")
+    return out
+
+
+def subset_weights(family: Sequence[Sequence[str]], weights: Sequence[float] | None = None) -> Tensor:
+    """w_A of eq. 3: uniform 1/|S| by default, or the given non-negative weights normalised to sum 1."""
+    if weights is None:
+        return torch.full((len(family),), 1.0 / len(family))
+    w = torch.as_tensor(list(weights), dtype=torch.float32)
+    if w.shape != (len(family),):
+        raise MMBenchError(f"got {w.numel()} subset weights for {len(family)} subsets")
+    if (w < 0).any() or w.sum() <= 0:
+        raise MMBenchError(f"subset weights must be non-negative with a positive sum, got {list(weights)}")
+    return w / w.sum()
+
+
+def subset_mask(family: Sequence[Sequence[str]], modalities: Sequence[str]) -> Tensor:
+    """(M, S) 0/1 matrix: entry [m, s] is 1 when modality m is in subset s."""
+    return torch.tensor([[float(m in s) for s in family] for m in modalities])
+
+
+def stratified_assignment(batch_size: int, weights: Tensor) -> Tensor:
+    """Assign rows to subsets in contiguous blocks sized by the weights (MoPoE's reference code).
+
+    Returns a LongTensor (B,) of subset indices; block sizes are floor(B * w) with the remainder
+    given to the largest fractional parts, so the count per subset is deterministic.
+    """
+    raw = batch_size * weights.double()
+    counts = raw.floor().long()
+    missing = batch_size - int(counts.sum())
+    if missing:
+        order = torch.argsort(raw - counts, descending=True, stable=True)
+        counts[order[:missing]] += 1
+    return torch.repeat_interleave(torch.arange(len(weights)), counts)
+
+
+def subset_posteriors(experts: Gaussian, mask: Tensor, prior_expert: Tensor | None = None, eps: float = 1e-8) -> Gaussian:
+    """q(z|x_A) for every subset A at once, each a product of the unimodal experts in A.
+
+    experts: unimodal Gaussians stacked on dim 0, shapes (M, B, D); mask: (S, M) 0/1 (``subset_mask``
+    transposed); prior_expert: (S,) 0/1, whether N(0, I) joins subset s's product.
+    Returns Gaussians of shape (S, B, D).  Cost is one (S, M) x (M, B*D) product, so all 2^M - 1
+    subsets of MoPoE stay affordable.
+    """
+    precisions = 1.0 / (experts.logvar.exp() + eps)
+    m, b, d = precisions.shape
+    mask = mask.to(precisions.dtype)
+    precision = (mask @ precisions.reshape(m, b * d)).reshape(-1, b, d)
+    weighted = (mask @ (experts.mu * precisions).reshape(m, b * d)).reshape(-1, b, d)
+    if prior_expert is not None:
+        precision = precision + prior_expert.to(precision.dtype).view(-1, 1, 1)
+    return Gaussian(weighted / precision, -torch.log(precision))

@@ -1,0 +1,35 @@
+"""What a metric returns and what it is given."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mmbench.data.base import MultimodalDataset
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One number: metric, target modality ("*" for an average), given modalities ("m0+m1"; "" when
+    unconditional; "*" for an average), n_given (0 when unconditional), value."""
+
+    metric: str
+    target: str
+    given: str
+    n_given: int
+    value: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EvalContext:
+    """The data and cache a metric may use: train split (e.g. to fit classifiers), test split, options."""
+
+    train: MultimodalDataset
+    test: MultimodalDataset
+    cache_dir: Path
+    seed: int = 0
+    progress: bool = True
+    options: dict = field(default_factory=dict)

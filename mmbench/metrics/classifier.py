@@ -1,0 +1,94 @@
+"""The per-modality digit classifiers behind coherence (MoPoE's PolyMNIST classifier), trained and cached."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from mmbench.checkpoint import load_checkpoint, save_checkpoint
+from mmbench.data.base import MultimodalDataset
+from mmbench.errors import MMBenchError
+
+
+class DigitClassifier(nn.Module):
+    """Conv 3->10 k4 s2 p1, Dropout2d .5, ReLU; Conv 10->20 k4 s2 p1, Dropout2d .5, ReLU; Linear 980->128,
+    Dropout .5, ReLU; Linear 128->10 (MoPoE's PolyMNIST classifier)."""
+
+    def __init__(self, n_classes: int = 10):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 10, 4, 2, 1), nn.Dropout2d(0.5), nn.ReLU(),
+            nn.Conv2d(10, 20, 4, 2, 1), nn.Dropout2d(0.5), nn.ReLU(),
+            nn.Flatten(), nn.Linear(980, 128), nn.Dropout(0.5), nn.ReLU(), nn.Linear(128, n_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def fingerprint(data: MultimodalDataset, name: str) -> str:
+    """sha256 of one modality's tensor and the labels: the cache key of its classifier."""
+    h = hashlib.sha256()
+    h.update(data.x[name].contiguous().numpy().tobytes())
+    h.update(data.y.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def train_classifier(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 20, batch_size: int = 128, lr: float = 1e-3,
+                     seed: int = 0, desc: str = "classifier", progress: bool = True) -> DigitClassifier:
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    clf = DigitClassifier(int(y.max()) + 1 if len(y) else 10)
+    opt = torch.optim.Adam(clf.parameters(), lr=lr)
+    clf.train()
+    n = len(y)
+    for _ in tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=False):
+        perm = torch.randperm(n, generator=g)
+        for s in range(0, n, batch_size):
+            rows = perm[s:s + batch_size]
+            loss = nn.functional.cross_entropy(clf(x[rows]), y[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return clf.eval()
+
+
+@torch.no_grad()
+def accuracy(clf: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    correct = sum((clf(x[s:s + batch_size]).argmax(-1) == y[s:s + batch_size]).sum().item()
+                  for s in range(0, len(y), batch_size))
+    return correct / max(len(y), 1)
+
+
+def classifiers_for(train: MultimodalDataset, test: MultimodalDataset, cache_dir: Path, *, epochs: int = 20,
+                    seed: int = 0, min_accuracy: float = 0.8, progress: bool = True,
+                    log=print) -> tuple[dict[str, DigitClassifier], dict[str, float]]:
+    """One classifier per modality, loaded from ``cache_dir`` when trained on the same data before.
+
+    Returns the classifiers and their test accuracies. A classifier under ``min_accuracy`` is refused:
+    coherence measured with it would mean little.
+    """
+    cache_dir = Path(cache_dir)
+    classifiers, accuracies = {}, {}
+    for name in train.modality_names:
+        path = cache_dir / f"{name}-{fingerprint(train, name)}-e{epochs}-s{seed}.pt"
+        if path.is_file():
+            state = load_checkpoint(path)
+            clf = DigitClassifier(state["n_classes"])
+            clf.load_state_dict(state["state_dict"])
+            clf.eval()
+        else:
+            clf = train_classifier(train.x[name], train.y, epochs=epochs, seed=seed, desc=f"classifier {name}",
+                                   progress=progress)
+            save_checkpoint(path, {"state_dict": clf.state_dict(), "n_classes": clf.net[-1].out_features})
+        acc = accuracy(clf, test.x[name], test.y)
+        if acc < min_accuracy:
+            raise MMBenchError(f"the coherence classifier for {name} reaches only {acc:.1%} test accuracy "
+                               f"(< {min_accuracy:.0%}); train it longer (classifier_epochs) or check the data")
+        classifiers[name], accuracies[name] = clf, acc
+    log("coherence classifiers, test accuracy: " + ", ".join(f"{k} {v:.1%}" for k, v in accuracies.items()))
+    return classifiers, accuracies

@@ -1,0 +1,42 @@
+"""Modality: what a dataset declares about each of its modalities, and what models are built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmbench.errors import MMBenchError
+
+KINDS = ("image", "text", "attributes", "mask")
+LIKELIHOODS = ("laplace", "bernoulli", "normal", "categorical")
+
+
+@dataclass(frozen=True)
+class Modality:
+    """One modality of a dataset.
+
+    name:       key in every batch's ``x`` dict (``"m0"``, ``"image"``, ...).
+    shape:      shape of one example, e.g. ``(3, 28, 28)``.
+    kind:       one of ``image | text | attributes | mask``.
+    likelihood: default feed-forward likelihood for this modality (see ``mmbench.objectives``).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str = "image"
+    likelihood: str = "laplace"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise MMBenchError(f"modality {self.name!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.likelihood not in LIKELIHOODS:
+            raise MMBenchError(
+                f"modality {self.name!r}: likelihood {self.likelihood!r} is not one of {', '.join(LIKELIHOODS)}"
+            )
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "kind": self.kind, "likelihood": self.likelihood}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Modality":
+        return cls(d["name"], tuple(d["shape"]), d.get("kind", "image"), d.get("likelihood", "laplace"))

@@ -1,0 +1,119 @@
+"""The plugin contract every multimodal VAE implements (DESIGN.md, "Contracts").
+
+Metrics, evaluation, the auxiliary score prior and plots use only these methods:
+
+    encode(x, subset) -> Gaussian              q(z | x_subset), the shared latent
+    decode(z, modalities) -> {m: Tensor}       decoder means (samples for diffusion decoders)
+    loss(batch) -> LossOutput                  the model's training objective
+    generate(n, z=None) -> {m: Tensor}         unconditional; z from N(0, I) or any given prior
+    cond_generate(x, given, targets) -> {m: Tensor}
+
+Models with more latents (MMVAE+'s private w_m) expose the shared z here and draw private latents
+from their own priors inside decode; models whose fusion is not a product (MMVAE's mixture) return
+from encode the Gaussian they sample from for the given subset. Models that draw K samples
+(MMVAE's IWAE) do so inside loss.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mmbench.config import TrainConfig
+from mmbench.errors import MMBenchError
+from mmbench.fusion import Gaussian
+from mmbench.modality import Modality
+
+Batch = Mapping[str, object]  # {"x": {modality: Tensor (B, ...)}, "y": Tensor (B,)}
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """loss: scalar to minimise; terms: named detached scalars for logging (e.g. "kl", "rec/m0")."""
+
+    loss: Tensor
+    terms: dict[str, float]
+
+
+class MultimodalVAE(nn.Module, abc.ABC):
+    """Base class of every model plugin. Subclasses set ``Config`` and implement the abstract methods."""
+
+    Config: ClassVar[type] = TrainConfig
+    registry_name: ClassVar[str] = ""
+
+    def __init__(self, modalities: Sequence[Modality], config: TrainConfig | None = None):
+        super().__init__()
+        modalities = list(modalities)
+        if not modalities:
+            raise MMBenchError(f"{type(self).__name__} needs at least one modality")
+        self.check_modalities(modalities)
+        self.modalities = modalities
+        self.config = config if config is not None else self.Config()
+
+    # -- things a plugin may override -------------------------------------------------------------
+    @classmethod
+    def check_modalities(cls, modalities: Sequence[Modality]) -> None:
+        """Raise MMBenchError if this model cannot take these modalities (default: any)."""
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [m.name for m in self.modalities]
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def prior(self, n: int) -> Gaussian:
+        """p(z) for n samples; N(0, I) unless a model overrides it."""
+        zeros = torch.zeros(n, self.latent_dim, device=self.device)
+        return Gaussian(zeros, zeros)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
+
+    # -- the contract ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def encode(self, x: Mapping[str, Tensor], subset: Sequence[str] | None = None) -> Gaussian:
+        """q(z | x_subset) for a batch; subset None means every modality."""
+
+    @abc.abstractmethod
+    def decode(self, z: Tensor, modalities: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Decoder means (or samples) of the given modalities (all when None) for latents z (N, D)."""
+
+    @abc.abstractmethod
+    def loss(self, batch: Batch) -> LossOutput:
+        """The training objective on one batch."""
+
+    @torch.no_grad()
+    def generate(self, n: int, z: Tensor | None = None, *, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Unconditional samples of every modality, z ~ p(z) unless z (n, D) is given (e.g. a score prior)."""
+        if z is None:
+            z = self.prior(n).rsample(generator=generator)
+        elif z.shape != (n, self.latent_dim):
+            raise MMBenchError(f"z has shape {tuple(z.shape)}, expected ({n}, {self.latent_dim})")
+        return self.decode(z.to(self.device))
+
+    @torch.no_grad()
+    def cond_generate(
+        self, x: Mapping[str, Tensor], given: Sequence[str], targets: Sequence[str] | None = None,
+        *, generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Encode the observed subset ``given``, sample z, decode ``targets`` (all modalities when None)."""
+        self.validate_subset(given)
+        z = self.encode(x, given).rsample(generator=generator)
+        return self.decode(z, targets)
+
+    def validate_subset(self, subset: Sequence[str]) -> tuple[str, ...]:
+        names = self.modality_names
+        unknown = [m for m in subset if m not in names]
+        if not subset or unknown:
+            raise MMBenchError(f"subset {list(subset)} must name one or more of the modalities {names}")
+        return tuple(m for m in names if m in subset)

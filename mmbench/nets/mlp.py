@@ -1,0 +1,37 @@
+"""MLP encoder/decoder for modalities without a dedicated network (attributes, small vectors)."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from mmbench.fusion import Gaussian
+
+
+class MLPEncoder(nn.Module):
+    """Flatten, two hidden layers with ReLU, heads mu and logvar."""
+
+    def __init__(self, in_shape: tuple[int, ...], latent_dim: int, hidden: int = 512):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(in_shape), hidden), nn.ReLU(),
+                                  nn.Linear(hidden, hidden), nn.ReLU())
+        self.mu = nn.Linear(hidden, latent_dim)
+        self.logvar = nn.Linear(hidden, latent_dim)
+
+    def forward(self, x: Tensor) -> Gaussian:
+        h = self.body(x.float())
+        return Gaussian(self.mu(h), self.logvar(h))
+
+
+class MLPDecoder(nn.Module):
+    """Two hidden layers with ReLU, output reshaped to out_shape (no final activation)."""
+
+    def __init__(self, latent_dim: int, out_shape: tuple[int, ...], hidden: int = 512):
+        super().__init__()
+        self.out_shape = tuple(out_shape)
+        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, math.prod(out_shape)))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).reshape(z.shape[0], *self.out_shape)

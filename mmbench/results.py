@@ -1,0 +1,136 @@
+"""Run records (one JSON file per run, written atomically) and the leaderboard built from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from mmbench.checkpoint import atomic_write_json
+from mmbench.errors import MMBenchError
+
+RECORD = "record.json"
+SPEC_COLUMNS = ["run_id", "model", "dataset", "seed", "n_modalities", "beta", "status"]
+
+
+def write_record(run_dir: Path, record: dict) -> Path:
+    path = Path(run_dir) / RECORD
+    atomic_write_json(path, record)
+    return path
+
+
+def read_record(path: Path) -> dict:
+    try:
+        rec = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise MMBenchError(f"run record {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    for key in ("run_id", "status", "spec", "metrics"):
+        if key not in rec:
+            raise MMBenchError(f"run record {path} has no field {key!r}")
+    return rec
+
+
+def read_records(runs_dir: Path) -> list[dict]:
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise MMBenchError(f"runs folder {runs_dir} does not exist; run a sweep first (mmbench sweep submit FILE)")
+    return [read_record(p) for p in sorted(runs_dir.glob(f"*/{RECORD}"))]
+
+
+def records_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per metric value, with the spec's columns beside it."""
+    rows = []
+    for rec in records:
+        spec = rec["spec"]
+        base = {
+            "run_id": rec["run_id"], "model": spec["model"], "dataset": spec["dataset"], "seed": spec["seed"],
+            "n_modalities": rec.get("n_modalities"), "beta": rec.get("config", {}).get("beta"),
+            "status": rec["status"],
+        }
+        for m in rec["metrics"]:
+            rows.append({**base, **m})
+    cols = SPEC_COLUMNS + ["metric", "target", "given", "n_given", "value"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def read_published(path: Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise MMBenchError(f"published numbers file {path} does not exist")
+    df = pd.read_csv(path, comment="#")
+    need = {"model", "dataset", "metric", "n_given", "value", "source"}
+    missing = need - set(df.columns)
+    if missing:
+        raise MMBenchError(f"{path} lacks the columns {sorted(missing)}; it needs {sorted(need)}")
+    return df
+
+
+def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Averaged coherence per (model, dataset, n_modalities, beta, n_given): mean, std and count over seeds."""
+    done = df[(df.status == "finished") & (df.metric == "coherence") & (df.target == "*")]
+    keys = ["model", "dataset", "n_modalities", "beta", "n_given"]
+    if done.empty:
+        return pd.DataFrame(columns=keys + ["mean", "std", "seeds"])
+    g = done.groupby(keys, dropna=False)["value"]
+    out = g.agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "seeds"})
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def _column(n_given: int) -> str:
+    return "unconditional" if n_given == 0 else f"{n_given} given"
+
+
+def leaderboard(df: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Coherence (%) per model and number of observed modalities, mean ± std over seeds, paper rows beside."""
+    s = summary_frame(df)
+    table: dict[tuple, dict] = {}
+    for r in s.itertuples():
+        beta = "" if pd.isna(r.beta) else f"{r.beta:g}"
+        key = (r.model, "mmbench", r.dataset, int(r.n_modalities) if not pd.isna(r.n_modalities) else "", beta,
+               int(r.seeds))
+        cell = f"{100 * r.mean:.1f} ± {100 * r.std:.1f}"
+        table.setdefault(key, {})[_column(int(r.n_given))] = cell
+    if published is not None:
+        for (model, dataset, source), grp in published[published.metric == "coherence"].groupby(
+                ["model", "dataset", "source"]):
+            key = (model, f"paper: {source}", dataset, "", "", "")
+            for r in grp.itertuples():
+                table.setdefault(key, {})[_column(int(r.n_given))] = f"{float(r.value):.1f}"
+    cols = sorted({c for v in table.values() for c in v}, key=lambda c: (c == "unconditional", c))
+    rows = [dict(zip(["model", "source", "dataset", "M", "beta", "seeds"], k), **{c: v.get(c, "") for c in cols})
+            for k, v in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1] != "mmbench", kv[0][1]))]
+    return pd.DataFrame(rows)
+
+
+def write_report(runs_dir: Path, out_dir: Path, published_path: Path | None = None) -> dict[str, Path]:
+    """leaderboard.md / .csv / .tex and the conditional coherence plot under out_dir."""
+    from mmbench.plots import plot_conditional
+
+    records = read_records(runs_dir)
+    if not records:
+        raise MMBenchError(f"no run records under {runs_dir}; run a sweep first")
+    df = records_frame(records)
+    published = read_published(published_path) if published_path else None
+    board = leaderboard(df, published)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed = [r for r in records if r["status"] != "finished"]
+    md = ["# mmbench leaderboard", "",
+          "Conditional coherence (%) by number of observed modalities (mean ± std over seeds); "
+          "unconditional: share of prior samples whose digits all agree.", "",
+          board.to_markdown(index=False) if not board.empty else "(no finished runs)", ""]
+    if failed:
+        md += ["## Failed runs", ""] + [f"- {r['run_id']}: {r.get('failure')}" for r in failed] + [""]
+    paths = {"markdown": out_dir / "leaderboard.md", "csv": out_dir / "leaderboard.csv",
+             "latex": out_dir / "leaderboard.tex", "metrics": out_dir / "metrics.csv",
+             "plot": out_dir / "conditional_coherence.png"}
+    from mmbench.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(paths["markdown"], "\n".join(md).encode())
+    atomic_write_bytes(paths["csv"], board.to_csv(index=False).encode())
+    atomic_write_bytes(paths["latex"], board.to_latex(index=False).encode())
+    atomic_write_bytes(paths["metrics"], df.to_csv(index=False).encode())
+    plot_conditional(summary_frame(df), published, paths["plot"])
+    return paths
