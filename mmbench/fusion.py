@@ -16,6 +16,9 @@ from torch import Tensor
 from mmbench.errors import MMBenchError
 
 LOG_2PI = math.log(2 * math.pi)
+# Encoders clamp log-variances to +-LOGVAR_LIMIT (variances 1e-13..1e13). A collapsing expert (e.g. a
+# single modality beside the prior expert) otherwise drifts until exp() overflows and the loss is NaN.
+LOGVAR_LIMIT = 30.0
 
 
 class Gaussian(NamedTuple):

@@ -24,11 +24,13 @@ from tqdm import tqdm
 
 from mmbench.errors import MMBenchError
 
-# Photos scikit-image ships offline (RGB first; grayscale textures get a fixed colour tint).
+# Photos scikit-image ships offline, texture-like first: PolyMNIST's modalities each have a homogeneous
+# texture as background (a crop of a large scene photo varies far more, and a VAE then spends its first
+# thousands of steps on the background). Grayscale textures get a fixed colour tint.
 BACKGROUNDS = [
-    ("astronaut", None), ("coffee", None), ("chelsea", None), ("rocket", None), ("hubble_deep_field", None),
-    ("immunohistochemistry", None), ("retina", None), ("colorwheel", None),
-    ("brick", (0.9, 0.55, 0.3)), ("gravel", (0.35, 0.6, 0.95)),
+    ("retina", None), ("hubble_deep_field", None), ("grass", (0.4, 0.8, 0.3)), ("gravel", (0.35, 0.6, 0.95)),
+    ("brick", (0.9, 0.55, 0.3)), ("immunohistochemistry", None), ("chelsea", None), ("coffee", None),
+    ("moon", (0.8, 0.8, 0.5)), ("astronaut", None),
 ]
 MAX_MODALITIES = len(BACKGROUNDS)
 

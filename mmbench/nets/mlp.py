@@ -6,7 +6,7 @@ import math
 
 from torch import Tensor, nn
 
-from mmbench.fusion import Gaussian
+from mmbench.fusion import LOGVAR_LIMIT, Gaussian
 
 
 class MLPEncoder(nn.Module):
@@ -21,7 +21,7 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Gaussian:
         h = self.body(x.float())
-        return Gaussian(self.mu(h), self.logvar(h))
+        return Gaussian(self.mu(h), self.logvar(h).clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT))
 
 
 class MLPDecoder(nn.Module):
