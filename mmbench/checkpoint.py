@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -38,8 +39,6 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     """torch.save payload to path atomically and write path.sha256 with its digest."""
-    import io
-
     buf = io.BytesIO()
     torch.save(payload, buf)
     data = buf.getvalue()
@@ -58,8 +57,6 @@ def load_checkpoint(path: Path) -> dict:
         raise MMBenchError(f"checkpoint {path} has no {digest_file.name} beside it; it cannot be verified")
     if hashlib.sha256(data).hexdigest() != digest_file.read_text().strip():
         raise MMBenchError(f"checkpoint {path} is corrupt: its sha256 does not match {digest_file.name}")
-    import io
-
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
@@ -76,7 +73,8 @@ def save_model(path: Path, model: Any, extra: dict | None = None) -> None:
         **(extra or {}),
     }
     save_checkpoint(path, payload)
-    atomic_write_json(Path(path).with_suffix(".config.json"), {k: v for k, v in payload.items() if k != "state_dict" and k in ("model", "config", "modalities", "provenance")})
+    recorded = ("model", "config", "modalities", "provenance")
+    atomic_write_json(Path(path).with_suffix(".config.json"), {k: payload[k] for k in recorded})
 
 
 def load_model(path: Path) -> tuple[Any, dict]:

@@ -86,10 +86,7 @@ def _coerce(owner: str, name: str, value: Any, hint: Any) -> Any:
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise MMBenchError(f"{where} must be a list, got {value!r}")
-        (inner, *_) = typing.get_args(hint) or (Any,)
         return tuple(value) if origin is tuple else list(value)
-    if origin is typing.Union or type(hint).__name__ == "UnionType":
-        return value
     return value
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from mmbench.config import build_config  # noqa: F401  (re-exported for plugins building metric options)
 from mmbench.errors import MMBenchError
 from mmbench.metrics.base import EvalContext, MetricRow
 from mmbench.model import MultimodalVAE

@@ -67,35 +67,19 @@ def kl_normal(q: Gaussian, p: Gaussian | None = None) -> Tensor:
     return 0.5 * (p.logvar - q.logvar + (q.var + (q.mu - p.mu) ** 2) / p.var - 1.0).sum(-1)
 
 
-def product_of_experts(experts: Sequence[Gaussian], *, prior_expert: bool = False, eps: float = 1e-8) -> Gaussian:
+def product_of_experts(experts: Sequence[Gaussian], *, prior_expert: bool = False) -> Gaussian:
     """Normalised product of Gaussian experts (Wu & Goodman 2018, eq. 2 of the MVAE paper).
 
-    precision = sum_i 1/var_i,  mu = (sum_i mu_i/var_i) / precision.  With ``prior_expert`` the
-    N(0, I) expert joins the product.  Experts must share their shape (..., D).
+    precision = sum_i 1/var_i (+ 1 with the N(0, I) prior expert),  mu = (sum_i mu_i/var_i) / precision.
+    Experts must share their shape (..., D).
     """
-    if not experts and not prior_expert:
+    if not experts:
         raise MMBenchError("product_of_experts needs at least one expert")
-    mus = torch.stack([e.mu for e in experts]) if experts else None
-    logvars = torch.stack([e.logvar for e in experts]) if experts else None
-    return product_of_stacked_experts(mus, logvars, prior_expert=prior_expert, eps=eps)
-
-
-def product_of_stacked_experts(
-    mus: Tensor | None, logvars: Tensor | None, *, mask: Tensor | None = None, prior_expert: bool = False,
-    eps: float = 1e-8,
-) -> Gaussian:
-    """Product of experts stacked on dim 0: mus, logvars (E, ..., D); mask (E, ...) of 0/1 keeps experts.
-
-    Used to fuse many subsets at once: with mask of shape (E, S, B) every subset s gets its own product.
-    """
-    precisions = 1.0 / (logvars.exp() + eps)
-    if mask is not None:
-        precisions = precisions * mask.unsqueeze(-1).to(precisions.dtype)
-    precision = precisions.sum(0)
-    weighted = (mus * precisions).sum(0)
-    if prior_expert:
-        precision = precision + 1.0
-    return Gaussian(weighted / precision, -torch.log(precision))
+    stacked = Gaussian(torch.stack([e.mu for e in experts]), torch.stack([e.logvar for e in experts]))
+    mask = torch.ones(1, len(experts), dtype=stacked.mu.dtype, device=stacked.mu.device)
+    flag = torch.tensor([float(prior_expert)], dtype=stacked.mu.dtype, device=stacked.mu.device)
+    q = subset_posteriors(stacked, mask, flag)
+    return Gaussian(q.mu[0], q.logvar[0])
 
 
 def subsets(modalities: Sequence[str], family: Sequence[Sequence[str]] | None = None) -> list[tuple[str, ...]]:
@@ -154,16 +138,16 @@ def stratified_assignment(batch_size: int, weights: Tensor) -> Tensor:
 def subset_posteriors(experts: Gaussian, mask: Tensor, prior_expert: Tensor | None = None, eps: float = 1e-8) -> Gaussian:
     """q(z|x_A) for every subset A at once, each a product of the unimodal experts in A.
 
-    experts: unimodal Gaussians stacked on dim 0, shapes (M, B, D); mask: (S, M) 0/1 (``subset_mask``
+    experts: unimodal Gaussians stacked on dim 0, shapes (M, ..., D); mask: (S, M) 0/1 (``subset_mask``
     transposed); prior_expert: (S,) 0/1, whether N(0, I) joins subset s's product.
-    Returns Gaussians of shape (S, B, D).  Cost is one (S, M) x (M, B*D) product, so all 2^M - 1
+    Returns Gaussians of shape (S, ..., D).  Cost is one (S, M) x (M, B*D) product, so all 2^M - 1
     subsets of MoPoE stay affordable.
     """
     precisions = 1.0 / (experts.logvar.exp() + eps)
-    m, b, d = precisions.shape
+    m, rest = precisions.shape[0], precisions.shape[1:]
     mask = mask.to(precisions.dtype)
-    precision = (mask @ precisions.reshape(m, b * d)).reshape(-1, b, d)
-    weighted = (mask @ (experts.mu * precisions).reshape(m, b * d)).reshape(-1, b, d)
+    precision = (mask @ precisions.reshape(m, -1)).reshape(-1, *rest)
+    weighted = (mask @ (experts.mu * precisions).reshape(m, -1)).reshape(-1, *rest)
     if prior_expert is not None:
-        precision = precision + prior_expert.to(precision.dtype).view(-1, 1, 1)
+        precision = precision + prior_expert.to(precision.dtype).view(-1, *([1] * len(rest)))
     return Gaussian(weighted / precision, -torch.log(precision))

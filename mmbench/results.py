@@ -83,14 +83,15 @@ def _column(n_given: int) -> str:
 
 
 def leaderboard(df: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Coherence (%) per model and number of observed modalities, mean ± std over seeds, paper rows beside."""
+    """Coherence (%) per model and number of observed modalities, mean ± std over seeds (the mean alone for
+    one seed), paper rows beside."""
     s = summary_frame(df)
     table: dict[tuple, dict] = {}
     for r in s.itertuples():
         beta = "" if pd.isna(r.beta) else f"{r.beta:g}"
         key = (r.model, "mmbench", r.dataset, int(r.n_modalities) if not pd.isna(r.n_modalities) else "", beta,
                int(r.seeds))
-        cell = f"{100 * r.mean:.1f} ± {100 * r.std:.1f}"
+        cell = f"{100 * r.mean:.1f}" + (f" ± {100 * r.std:.1f}" if r.seeds > 1 else "")
         table.setdefault(key, {})[_column(int(r.n_given))] = cell
     if published is not None:
         for (model, dataset, source), grp in published[published.metric == "coherence"].groupby(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from mmbench.config import build_config
 from mmbench.errors import MMBenchError
@@ -54,6 +53,3 @@ class RunSpec:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise MMBenchError(f"seed must be an integer, got {self.seed!r}")
 
-
-def describe_value(v: Any) -> str:
-    return json.dumps(v) if not isinstance(v, str) else v
