@@ -1,0 +1,63 @@
+"""Train every baseline for one fixed CPU budget on the offline PolyMNIST and print a coherence table.
+
+    python benchmarks/baselines_coherence.py [--models mopoe mvtcae] [--out benchmarks/out]
+
+Runs the sweep benchmarks/baselines_polymnist.toml (finished runs are reused), then prints, per model,
+conditional coherence by number of observed modalities, unconditional coherence and training wall time,
+with the papers' numbers (results/published.csv) on the line below each model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from mmbench.data.polymnist_build import build_polymnist
+from mmbench.results import read_published, read_records, records_frame, summary_frame
+from mmbench.sweeps import load_sweep, submit
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="*", help="subset of the sweep's models (default all)")
+    p.add_argument("--out", default=str(HERE / "out"), help="data and runs folder (default benchmarks/out)")
+    args = p.parse_args(argv)
+    out = Path(args.out).resolve()
+    data = out / "data" / "polymnist"
+    if not (data / "manifest.json").is_file():
+        build_polymnist(data, 5, seed=0)
+    overrides = [f'dataset.root="{data}"']
+    if args.models:
+        overrides.append("sweep.models=[" + ", ".join(f'"{m}"' for m in args.models) + "]")
+    sweep = load_sweep(HERE / "baselines_polymnist.toml", overrides, None, out / "runs")
+    submit(sweep)
+    wanted = {s.run_id for s in sweep.specs}
+    records = [r for r in read_records(out / "runs") if r["run_id"] in wanted]
+    df = records_frame(records)
+    s = summary_frame(df)
+    published = read_published(REPO / "results" / "published.csv")
+    rows = []
+    for rec in records:
+        model = rec["spec"]["model"]
+        mine = s[s.model == model].set_index("n_given")["mean"]
+        row = {"model": model, "source": "mmbench (CPU budget)", "train_s": round(rec.get("timings", {}).get("train_s", 0))}
+        row.update({f"{n} given": f"{100 * mine.get(n, float('nan')):.1f}" for n in range(1, 5)})
+        row["uncond."] = f"{100 * mine.get(0, float('nan')):.1f}"
+        rows.append(row)
+        paper = published[(published.model == model) & (published.metric == "coherence")]
+        if not paper.empty:
+            prow = {"model": model, "source": "paper: " + paper.source.iloc[0], "train_s": ""}
+            prow.update({f"{int(r.n_given)} given": f"{r.value:.1f}" for r in paper.itertuples()})
+            rows.append(prow)
+    print(pd.DataFrame(rows).fillna("").to_markdown(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
