@@ -14,10 +14,9 @@ from mmbench.errors import MMBenchError
 from mmbench.fusion import Gaussian
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import Modality
+from mmbench.objectives import IMPORTANCE_ESTIMATORS as ESTIMATORS, importance_objective
 from mmbench.registry import register_model
 from mmbench.unimodal import UnimodalParts
-
-ESTIMATORS = ("elbo", "iwae", "dreg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,16 +112,7 @@ class MMVAE(MultimodalVAE):
         for m in range(len(names)):
             z = Gaussian(experts.mu[m], experts.logvar[m]).rsample(k)  # (K, B, D)
             lw = self.log_weights(x, scored, z.reshape(k * b, -1), rows).reshape(k, b)
-            iwae = torch.logsumexp(lw, 0) - math.log(k)
-            if est == "elbo":
-                total = total + lw.mean(0)
-            elif est == "iwae":
-                total = total + iwae
-            else:
-                w = torch.softmax(lw.detach(), 0)  # normalised importance weights
-                if z.requires_grad:
-                    z.register_hook(lambda grad, w=w: w.unsqueeze(-1) * grad)
-                total = total + (w * lw).sum(0)
-            bound = bound + iwae.detach()
+            total = total + importance_objective(lw, est, (z,))
+            bound = bound + (torch.logsumexp(lw, 0) - math.log(k)).detach()
         loss = -(total / len(names)).mean()
         return LossOutput(loss, {"iwae_bound": (bound / len(names)).mean().item()})

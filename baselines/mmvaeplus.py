@@ -17,7 +17,7 @@ from mmbench.modality import Modality
 from mmbench.nets import default_decoder
 from mmbench.nets.mlp import MLPEncoder
 from mmbench.nets.resnet_polymnist import ResNetPolyMNISTDecoder, ResNetPolyMNISTEncoder
-from mmbench.objectives import Likelihood
+from mmbench.objectives import Likelihood, importance_objective
 from mmbench.registry import register_model
 
 ESTIMATORS = ("elbo", "dreg")
@@ -209,13 +209,6 @@ class MMVAEPlus(MultimodalVAE):
                 rec = rec + self.likelihoods[d].log_prob(target, out).view(k, -1)
             log_mix = torch.logsumexp(torch.stack([score_qz[m].log_prob(z) for m in names]), 0) - math.log(big_m)
             lw = rec + cfg.beta * (pz.log_prob(z) + pw.log_prob(w) - log_mix - score_qw[r].log_prob(w))
-            if dreg:
-                weights = torch.softmax(lw.detach(), 0)
-                for latent in (z, w):
-                    if latent.requires_grad:
-                        latent.register_hook(lambda grad, weights=weights: weights.unsqueeze(-1) * grad)
-                total = total + (weights * lw).sum(0)
-            else:
-                total = total + lw.mean(0)
+            total = total + importance_objective(lw, cfg.estimator, (z, w))
         loss = -(total / big_m).mean()
         return LossOutput(loss, {"elbo": -loss.item()})

@@ -125,3 +125,28 @@ def mixture_elbo(
 
     elbo = torch.stack(list(terms.values())).sum(0) - beta * kl
     return ElboOutput(elbo, terms, kl)
+
+
+IMPORTANCE_ESTIMATORS = ("elbo", "iwae", "dreg")
+
+
+def importance_objective(log_w: Tensor, estimator: str, latents: tuple[Tensor, ...] = ()) -> Tensor:
+    """Per-example objective (B,) from K log importance weights log_w (K, B).
+
+    elbo: mean_k log w_k.   iwae: log (1/K) sum_k w_k (Burda et al. 2016).
+    dreg: sum_k w~_k log w_k with w~ the normalised weights held constant, and the gradient reaching the
+          reparameterised ``latents`` (K, B, D) scaled once more by w~ (Tucker et al. 2019), so encoder
+          parameters get the doubly reparameterised gradient. log_w must then see the posteriors'
+          parameters only through the latents (stop-gradient on q). Its value is not the bound.
+    """
+    if estimator == "elbo":
+        return log_w.mean(0)
+    if estimator == "iwae":
+        return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+    if estimator != "dreg":
+        raise MMBenchError(f"unknown estimator {estimator!r}; known: {', '.join(IMPORTANCE_ESTIMATORS)}")
+    weights = torch.softmax(log_w.detach(), 0)
+    for latent in latents:
+        if latent.requires_grad:
+            latent.register_hook(lambda grad: weights.unsqueeze(-1) * grad)
+    return (weights * log_w).sum(0)
