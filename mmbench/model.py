@@ -57,7 +57,11 @@ class MultimodalVAE(nn.Module, abc.ABC):
     # -- things a plugin may override -------------------------------------------------------------
     @classmethod
     def check_modalities(cls, modalities: Sequence[Modality]) -> None:
-        """Raise MMBenchError if this model cannot take these modalities (default: any)."""
+        """Raise MMBenchError if this model cannot take these modalities (default: what the shared
+        networks of ``mmbench.nets`` support)."""
+        from mmbench.nets import check_supported
+
+        check_supported(modalities, cls.registry_name or cls.__name__)
 
     @property
     def modality_names(self) -> list[str]:

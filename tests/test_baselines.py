@@ -217,3 +217,12 @@ def test_mmvaeplus_cross_generation_depends_only_on_the_given_modalities():
     a = model.cond_generate(x, ["m0"], ["m2"], generator=torch.Generator().manual_seed(0))
     b = model.cond_generate(other, ["m0"], ["m2"], generator=torch.Generator().manual_seed(0))
     assert torch.equal(a["m2"], b["m2"])
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_a_modality_the_networks_cannot_take_is_one_clear_error(name):
+    from mmbench.modality import Modality
+
+    mods = [Modality("image", (3, 28, 28)), Modality("caption", (32,), "text", "categorical")]
+    with pytest.raises(MMBenchError, match=f"model '{name}' cannot take modality 'caption'"):
+        MODELS.get(name)(mods)

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from torch import nn
 
+from mmbench.errors import MMBenchError
 from mmbench.modality import Modality
 from mmbench.nets.mlp import MLPDecoder, MLPEncoder
 from mmbench.nets.polymnist import PolyMNISTDecoder, PolyMNISTEncoder
 
 POLYMNIST_SHAPE = (3, 28, 28)
+
+
+def check_supported(modalities, model: str) -> None:
+    """Refuse modalities the shared networks cannot model: categorical ones (text) need a text encoder
+    and decoder, which the harness does not ship yet."""
+    for m in modalities:
+        if m.likelihood == "categorical":
+            raise MMBenchError(f"model {model!r} cannot take modality {m.name!r} ({m.kind}, categorical likelihood): "
+                               "the shared networks have no text encoder/decoder yet")
 
 
 def default_encoder(modality: Modality, latent_dim: int) -> nn.Module:
@@ -28,4 +38,4 @@ def default_decoder(modality: Modality, latent_dim: int) -> nn.Module:
     return dec
 
 
-__all__ = ["MLPDecoder", "MLPEncoder", "PolyMNISTDecoder", "PolyMNISTEncoder", "default_decoder", "default_encoder"]
+__all__ = ["check_supported", "MLPDecoder", "MLPEncoder", "PolyMNISTDecoder", "PolyMNISTEncoder", "default_decoder", "default_encoder"]
