@@ -1,0 +1,213 @@
+"""The two diffusion processes of Diff-MVAE, their training losses and samplers.
+
+Schedules know no network; samplers are functions over a denoiser callable (k-diffusion's habit):
+``eps_model(x_t, t) -> predicted noise`` for DDPM/DDIM (t integer timesteps, shape (N,)) and
+``score_model(x_t, t) -> score`` for the VP-SDE (t continuous in (0, 1], shape (N,)). Conditioning on z
+is the caller's: pass ``lambda x, t: net(x, t, z)``.
+
+Discrete (Diff-MVAE*): DDPM (Ho et al. 2020), T = 1000 linear betas, noise-prediction loss, DDIM
+(Song et al. 2021a) with eta, or ancestral sampling.
+Continuous (Diff-MVAE): VP-SDE (Song et al. 2021b), beta(t) = beta_min + t (beta_max - beta_min),
+denoising score matching with weighting lambda(t), Euler-Maruyama reverse sampler (1000 steps), optional
+Langevin corrector (predictor-corrector).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from mmbench.errors import MMBenchError
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+
+
+def _check_steps(steps: int, limit: int | None = None) -> None:
+    if not isinstance(steps, int) or steps < 1 or (limit is not None and steps > limit):
+        bound = f" and at most {limit}" if limit is not None else ""
+        raise MMBenchError(f"sampler steps must be an integer >= 1{bound}, got {steps!r}")
+
+
+def _per_example(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1).sum(-1)
+
+
+def _expand(v: Tensor, like: Tensor) -> Tensor:
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+# -- discrete: DDPM -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DDPMSchedule:
+    """betas_t for t = 0..T-1 and the quantities derived from them (names spell the formulas)."""
+
+    betas: Tensor
+
+    @classmethod
+    def linear(cls, timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "DDPMSchedule":
+        if timesteps < 1 or not 0 < beta_start <= beta_end < 1:
+            raise MMBenchError(f"DDPM schedule needs timesteps >= 1 and 0 < beta_start <= beta_end < 1, got "
+                               f"{timesteps}, {beta_start}, {beta_end}")
+        return cls(torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64))
+
+    @property
+    def timesteps(self) -> int:
+        return len(self.betas)
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        return torch.cumprod(1.0 - self.betas, 0)
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t = sqrt(alphas_cumprod_t) x0 + sqrt(1 - alphas_cumprod_t) noise."""
+        ab = self.alphas_cumprod.to(x0.device)[t].to(x0.dtype)
+        return _expand(ab.sqrt(), x0) * x0 + _expand((1 - ab).sqrt(), x0) * noise
+
+
+def ddpm_loss(eps_model: Denoiser, x0: Tensor, schedule: DDPMSchedule, *,
+              generator: torch.Generator | None = None) -> Tensor:
+    """Per-example noise-prediction loss || eps - eps_theta(x_t, t) ||^2 (summed over dimensions),
+    t ~ U{0..T-1}: the DDPM "simple" loss, a weighted denoising score-matching loss (Ho et al. 2020, eq. 14)."""
+    t = torch.randint(0, schedule.timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    return _per_example((noise - eps_model(schedule.q_sample(x0, t, noise), t)) ** 2)
+
+
+@torch.no_grad()
+def sample_ddim(eps_model: Denoiser, noise: Tensor, schedule: DDPMSchedule, *, steps: int = 50, eta: float = 0.0,
+                generator: torch.Generator | None = None) -> Tensor:
+    """DDIM (Song et al. 2021a, eq. 12) from x_T = noise over ``steps`` evenly spaced timesteps.
+    eta = 0 is deterministic; eta = 1 matches DDPM's ancestral variance."""
+    _check_steps(steps, schedule.timesteps)
+    if eta < 0:
+        raise MMBenchError(f"DDIM eta must be >= 0, got {eta}")
+    ab_all = schedule.alphas_cumprod.to(noise.device)
+    times = torch.linspace(schedule.timesteps - 1, 0, steps, dtype=torch.float64).round().long().tolist()
+    x = noise
+    for i, t in enumerate(times):
+        ab = ab_all[t].to(x.dtype)
+        ab_prev = ab_all[times[i + 1]].to(x.dtype) if i + 1 < len(times) else torch.ones((), dtype=x.dtype,
+                                                                                              device=x.device)
+        eps = eps_model(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
+        x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+        sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp_min(0).sqrt()
+        x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp_min(0).sqrt() * eps
+        if eta > 0 and i + 1 < len(times):
+            x = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    return x
+
+
+@torch.no_grad()
+def sample_ancestral(eps_model: Denoiser, noise: Tensor, schedule: DDPMSchedule, *,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """DDPM ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2, sigma_t^2 = beta_t)."""
+    betas = schedule.betas.to(noise.device)
+    ab_all = schedule.alphas_cumprod.to(noise.device)
+    x = noise
+    for t in range(schedule.timesteps - 1, -1, -1):
+        beta, ab = betas[t].to(x.dtype), ab_all[t].to(x.dtype)
+        eps = eps_model(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
+        x = (x - beta / (1 - ab).sqrt() * eps) / (1 - beta).sqrt()
+        if t > 0:
+            x = x + beta.sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    return x
+
+
+# -- continuous: VP-SDE ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VPSDE:
+    """dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw,  beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1]."""
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.beta_min <= self.beta_max:
+            raise MMBenchError(f"VP-SDE needs 0 < beta_min <= beta_max, got {self.beta_min}, {self.beta_max}")
+
+    def beta(self, t: Tensor) -> Tensor:
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """p_t(x_t | x_0) = N(mean_coeff x_0, std^2): log mean_coeff = -t^2 (b_max - b_min)/4 - t b_min/2."""
+        log_mean = -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+        return log_mean.exp(), (1.0 - (2.0 * log_mean).exp()).sqrt()
+
+
+WEIGHTINGS = ("variance", "likelihood")
+
+
+def dsm_loss(score_model: Denoiser, x0: Tensor, sde: VPSDE, *, weighting: str = "variance", t_min: float = 1e-5,
+             generator: torch.Generator | None = None) -> Tensor:
+    """Per-example denoising score matching (eq. 17 of the Diff-MVAE appendix), t ~ U(t_min, 1):
+
+        lambda(t)/2 || grad log p_t(x_t | x_0) - s_theta(x_t, t) ||^2,   grad log p_t(x_t|x_0) = -noise / std(t).
+
+    weighting "variance": lambda(t) = std(t)^2 (Song et al. 2021b); "likelihood": lambda(t) = beta(t) = g(t)^2,
+    which makes the loss a bound on the negative log-likelihood (Song et al. 2021c).
+    """
+    if weighting not in WEIGHTINGS:
+        raise MMBenchError(f"unknown DSM weighting {weighting!r}; known: {', '.join(WEIGHTINGS)}")
+    n = x0.shape[0]
+    t = (torch.rand(n, generator=generator, dtype=x0.dtype) * (1 - t_min) + t_min).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    mean, std = sde.marginal(t)
+    xt = _expand(mean, x0) * x0 + _expand(std, x0) * noise
+    err = score_model(xt, t) + noise / _expand(std, x0)
+    lam = std**2 if weighting == "variance" else sde.beta(t)
+    return 0.5 * lam * _per_example(err**2)
+
+
+@torch.no_grad()
+def sample_euler_maruyama(score_model: Denoiser, noise: Tensor, sde: VPSDE, *, steps: int = 1000,
+                          t_min: float = 1e-3, corrector_steps: int = 0, snr: float = 0.16,
+                          generator: torch.Generator | None = None) -> Tensor:
+    """Reverse-time SDE dx = [-1/2 beta x - beta s(x, t)] dt + sqrt(beta) dw-bar from t = 1 to t_min
+    (Euler-Maruyama predictor, Song et al. 2021b), with ``corrector_steps`` Langevin corrector steps per
+    step (predictor-corrector). The last step returns the noise-free mean."""
+    _check_steps(steps)
+    if corrector_steps < 0:
+        raise MMBenchError(f"corrector_steps must be >= 0, got {corrector_steps}")
+    times = torch.linspace(1.0, t_min, steps + 1, dtype=noise.dtype, device=noise.device)
+    x = noise
+    for i in range(steps):
+        t, dt = times[i], times[i + 1] - times[i]  # dt < 0
+        vec_t = t.expand(x.shape[0])
+        for _ in range(corrector_steps):
+            score = score_model(x, vec_t)
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            eps = 2 * (snr * z.flatten(1).norm(dim=-1).mean() / score.flatten(1).norm(dim=-1).mean()) ** 2
+            x = x + eps * score + (2 * eps).sqrt() * z
+        beta = sde.beta(t)
+        mean = x - (-0.5 * beta * x - beta * score_model(x, vec_t)) * (-dt)
+        if i + 1 < steps:
+            x = mean + (beta * (-dt)).sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        else:
+            x = mean
+    return x
+
+
+def gaussian_vp_score(mu: Tensor, var: Tensor, sde: VPSDE) -> Denoiser:
+    """The exact score of p_t when p_0 = N(mu, diag(var)): -(x - m(t) mu) / (m(t)^2 var + std(t)^2)."""
+    def score(x: Tensor, t: Tensor) -> Tensor:
+        m, s = sde.marginal(t)
+        m, s = _expand(m, x), _expand(s, x)
+        return -(x - m * mu) / (m**2 * var + s**2)
+    return score
+
+
+def gaussian_ddpm_eps(mu: Tensor, var: Tensor, schedule: DDPMSchedule) -> Denoiser:
+    """The exact noise prediction when p_0 = N(mu, diag(var)): eps* = -sqrt(1 - ab_t) * score_t(x)."""
+    def eps(x: Tensor, t: Tensor) -> Tensor:
+        ab = _expand(schedule.alphas_cumprod.to(x.device)[t].to(x.dtype), x)
+        return (1 - ab).sqrt() * (x - ab.sqrt() * mu) / (ab * var + 1 - ab)
+    return eps
+
+
+__all__ = ["DDPMSchedule", "VPSDE", "ddpm_loss", "dsm_loss", "gaussian_ddpm_eps", "gaussian_vp_score",
+           "sample_ancestral", "sample_ddim", "sample_euler_maruyama"]

@@ -1,0 +1,114 @@
+"""Diffusion losses and samplers where the true score is known (Gaussian data, mixture of two Gaussians)."""
+
+import pytest
+import torch
+
+from diffmvae.diffusion import (
+    VPSDE, DDPMSchedule, ddpm_loss, dsm_loss, gaussian_ddpm_eps, gaussian_vp_score, sample_ancestral, sample_ddim,
+    sample_euler_maruyama,
+)
+from mmbench.errors import MMBenchError
+
+MU = torch.tensor([1.5, -0.5], dtype=torch.float64)
+VAR = torch.tensor([0.25, 2.0], dtype=torch.float64)
+
+
+def data(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return MU + VAR.sqrt() * torch.randn(n, 2, generator=g, dtype=torch.float64)
+
+
+def noise(n, seed=1):
+    return torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def assert_moments(x, tol_mean=0.05, tol_var=0.08):
+    assert torch.allclose(x.mean(0), MU, atol=tol_mean), x.mean(0)
+    assert torch.allclose(x.var(0), VAR, rtol=tol_var), x.var(0)
+
+
+def test_ddpm_loss_is_lowest_at_the_true_noise_prediction():
+    sched = DDPMSchedule.linear()
+    eps = gaussian_ddpm_eps(MU, VAR, sched)
+    x0 = data(20000)
+    true = ddpm_loss(eps, x0, sched, generator=torch.Generator().manual_seed(3)).mean()
+    off = ddpm_loss(lambda x, t: eps(x, t) * 1.1 + 0.05, x0, sched, generator=torch.Generator().manual_seed(3)).mean()
+    assert true < off
+
+
+@pytest.mark.parametrize("weighting", ["variance", "likelihood"])
+def test_dsm_loss_is_lowest_at_the_true_score(weighting):
+    sde = VPSDE()
+    score = gaussian_vp_score(MU, VAR, sde)
+    x0 = data(20000)
+    true = dsm_loss(score, x0, sde, weighting=weighting, generator=torch.Generator().manual_seed(4)).mean()
+    off = dsm_loss(lambda x, t: score(x, t) * 0.9, x0, sde, weighting=weighting,
+                   generator=torch.Generator().manual_seed(4)).mean()
+    assert true < off
+
+
+def test_ddim_with_the_exact_score_reproduces_the_data_moments_and_converges_in_steps():
+    sched = DDPMSchedule.linear()
+    eps = gaussian_ddpm_eps(MU, VAR, sched)
+    x = sample_ddim(eps, noise(20000), sched, steps=200, eta=0.0)
+    assert_moments(x, tol_var=0.03)
+    # With few steps the ODE discretisation shrinks the variance (50 steps: about -8 %); it closes as steps grow.
+    errors = [(sample_ddim(eps, noise(20000), sched, steps=k).var(0) - VAR).abs().max() for k in (10, 50, 200)]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_ddim_with_eta_zero_is_deterministic_for_fixed_noise_and_eta_one_is_not():
+    sched = DDPMSchedule.linear()
+    eps = gaussian_ddpm_eps(MU, VAR, sched)
+    a = sample_ddim(eps, noise(64), sched, steps=20, eta=0.0, generator=torch.Generator().manual_seed(0))
+    b = sample_ddim(eps, noise(64), sched, steps=20, eta=0.0, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(a, b)
+    c = sample_ddim(eps, noise(64), sched, steps=20, eta=1.0, generator=torch.Generator().manual_seed(0))
+    d = sample_ddim(eps, noise(64), sched, steps=20, eta=1.0, generator=torch.Generator().manual_seed(9))
+    assert not torch.allclose(c, d)
+
+
+def test_ancestral_sampling_with_the_exact_score_reproduces_the_data_moments():
+    sched = DDPMSchedule.linear()
+    x = sample_ancestral(gaussian_ddpm_eps(MU, VAR, sched), noise(20000), sched,
+                         generator=torch.Generator().manual_seed(5))
+    assert_moments(x)
+
+
+@pytest.mark.parametrize("corrector_steps", [0, 1])
+def test_euler_maruyama_with_the_exact_score_reproduces_the_data_moments(corrector_steps):
+    sde = VPSDE()
+    x = sample_euler_maruyama(gaussian_vp_score(MU, VAR, sde), noise(20000), sde, steps=1000,
+                              corrector_steps=corrector_steps, generator=torch.Generator().manual_seed(6))
+    assert_moments(x)
+
+
+def test_ddim_samples_a_mixture_of_two_gaussians_with_its_weights():
+    """p_0 = 0.3 N(-2, 0.3^2) + 0.7 N(2, 0.3^2) in 1-D; the exact eps comes from the mixture's score."""
+    sched = DDPMSchedule.linear()
+    ab_all = sched.alphas_cumprod
+    weights = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    means = torch.tensor([-2.0, 2.0], dtype=torch.float64)
+
+    def eps(x, t):
+        ab = ab_all[t].unsqueeze(-1)  # (N, 1)
+        var = ab * 0.09 + 1 - ab
+        log_r = torch.log(weights) - 0.5 * torch.log(var) - 0.5 * (x - ab.sqrt() * means) ** 2 / var  # (N, 2)
+        r = torch.softmax(log_r, -1)
+        score = (r * (-(x - ab.sqrt() * means) / var)).sum(-1, keepdim=True)
+        return -(1 - ab).sqrt() * score
+
+    x = sample_ddim(eps, torch.randn(20000, 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64),
+                    sched, steps=50)
+    assert abs((x > 0).double().mean().item() - 0.7) < 0.02
+    assert abs(x[x > 0].mean().item() - 2.0) < 0.05 and abs(x[x < 0].mean().item() + 2.0) < 0.05
+
+
+@pytest.mark.parametrize("call", [
+    lambda: sample_ddim(lambda x, t: x, noise(2), DDPMSchedule.linear(), steps=0),
+    lambda: sample_euler_maruyama(lambda x, t: x, noise(2), VPSDE(), steps=0),
+    lambda: sample_ddim(lambda x, t: x, noise(2), DDPMSchedule.linear(), steps=2000),
+])
+def test_sampler_steps_below_one_are_refused(call):
+    with pytest.raises(MMBenchError, match="sampler steps must be an integer >= 1"):
+        call()
