@@ -1,0 +1,39 @@
+"""The UNets: shapes for images and latent vectors, and the output depends on z."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from diffmvae.unet import PRESETS, UNet, UNetConfig
+from mmbench.errors import MMBenchError
+
+
+@pytest.mark.parametrize("preset, shape", [("image28", (2, 3, 28, 28)), ("image64", (2, 3, 64, 64)),
+                                           ("latent", (2, 8)), ("latent", (2, 30))])
+def test_output_has_the_input_shape(preset, shape):
+    torch.manual_seed(0)
+    net = UNet(dataclasses.replace(PRESETS[preset], cond_dim=5))
+    out = net(torch.randn(*shape), torch.tensor([3, 700]), torch.randn(2, 5))
+    assert out.shape == shape and torch.isfinite(out).all()
+
+
+def test_the_output_depends_on_z_and_on_t():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(dims=2, channels=3, base=16, mults=(1, 2), cond_dim=4))
+    for p in net.parameters():  # break the zero-initialised symmetry a trained net would have
+        p.data.add_(0.05 * torch.randn_like(p))
+    x, t = torch.randn(2, 3, 28, 28), torch.tensor([10, 10])
+    z1, z2 = torch.randn(2, 4), torch.randn(2, 4)
+    assert not torch.allclose(net(x, t, z1), net(x, t, z2), atol=1e-4)
+    assert not torch.allclose(net(x, t, z1), net(x, torch.tensor([900, 900]), z1), atol=1e-4)
+    # gradients reach the conditioning path, so an encoder upstream learns through the diffusion loss
+    z = torch.randn(2, 4, requires_grad=True)
+    net(x, t, z).square().sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_a_conditioned_unet_refuses_a_missing_z():
+    net = UNet(UNetConfig(dims=1, channels=1, base=8, mults=(1, 2), cond_dim=3))
+    with pytest.raises(MMBenchError, match="pass z"):
+        net(torch.randn(2, 8), torch.tensor([1, 2]))
