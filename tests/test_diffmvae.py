@@ -1,0 +1,79 @@
+"""Diff-MVAE and Diff-MVAE*: eq. 23 composed from the subset mixture and the diffusion losses."""
+
+import pytest
+import torch
+
+from conftest import tiny_dataset
+from mmbench.config import build_config
+from mmbench.errors import MMBenchError
+from mmbench.fusion import Gaussian, kl_normal, product_of_experts, stratified_assignment, subsets
+from mmbench.modality import Modality
+from mmbench.registry import MODELS
+
+FAST = {"latent_dim": 6, "sampler_steps": 3, "unet_base": 8, "unet_mults": [1, 2], "beta": 0.5}
+
+
+def build(name, **cfg):
+    torch.manual_seed(0)
+    data = tiny_dataset(7)
+    cls = MODELS.get(name)
+    return cls(data.modalities, build_config(cls.Config, {**FAST, **cfg})), data.batch(torch.arange(7))
+
+
+@pytest.mark.parametrize("name", ["diffmvae", "diffmvae_star"])
+def test_loss_is_eq23_with_diffusion_surrogates_in_place_of_log_likelihoods(name):
+    # m0 and m1 diffusion decoders, m2 feed-forward (Laplace): both kinds of term in one objective.
+    model, batch = build(name, diffusion=["m0", "m1"])
+    x, names = batch["x"], model.modality_names
+    family = subsets(names)
+    e = model.experts(x, names)
+    posts = [product_of_experts([Gaussian(e.mu[names.index(m)], e.logvar[names.index(m)]) for m in s],
+                                prior_expert=len(s) == 3) for s in family]
+    kl = sum(kl_normal(q) for q in posts) / len(family)
+    assigned = stratified_assignment(7, torch.full((7,), 1 / 7))  # 7 rows, 7 subsets: one each
+    torch.manual_seed(5)
+    eps = torch.randn(1, 7, 6)
+    z = torch.stack([posts[s].mu[b] + posts[s].std[b] * eps[0, b] for b, s in enumerate(assigned.tolist())])
+    terms = 0.0
+    for m in names:
+        if m in ("m0", "m1"):
+            terms = terms - model.diffusion_loss(m, x[m], z) / (3 * 28 * 28)
+        else:
+            loc = model.decoders[m](z)
+            terms = terms + (-(x[m] - loc).abs() / 0.75 - torch.log(torch.tensor(1.5))).flatten(1).sum(1) / (3 * 28 * 28)
+    expected = -(terms - 0.5 * kl).mean()
+    torch.manual_seed(5)
+    assert torch.allclose(model.loss(batch).loss, expected, rtol=1e-5)
+
+
+def test_the_encoder_learns_through_the_diffusion_loss():
+    model, batch = build("diffmvae_star")  # every modality has a diffusion decoder
+    assert model.diffusion_names == ["m0", "m1", "m2"]
+    model.loss(batch).loss.backward()
+    grad = model.encoders["m0"].mu.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["diffmvae", "diffmvae_star"])
+def test_generation_samples_images_conditioned_on_the_observed_modalities(name):
+    model, batch = build(name)
+    out = model.cond_generate(batch["x"], ["m0"], ["m1"], generator=torch.Generator().manual_seed(0))
+    assert out["m1"].shape == (7, 3, 28, 28) and out["m1"].min() >= 0 and out["m1"].max() <= 1
+    other = {**batch["x"], "m0": torch.rand_like(batch["x"]["m0"])}
+    again = model.cond_generate(other, ["m0"], ["m1"], generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(out["m1"], again["m1"])
+    assert model.generate(2, generator=torch.Generator().manual_seed(0))["m2"].shape == (2, 3, 28, 28)
+
+
+def test_a_non_image_modality_marked_for_diffusion_is_refused():
+    mods = [Modality("image", (3, 28, 28)), Modality("attrs", (18,), "attributes", "bernoulli")]
+    cls = MODELS.get("diffmvae")
+    with pytest.raises(MMBenchError, match="modality 'attrs' is marked for a diffusion decoder but is a attributes"):
+        cls(mods, build_config(cls.Config, {**FAST, "diffusion": ["image", "attrs"]}))
+    model = cls(mods, build_config(cls.Config, FAST))  # "*" takes only the images
+    assert model.diffusion_names == ["image"]
+
+
+def test_sampler_steps_below_one_are_refused():
+    with pytest.raises(MMBenchError, match="sampler_steps = 0 is out of range"):
+        build_config(MODELS.get("diffmvae_star").Config, {"sampler_steps": 0})
