@@ -70,7 +70,7 @@ class MMVAE(MultimodalVAE):
         second = (e.logvar.exp() + e.mu**2).mean(0)
         return Gaussian(mean, torch.log((second - mean**2).clamp_min(1e-12)))
 
-    def decode(self, z: Tensor, modalities: Sequence[str] | None = None) -> dict[str, Tensor]:
+    def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *, generator=None) -> dict[str, Tensor]:
         return self.parts.decode_mean(z, modalities or self.modality_names)
 
     @torch.no_grad()
@@ -82,7 +82,7 @@ class MMVAE(MultimodalVAE):
         pick = torch.randint(0, len(given), (b,), generator=generator).to(e.mu.device)
         rows = torch.arange(b, device=e.mu.device)
         z = Gaussian(e.mu[pick, rows], e.logvar[pick, rows]).rsample(generator=generator)
-        return self.decode(z, targets)
+        return self.decode(z, targets, generator=generator)
 
     def log_weights(self, x: Mapping[str, Tensor], experts: Gaussian, z: Tensor, rows: Tensor) -> Tensor:
         """log w = sum_d log p(x_d|z) + beta [log p(z) - log q(z|X)], q(z|X) = (1/M) sum_m q(z|x_m).

@@ -148,7 +148,7 @@ class MMVAEPlus(MultimodalVAE):
     def _decode_with(self, z: Tensor, targets: Sequence[str], w: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {m: self.likelihoods[m].mean(self.decoders[m](torch.cat([w[m], z], -1))) for m in targets}
 
-    def decode(self, z: Tensor, modalities: Sequence[str] | None = None) -> dict[str, Tensor]:
+    def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *, generator=None) -> dict[str, Tensor]:
         """Decoder means with each private latent at its prior's location (0); ``generate`` samples it."""
         targets = modalities or self.modality_names
         zero_w = torch.zeros(z.shape[0], self.config.private_dim, device=z.device)

@@ -85,7 +85,7 @@ class MoPoE(MultimodalVAE):
         q = subset_posteriors(experts, mask, flag)
         return Gaussian(q.mu[0], q.logvar[0])
 
-    def decode(self, z: Tensor, modalities: Sequence[str] | None = None) -> dict[str, Tensor]:
+    def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *, generator=None) -> dict[str, Tensor]:
         return self.parts.decode_mean(z, modalities or self.modality_names)
 
     def loss(self, batch) -> LossOutput:

@@ -59,7 +59,7 @@ class MVAE(MultimodalVAE):
                               torch.ones(1, device=experts.mu.device))
         return Gaussian(q.mu[0], q.logvar[0])
 
-    def decode(self, z: Tensor, modalities: Sequence[str] | None = None) -> dict[str, Tensor]:
+    def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *, generator=None) -> dict[str, Tensor]:
         return self.parts.decode_mean(z, modalities or self.modality_names)
 
     def training_subsets(self) -> list[tuple[str, ...]]:

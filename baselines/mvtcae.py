@@ -55,7 +55,7 @@ class MVTCAE(MultimodalVAE):
         e = self.parts.experts(x, subset)
         return product_of_experts([Gaussian(e.mu[i], e.logvar[i]) for i in range(len(subset))])
 
-    def decode(self, z: Tensor, modalities: Sequence[str] | None = None) -> dict[str, Tensor]:
+    def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *, generator=None) -> dict[str, Tensor]:
         return self.parts.decode_mean(z, modalities or self.modality_names)
 
     def loss(self, batch) -> LossOutput:

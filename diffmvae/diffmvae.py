@@ -183,22 +183,9 @@ class _DiffusionMVAE(MultimodalVAE):
         return out
 
     @torch.no_grad()
-    def decode(self, z: Tensor, modalities: Sequence[str] | None = None) -> dict[str, Tensor]:
-        """Feed-forward means; diffusion modalities are sampled conditioned on z (global RNG)."""
-        return self._decode(z, modalities or self.modality_names, None)
-
-    @torch.no_grad()
-    def generate(self, n: int, z: Tensor | None = None, *, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        if z is None:
-            z = self.prior(n).rsample(generator=generator)
-        elif z.shape != (n, self.latent_dim):
-            raise MMBenchError(f"z has shape {tuple(z.shape)}, expected ({n}, {self.latent_dim})")
-        return self._decode(z.to(self.device), self.modality_names, generator)
-
-    @torch.no_grad()
-    def cond_generate(self, x, given, targets=None, *, generator=None):
-        z = self.encode(x, self.validate_subset(given)).rsample(generator=generator)
-        return self._decode(z, targets or self.modality_names, generator)
+    def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *, generator=None) -> dict[str, Tensor]:
+        """Feed-forward means; diffusion modalities are sampled conditioned on z (EM or DDIM)."""
+        return self._decode(z, modalities or self.modality_names, generator)
 
 
 @register_model("diffmvae")

@@ -3,7 +3,7 @@
 Metrics, evaluation, the auxiliary score prior and plots use only these methods:
 
     encode(x, subset) -> Gaussian              q(z | x_subset), the shared latent
-    decode(z, modalities) -> {m: Tensor}       decoder means (samples for diffusion decoders)
+    decode(z, modalities, *, generator) -> {m: Tensor}   decoder means (samples for diffusion decoders)
     loss(batch) -> LossOutput                  the model's training objective
     generate(n, z=None) -> {m: Tensor}         unconditional; z from N(0, I) or any given prior
     cond_generate(x, given, targets) -> {m: Tensor}
@@ -89,8 +89,10 @@ class MultimodalVAE(nn.Module, abc.ABC):
         """q(z | x_subset) for a batch; subset None means every modality."""
 
     @abc.abstractmethod
-    def decode(self, z: Tensor, modalities: Sequence[str] | None = None) -> dict[str, Tensor]:
-        """Decoder means (or samples) of the given modalities (all when None) for latents z (N, D)."""
+    def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *,
+               generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Decoder means of the given modalities (all when None) for latents z (N, D); decoders that sample
+        (diffusion) draw their randomness from ``generator``."""
 
     @abc.abstractmethod
     def loss(self, batch: Batch) -> LossOutput:
@@ -103,7 +105,7 @@ class MultimodalVAE(nn.Module, abc.ABC):
             z = self.prior(n).rsample(generator=generator)
         elif z.shape != (n, self.latent_dim):
             raise MMBenchError(f"z has shape {tuple(z.shape)}, expected ({n}, {self.latent_dim})")
-        return self.decode(z.to(self.device))
+        return self.decode(z.to(self.device), generator=generator)
 
     @torch.no_grad()
     def cond_generate(
@@ -113,7 +115,7 @@ class MultimodalVAE(nn.Module, abc.ABC):
         """Encode the observed subset ``given``, sample z, decode ``targets`` (all modalities when None)."""
         self.validate_subset(given)
         z = self.encode(x, given).rsample(generator=generator)
-        return self.decode(z, targets)
+        return self.decode(z, targets, generator=generator)
 
     def validate_subset(self, subset: Sequence[str]) -> tuple[str, ...]:
         names = self.modality_names
