@@ -19,9 +19,8 @@ from diffmvae.diffusion import DDPMSchedule, ddpm_loss, sample_ddim
 from diffmvae.unet import UNet, UNetConfig
 from mmbench.checkpoint import load_checkpoint, save_checkpoint
 from mmbench.config import build_config, check_range
-from mmbench.data.base import MultimodalDataset
 from mmbench.errors import MMBenchError
-from mmbench.model import MultimodalVAE
+from mmbench.registry import register_prior
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +40,11 @@ class ScorePriorConfig:
         check_range(self, "lr", lo=0.0, lo_open=True)
 
 
+@register_prior("score")
 class ScorePrior(nn.Module):
-    """p(z) learned by a DDPM over standardised latents."""
+    """Score-based prior (Diff-MVAE): a DDPM over standardised latents, sampled with DDIM."""
+
+    Config = ScorePriorConfig
 
     def __init__(self, latent_dim: int, config: ScorePriorConfig | None = None):
         super().__init__()
@@ -92,23 +94,3 @@ class ScorePrior(nn.Module):
         prior = cls(payload["latent_dim"], build_config(ScorePriorConfig, payload["config"]))
         prior.load_state_dict(payload["state_dict"])
         return prior.eval()
-
-
-@torch.no_grad()
-def encoder_latents(model: MultimodalVAE, data: MultimodalDataset, *, batch_size: int = 500) -> Tensor:
-    """Posterior means of the full set, q(z | x_1..M), for every example: what the prior is fitted on."""
-    model.eval()
-    return torch.cat([model.encode(b["x"]).mu for b in data.batches(batch_size)])
-
-
-def gaussian_fit_distance(a: Tensor, b: Tensor) -> float:
-    """Fréchet distance between Gaussian fits of two latent samples (N, D): how well means and covariances match."""
-    import numpy as np
-    from scipy import linalg
-
-    a, b = a.double().numpy(), b.double().numpy()
-    ma, mb = a.mean(0), b.mean(0)
-    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = linalg.sqrtm(ca @ cb)
-    covmean = covmean.real if np.iscomplexobj(covmean) else covmean
-    return float(((ma - mb) ** 2).sum() + np.trace(ca + cb - 2 * covmean))

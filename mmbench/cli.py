@@ -13,9 +13,9 @@ DEFAULT_PUBLISHED = REPO / "results" / "published.csv"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from mmbench.registry import DATASETS, METRICS, MODELS
+    from mmbench.registry import DATASETS, METRICS, MODELS, PRIORS
 
-    registry = {"models": MODELS, "datasets": DATASETS, "metrics": METRICS}[args.what]
+    registry = {"models": MODELS, "datasets": DATASETS, "metrics": METRICS, "priors": PRIORS}[args.what]
     entries = registry.entries()
     width = max((len(e.name) for e in entries), default=0)
     for e in entries:
@@ -82,6 +82,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prior_fit(args: argparse.Namespace) -> int:
+    from mmbench.priorfit import fit_prior
+    from mmbench.sweeps import apply_overrides
+
+    rows = fit_prior(Path(args.run), args.kind, apply_overrides({}, args.set or []), progress=not args.no_progress)
+    width = max(len(r.metric) for r in rows)
+    for r in rows:
+        print(f"{r.metric:<{width}}  {r.value:.4f}")
+    print(f"prior saved to {Path(args.run) / f'prior-{args.kind}.pt'}; rows added to {Path(args.run) / 'record.json'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mmbench.demo import run_demo
 
@@ -96,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     def progress_flag(sp):
         sp.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    sp = sub.add_parser("list", help="list registered models, datasets or metrics")
-    sp.add_argument("what", choices=["models", "datasets", "metrics"])
+    sp = sub.add_parser("list", help="list registered models, datasets, metrics or priors")
+    sp.add_argument("what", choices=["models", "datasets", "metrics", "priors"])
     sp.set_defaults(func=cmd_list)
 
     sp = sub.add_parser("data", help="build datasets offline")
@@ -146,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--published", default=str(DEFAULT_PUBLISHED), help="CSV of paper-reported numbers")
     sp.add_argument("--no-published", action="store_true", help="leave the paper rows out")
     sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("prior", help="priors over z fitted on a finished run's encoder")
+    psub = sp.add_subparsers(dest="prior_command", required=True, metavar="ACTION")
+    pf = psub.add_parser("fit", help="fit a prior (default: Diff-MVAE's score prior) on a run and compare it with N(0, I)")
+    pf.add_argument("run", help="a run folder (runs/<run_id>) holding checkpoint.pt and spec.json")
+    pf.add_argument("--kind", default="score", help="registered prior (default score)")
+    pf.add_argument("--set", action="append", metavar="FIELD=VALUE", help="prior config override, e.g. --set steps=4000")
+    progress_flag(pf)
+    pf.set_defaults(func=cmd_prior_fit)
 
     sp = sub.add_parser("demo", help="the CPU demo: build PolyMNIST, train MoPoE, evaluate, leaderboard and plot")
     sp.add_argument("--out", default="demo-output", help="output folder (default demo-output)")

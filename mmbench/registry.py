@@ -109,7 +109,10 @@ def _same(a: Any, b: Any) -> bool:
 MODELS = Registry("model", "mmbench.models")
 DATASETS = Registry("dataset", "mmbench.datasets")
 METRICS = Registry("metric", "mmbench.metrics")
+# Priors over z fitted after training (fit(latents), sample(n), save, load): e.g. Diff-MVAE's score prior.
+PRIORS = Registry("prior", "mmbench.priors")
 
 register_model = MODELS.register
 register_dataset = DATASETS.register
 register_metric = METRICS.register
+register_prior = PRIORS.register

@@ -35,3 +35,20 @@ def test_quick_demo_builds_data_trains_evaluates_and_reports(tmp_path, capsys):
     # Submitting again skips the finished run.
     assert main(["demo", "--out", str(out), "--quick", "--no-progress"]) == 0
     assert "finished before, skipped" in capsys.readouterr().out
+
+
+def test_prior_fit_on_a_finished_run_adds_rows_and_refuses_runs_without_a_checkpoint(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick", "--no-progress"]) == 0
+    run = next((out / "runs").glob("mopoe-*"))
+    fast = ["--set", "steps=3", "--set", "base=8", "--set", "mults=[1]", "--set", "sampler_steps=2", "--no-progress"]
+    assert main(["prior", "fit", str(run), *fast]) == 0
+    assert (run / "prior-score.pt").is_file()
+    metrics = {m["metric"] for m in read_records(out / "runs")[0]["metrics"]}
+    assert {"latent_frechet@prior:score", "latent_frechet@prior:gaussian", "coherence@prior:score",
+            "coherence@prior:gaussian"} <= metrics
+    capsys.readouterr()
+    (run / "checkpoint.pt").unlink()
+    assert main(["prior", "fit", str(run), *fast]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no encoder checkpoint (checkpoint.pt)" in err[0]

@@ -1,0 +1,66 @@
+"""Fit a registered prior over z on a finished run's encoder and compare it with N(0, I) (Table 4's ablation).
+
+The prior is fitted on posterior means of the full set over the training split and saved beside the run
+(``prior-<kind>.pt``). The run's record gains rows, per prior ("gaussian" is p(z) = N(0, I)):
+``latent_frechet@prior:<kind>`` (Fréchet distance between Gaussian fits of prior samples and the test
+split's encoder latents) and, when the run evaluated coherence, ``coherence@prior:<kind>`` (unconditional
+coherence of ``model.generate(n, z=prior.sample(n))``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from mmbench.checkpoint import load_model
+from mmbench.config import build_config
+from mmbench.errors import MMBenchError
+from mmbench.latents import encoder_latents, gaussian_fit_distance
+from mmbench.metrics.base import MetricRow
+from mmbench.metrics.classifier import classifiers_for
+from mmbench.metrics.coherence import unconditional_coherence
+from mmbench.registry import PRIORS
+from mmbench.results import RECORD, read_record, write_record
+from mmbench.run import CHECKPOINT, load_split
+from mmbench.runspec import RunSpec
+
+
+def fit_prior(run_dir: Path, kind: str = "score", overrides: dict | None = None, *, progress: bool = True,
+              log=print) -> list[MetricRow]:
+    run_dir = Path(run_dir)
+    if not (run_dir / "spec.json").is_file():
+        raise MMBenchError(f"{run_dir} is not a run folder (no spec.json); pass a folder under the runs folder")
+    if not (run_dir / CHECKPOINT).is_file():
+        raise MMBenchError(f"run {run_dir.name} has no encoder checkpoint ({CHECKPOINT}); a prior is fitted on "
+                           "a trained encoder, so train the run first (mmbench sweep submit / mmbench train)")
+    cls = PRIORS.get(kind)
+    config = build_config(cls.Config, overrides or {})
+    model, _ = load_model(run_dir / CHECKPOINT)
+    spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
+    train, test = load_split(spec, "train"), load_split(spec, "test")
+    prior = cls(model.latent_dim, config)
+    log(f"fitting the {kind} prior on {len(train)} encoder latents of run {run_dir.name}")
+    prior.fit(encoder_latents(model, train), seed=spec.seed, progress=progress)
+    prior.save(run_dir / f"prior-{kind}.pt")
+
+    target = encoder_latents(model, test)
+    g = torch.Generator().manual_seed(spec.seed)
+    n = len(target)
+    samples = {kind: prior.sample(n, generator=g), "gaussian": model.prior(n).rsample(generator=g).cpu()}
+    rows = [MetricRow(f"latent_frechet@prior:{name}", "*", "", 0, gaussian_fit_distance(z, target))
+            for name, z in samples.items()]
+    if "coherence" in spec.metrics:
+        epochs = spec.metric_options.get("coherence", {}).get("classifier_epochs", 20)
+        classifiers, _ = classifiers_for(train, test, run_dir.parent / ".cache" / "classifiers", epochs=epochs,
+                                         progress=progress, log=log)
+        for name, z in samples.items():
+            row = unconditional_coherence(model, classifiers, n_samples=n, z=z, generator=g)
+            rows.append(dataclasses.replace(row, metric=f"coherence@prior:{name}"))
+    record = read_record(run_dir / RECORD)
+    names = {r.metric for r in rows}
+    record["metrics"] = [m for m in record["metrics"] if m["metric"] not in names] + [r.to_dict() for r in rows]
+    write_record(run_dir, record)
+    return rows
