@@ -9,8 +9,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from mmbench.config import TrainConfig, check_range
-from mmbench.errors import MMBenchError
+from mmbench.config import TrainConfig, check_choice, check_range
 from mmbench.fusion import Gaussian
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import Modality
@@ -43,8 +42,7 @@ class MMVAEConfig(TrainConfig):
         super().__post_init__()
         check_range(self, "k", lo=1)
         check_range(self, "likelihood_scale", lo=0.0, lo_open=True)
-        if self.estimator not in ESTIMATORS:
-            raise MMBenchError(f"MMVAEConfig.estimator = {self.estimator!r}; allowed: {', '.join(ESTIMATORS)}")
+        check_choice(self, "estimator", ESTIMATORS)
 
 
 @register_model("mmvae")

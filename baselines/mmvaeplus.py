@@ -9,7 +9,7 @@ from typing import Mapping, NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-from mmbench.config import TrainConfig, check_range
+from mmbench.config import TrainConfig, check_choice, check_range
 from mmbench.errors import MMBenchError
 from mmbench.fusion import Gaussian
 from mmbench.model import LossOutput, MultimodalVAE
@@ -74,8 +74,7 @@ class MMVAEPlusConfig(TrainConfig):
         check_range(self, "private_dim", lo=1)
         check_range(self, "k", lo=1)
         check_range(self, "likelihood_scale", lo=0.0, lo_open=True)
-        if self.estimator not in ESTIMATORS:
-            raise MMBenchError(f"MMVAEPlusConfig.estimator = {self.estimator!r}; allowed: {', '.join(ESTIMATORS)}")
+        check_choice(self, "estimator", ESTIMATORS)
 
 
 class _MLPTwoLatents(nn.Module):

@@ -8,17 +8,16 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from mmbench.config import TrainConfig, check_range
-from mmbench.errors import MMBenchError
-from mmbench.fusion import Gaussian, subset_mask, subset_posteriors, subset_weights, subsets
+from mmbench.config import TrainConfig, check_choice, check_range
+from mmbench.fusion import (
+    PRIOR_EXPERT_RULES, Gaussian, has_prior_expert, product_of_stacked_experts, subset_mask, subset_posteriors,
+    subset_weights, subsets,
+)
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import LIKELIHOODS, Modality
 from mmbench.objectives import ESTIMATORS, mixture_elbo
 from mmbench.registry import register_model
 from mmbench.unimodal import UnimodalParts
-
-PRIOR_EXPERT_RULES = ("full_set", "all", "none")
-
 
 @dataclasses.dataclass(frozen=True)
 class MoPoEConfig(TrainConfig):
@@ -45,14 +44,10 @@ class MoPoEConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.prior_expert not in PRIOR_EXPERT_RULES:
-            raise MMBenchError(f"MoPoEConfig.prior_expert = {self.prior_expert!r}; allowed: {', '.join(PRIOR_EXPERT_RULES)}")
-        if self.estimator not in ESTIMATORS:
-            raise MMBenchError(f"MoPoEConfig.estimator = {self.estimator!r}; allowed: {', '.join(ESTIMATORS)}")
+        check_choice(self, "prior_expert", PRIOR_EXPERT_RULES)
+        check_choice(self, "estimator", ESTIMATORS)
         check_range(self, "likelihood_scale", lo=0.0, lo_open=True)
-        if self.likelihood and self.likelihood not in LIKELIHOODS:
-            raise MMBenchError(f"MoPoEConfig.likelihood = {self.likelihood!r}; allowed: '' (the dataset's), "
-                               + ", ".join(LIKELIHOODS))
+        check_choice(self, "likelihood", ("", *LIKELIHOODS))
 
 
 @register_model("mopoe")
@@ -73,17 +68,12 @@ class MoPoE(MultimodalVAE):
                              persistent=False)
 
     def _has_prior_expert(self, subset: Sequence[str]) -> bool:
-        rule = self.config.prior_expert
-        return rule == "all" or (rule == "full_set" and len(subset) == len(self.modalities))
+        return has_prior_expert(self.config.prior_expert, len(subset), len(self.modalities))
 
     def encode(self, x: Mapping[str, Tensor], subset: Sequence[str] | None = None) -> Gaussian:
         """q(z|x_A): the product of the experts in A (with N(0, I) where the prior-expert rule says)."""
         subset = self.validate_subset(subset or self.modality_names)
-        experts = self.parts.experts(x, subset)
-        mask = torch.ones(1, len(subset), device=experts.mu.device)
-        flag = torch.tensor([float(self._has_prior_expert(subset))], device=experts.mu.device)
-        q = subset_posteriors(experts, mask, flag)
-        return Gaussian(q.mu[0], q.logvar[0])
+        return product_of_stacked_experts(self.parts.experts(x, subset), prior_expert=self._has_prior_expert(subset))
 
     def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *, generator=None) -> dict[str, Tensor]:
         return self.parts.decode_mean(z, modalities or self.modality_names)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from mmbench.config import TrainConfig, check_range
-from mmbench.fusion import Gaussian, kl_normal, subset_mask, subset_posteriors
+from mmbench.fusion import Gaussian, kl_normal, product_of_stacked_experts, subset_mask, subset_posteriors
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import Modality
 from mmbench.registry import register_model
@@ -54,10 +54,7 @@ class MVAE(MultimodalVAE):
     def encode(self, x: Mapping[str, Tensor], subset: Sequence[str] | None = None) -> Gaussian:
         """q(z|x_A) = N(0, I) * prod_{m in A} q(z|x_m)."""
         subset = self.validate_subset(subset or self.modality_names)
-        experts = self.parts.experts(x, subset)
-        q = subset_posteriors(experts, torch.ones(1, len(subset), device=experts.mu.device),
-                              torch.ones(1, device=experts.mu.device))
-        return Gaussian(q.mu[0], q.logvar[0])
+        return product_of_stacked_experts(self.parts.experts(x, subset), prior_expert=True)
 
     def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *, generator=None) -> dict[str, Tensor]:
         return self.parts.decode_mean(z, modalities or self.modality_names)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from mmbench.config import TrainConfig, check_range
-from mmbench.fusion import Gaussian, kl_normal, product_of_experts
+from mmbench.fusion import Gaussian, kl_normal, product_of_experts, product_of_stacked_experts
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import Modality
 from mmbench.registry import register_model
@@ -52,8 +52,7 @@ class MVTCAE(MultimodalVAE):
     def encode(self, x: Mapping[str, Tensor], subset: Sequence[str] | None = None) -> Gaussian:
         """q(z|x_A) = prod_{m in A} q(z|x_m), no prior expert."""
         subset = self.validate_subset(subset or self.modality_names)
-        e = self.parts.experts(x, subset)
-        return product_of_experts([Gaussian(e.mu[i], e.logvar[i]) for i in range(len(subset))])
+        return product_of_stacked_experts(self.parts.experts(x, subset))
 
     def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *, generator=None) -> dict[str, Tensor]:
         return self.parts.decode_mean(z, modalities or self.modality_names)

@@ -24,12 +24,14 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from baselines.mopoe import PRIOR_EXPERT_RULES
 from diffmvae.diffusion import VPSDE, DDPMSchedule, ddpm_loss, dsm_loss, sample_ddim, sample_euler_maruyama
 from diffmvae.unet import UNet, UNetConfig
-from mmbench.config import TrainConfig, check_range
+from mmbench.config import TrainConfig, check_choice, check_range
 from mmbench.errors import MMBenchError
-from mmbench.fusion import Gaussian, subset_mask, subset_posteriors, subset_weights, subsets
+from mmbench.fusion import (
+    PRIOR_EXPERT_RULES, Gaussian, has_prior_expert, product_of_stacked_experts, subset_mask, subset_posteriors,
+    subset_weights, subsets,
+)
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import Modality
 from mmbench.nets import default_decoder, default_encoder
@@ -70,11 +72,8 @@ class DiffMVAEConfig(TrainConfig):
         check_range(self, "ddim_eta", lo=0.0)
         check_range(self, "unet_base", lo=8)
         check_range(self, "likelihood_scale", lo=0.0, lo_open=True)
-        if self.prior_expert not in PRIOR_EXPERT_RULES:
-            raise MMBenchError(f"{type(self).__name__}.prior_expert = {self.prior_expert!r}; "
-                               f"allowed: {', '.join(PRIOR_EXPERT_RULES)}")
-        if self.estimator not in ESTIMATORS:
-            raise MMBenchError(f"{type(self).__name__}.estimator = {self.estimator!r}; allowed: {', '.join(ESTIMATORS)}")
+        check_choice(self, "prior_expert", PRIOR_EXPERT_RULES)
+        check_choice(self, "estimator", ESTIMATORS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +115,7 @@ class _DiffusionMVAE(MultimodalVAE):
         self.family = subsets(names)
         self.register_buffer("mask", subset_mask(self.family, names).T.contiguous(), persistent=False)
         self.register_buffer("weights", subset_weights(self.family), persistent=False)
-        rule = cfg.prior_expert
-        flags = [rule == "all" or (rule == "full_set" and len(s) == len(names)) for s in self.family]
+        flags = [has_prior_expert(cfg.prior_expert, len(s), len(names)) for s in self.family]
         self.register_buffer("prior_flags", torch.tensor(flags, dtype=torch.float32), persistent=False)
 
     # -- encoding -----------------------------------------------------------------------------------
@@ -127,11 +125,8 @@ class _DiffusionMVAE(MultimodalVAE):
 
     def encode(self, x: Mapping[str, Tensor], subset: Sequence[str] | None = None) -> Gaussian:
         subset = self.validate_subset(subset or self.modality_names)
-        e = self.experts(x, subset)
-        rule = self.config.prior_expert
-        flag = float(rule == "all" or (rule == "full_set" and len(subset) == len(self.modality_names)))
-        q = subset_posteriors(e, torch.ones(1, len(subset), device=e.mu.device), torch.tensor([flag], device=e.mu.device))
-        return Gaussian(q.mu[0], q.logvar[0])
+        prior = has_prior_expert(self.config.prior_expert, len(subset), len(self.modality_names))
+        return product_of_stacked_experts(self.experts(x, subset), prior_expert=prior)
 
     # -- the per-modality terms of eq. 23 -----------------------------------------------------------
     def diffusion_loss(self, m: str, x0: Tensor, z: Tensor) -> Tensor:

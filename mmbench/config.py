@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from mmbench.errors import MMBenchError
 
@@ -46,6 +46,13 @@ def check_range(cfg: Any, field: str, *, lo: float | None = None, hi: float | No
         hi_s = "inf" if hi is None else hi
         interval = f"{'(' if lo_open else '['}{lo_s}, {hi_s}]"
         raise MMBenchError(f"{type(cfg).__name__}.{field} = {v!r} is out of range; allowed: {interval}")
+
+
+def check_choice(cfg: Any, field: str, allowed: Sequence[Any]) -> None:
+    """Raise a one-line MMBenchError when cfg.field is not one of ``allowed``."""
+    v = getattr(cfg, field)
+    if v not in allowed:
+        raise MMBenchError(f"{type(cfg).__name__}.{field} = {v!r}; allowed: {', '.join(map(repr, allowed))}")
 
 
 def build_config(cls: type, overrides: Mapping[str, Any] | None = None) -> Any:

@@ -76,10 +76,24 @@ def product_of_experts(experts: Sequence[Gaussian], *, prior_expert: bool = Fals
     if not experts:
         raise MMBenchError("product_of_experts needs at least one expert")
     stacked = Gaussian(torch.stack([e.mu for e in experts]), torch.stack([e.logvar for e in experts]))
-    mask = torch.ones(1, len(experts), dtype=stacked.mu.dtype, device=stacked.mu.device)
-    flag = torch.tensor([float(prior_expert)], dtype=stacked.mu.dtype, device=stacked.mu.device)
-    q = subset_posteriors(stacked, mask, flag)
+    return product_of_stacked_experts(stacked, prior_expert=prior_expert)
+
+
+def product_of_stacked_experts(experts: Gaussian, *, prior_expert: bool = False) -> Gaussian:
+    """``product_of_experts`` for experts already stacked on dim 0: (E, ..., D) -> (..., D)."""
+    mask = torch.ones(1, experts.mu.shape[0], dtype=experts.mu.dtype, device=experts.mu.device)
+    flag = torch.tensor([float(prior_expert)], dtype=experts.mu.dtype, device=experts.mu.device)
+    q = subset_posteriors(experts, mask, flag)
     return Gaussian(q.mu[0], q.logvar[0])
+
+
+PRIOR_EXPERT_RULES = ("full_set", "all", "none")
+
+
+def has_prior_expert(rule: str, subset_size: int, n_modalities: int) -> bool:
+    """Whether N(0, I) joins subset A's product: "full_set" (MoPoE's reference code: only A = all
+    modalities), "all" or "none"."""
+    return rule == "all" or (rule == "full_set" and subset_size == n_modalities)
 
 
 def subsets(modalities: Sequence[str], family: Sequence[Sequence[str]] | None = None) -> list[tuple[str, ...]]:

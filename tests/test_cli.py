@@ -1,6 +1,5 @@
 """The mmbench command: listings, and one clear line for every kind of bad input."""
 
-import json
 import subprocess
 import sys
 
