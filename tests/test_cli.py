@@ -89,6 +89,6 @@ def test_data_build_refuses_a_bad_modality_count(capsys, tmp_path):
 
 def test_every_command_has_help():
     for args in (["--help"], ["sweep", "submit", "--help"], ["data", "build", "--help"], ["report", "--help"],
-                 ["demo", "--help"], ["train", "--help"], ["list", "--help"]):
+                 ["demo", "--help"], ["train", "--help"], ["list", "--help"], ["prior", "fit", "--help"]):
         out = subprocess.run([sys.executable, "-m", "mmbench.cli", *args], capture_output=True, text=True)
         assert out.returncode == 0 and "usage: mmbench" in out.stdout
