@@ -10,6 +10,7 @@ with the papers' numbers (results/published.csv) on the line below each model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -32,10 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     data = out / "data" / "polymnist"
     if not (data / "manifest.json").is_file():
         build_polymnist(data, 5, seed=0)
-    overrides = [f'dataset.root="{data}"']
+    sweep = load_sweep(HERE / "baselines_polymnist.toml", [f'dataset.root="{data}"'], None, out / "runs")
     if args.models:
-        overrides.append("sweep.models=[" + ", ".join(f'"{m}"' for m in args.models) + "]")
-    sweep = load_sweep(HERE / "baselines_polymnist.toml", overrides, None, out / "runs")
+        sweep = dataclasses.replace(sweep, specs=[s for s in sweep.specs if s.model in args.models])
     submit(sweep)
     wanted = {s.run_id for s in sweep.specs}
     records = [r for r in read_records(out / "runs") if r["run_id"] in wanted]

@@ -83,6 +83,10 @@ class MultimodalVAE(nn.Module, abc.ABC):
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.config.lr)
 
+    def begin_step(self, step: int, steps_per_epoch: int) -> None:
+        """Called by the trainer before each training step's ``loss`` (step counts from 0, also across a
+        resume), for schedules such as KL annealing; the default does nothing."""
+
     # -- the contract ------------------------------------------------------------------------------
     @abc.abstractmethod
     def encode(self, x: Mapping[str, Tensor], subset: Sequence[str] | None = None) -> Gaussian:

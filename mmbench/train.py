@@ -70,6 +70,7 @@ def train(model: MultimodalVAE, data: MultimodalDataset, *, seed: int = 0, check
             sums: dict[str, float] = {}
             n = 0
             for batch in data.batches(cfg.batch_size, shuffle=True, generator=generator):
+                model.begin_step(steps, per_epoch)
                 out = model.loss(batch)
                 if not torch.isfinite(out.loss):
                     raise NonFiniteLossError(

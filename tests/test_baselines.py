@@ -66,6 +66,26 @@ def test_mvae_loss_is_the_joint_plus_unimodal_elbos():
     assert torch.allclose(model.loss(batch).loss, -total, rtol=1e-5)
 
 
+def test_mvae_kl_annealing_ramps_beta_over_the_warmup_epochs():
+    model, batch = build("mvae", beta=2.5, warmup_epochs=2)
+    model.train()
+
+    def loss_at(step):
+        model.begin_step(step, 10)
+        torch.manual_seed(7)
+        return model.loss(batch)
+
+    no_kl, half, full = loss_at(0), loss_at(10), loss_at(20)
+    kl_sum = half.loss - no_kl.loss  # 1.25 * sum of the subsets' mean KLs
+    assert kl_sum > 0
+    assert torch.allclose(full.loss - no_kl.loss, 2 * kl_sum, atol=1e-2)  # float32 losses near 1.6e4
+    assert torch.allclose(loss_at(500).loss, full.loss)
+    model.eval()  # evaluation always uses the full beta
+    model.begin_step(0, 10)
+    torch.manual_seed(7)
+    assert torch.allclose(model.loss(batch).loss, full.loss)
+
+
 def test_mvae_random_subsets_add_terms():
     model, batch = build("mvae", random_subsets=2)
     torch.manual_seed(1)
@@ -93,6 +113,8 @@ def test_mvtcae_loss_is_the_total_correlation_objective():
     ("mvtcae", "beta", -0.1, "beta = -0.1 is out of range"),
     ("mvae", "random_subsets", -1, "random_subsets = -1 is out of range"),
     ("mvae", "latent_dim", 0, "latent_dim = 0 is out of range"),
+    ("mvae", "warmup_epochs", -1.0, "warmup_epochs = -1.0 is out of range"),
+    ("mmvaeplus", "networks", "vgg", "networks"),
 ])
 def test_out_of_range_values_are_one_clear_error(name, field, value, message):
     with pytest.raises(MMBenchError, match=message):
@@ -170,9 +192,10 @@ def laplace_logpdf(x, loc, scale):
     return (-torch.log(2 * scale) - (x - loc).abs() / scale).sum(-1)
 
 
-@pytest.mark.parametrize("estimator, k", [("elbo", 1), ("elbo", 2), ("dreg", 2)])
-def test_mmvaeplus_loss_uses_private_latents_and_auxiliary_priors(estimator, k):
-    model, batch = build("mmvaeplus", estimator=estimator, k=k, private_dim=3, beta=2.5)
+@pytest.mark.parametrize("estimator, k, networks", [
+    ("elbo", 1, "resnet"), ("elbo", 2, "resnet"), ("dreg", 2, "resnet"), ("elbo", 1, "conv")])
+def test_mmvaeplus_loss_uses_private_latents_and_auxiliary_priors(estimator, k, networks):
+    model, batch = build("mmvaeplus", estimator=estimator, k=k, private_dim=3, beta=2.5, networks=networks)
     x, names = batch["x"], model.modality_names
     with torch.no_grad():  # distinct learnable auxiliary scales per modality
         for i, m in enumerate(names):
