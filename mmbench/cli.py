@@ -94,6 +94,15 @@ def cmd_prior_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_samples(args: argparse.Namespace) -> int:
+    from mmbench.samples import save_sample_grid
+
+    out = save_sample_grid(Path(args.run), Path(args.out) if args.out else None, given=args.given, n=args.n,
+                           seed=args.seed, prior=args.prior)
+    print(f"sample grid written to {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mmbench.demo import run_demo
 
@@ -167,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--set", action="append", metavar="FIELD=VALUE", help="prior config override, e.g. --set steps=4000")
     progress_flag(pf)
     pf.set_defaults(func=cmd_prior_fit)
+
+    sp = sub.add_parser("samples", help="draw a sample grid of a trained run: inputs, conditional and unconditional samples")
+    sp.add_argument("run", help="a run folder (runs/<run_id>) holding checkpoint.pt and spec.json")
+    sp.add_argument("--given", nargs="+", help="observed modalities for the conditional rows (default: the first)")
+    sp.add_argument("--n", type=int, default=8, help="columns: test examples and unconditional draws (default 8)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--prior", default=None, help="draw unconditional z from prior-<PRIOR>.pt (after mmbench prior fit)")
+    sp.add_argument("--out", default=None, help="PNG path (default RUN/samples.png)")
+    sp.set_defaults(func=cmd_samples)
 
     sp = sub.add_parser("demo", help="the CPU demo: build PolyMNIST, train MoPoE, evaluate, leaderboard and plot")
     sp.add_argument("--out", default="demo-output", help="output folder (default demo-output)")

@@ -10,36 +10,26 @@ coherence of ``model.generate(n, z=prior.sample(n))``).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
 
-from mmbench.checkpoint import load_model
 from mmbench.config import build_config
-from mmbench.errors import MMBenchError
 from mmbench.latents import encoder_latents, gaussian_fit_distance
 from mmbench.metrics.base import MetricRow
 from mmbench.metrics.classifier import classifiers_for
 from mmbench.metrics.coherence import unconditional_coherence
 from mmbench.registry import PRIORS
 from mmbench.results import RECORD, read_record, write_record
-from mmbench.run import CHECKPOINT, load_split
-from mmbench.runspec import RunSpec
+from mmbench.run import load_split, load_trained_run
 
 
 def fit_prior(run_dir: Path, kind: str = "score", overrides: dict | None = None, *, progress: bool = True,
               log=print) -> list[MetricRow]:
     run_dir = Path(run_dir)
-    if not (run_dir / "spec.json").is_file():
-        raise MMBenchError(f"{run_dir} is not a run folder (no spec.json); pass a folder under the runs folder")
-    if not (run_dir / CHECKPOINT).is_file():
-        raise MMBenchError(f"run {run_dir.name} has no encoder checkpoint ({CHECKPOINT}); a prior is fitted on "
-                           "a trained encoder, so train the run first (mmbench sweep submit / mmbench train)")
     cls = PRIORS.get(kind)
     config = build_config(cls.Config, overrides or {})
-    model, _ = load_model(run_dir / CHECKPOINT)
-    spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
+    model, spec = load_trained_run(run_dir, "fitting a prior on its encoder")
     train, test = load_split(spec, "train"), load_split(spec, "test")
     prior = cls(model.latent_dim, config)
     log(f"fitting the {kind} prior on {len(train)} encoder latents of run {run_dir.name}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import traceback
 from pathlib import Path
@@ -30,6 +31,21 @@ def load_split(spec: RunSpec, split: str) -> MultimodalDataset:
         return adapter.load(split=split, **spec.dataset_options)
     except TypeError as exc:
         raise MMBenchError(f"bad options for dataset {spec.dataset!r} ({spec.dataset_options}): {exc}") from exc
+
+
+def load_trained_run(run_dir: Path, purpose: str):
+    """(model, spec) of a run folder with a trained checkpoint; ``purpose`` completes the refusal's sentence."""
+    from mmbench.checkpoint import load_model
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "spec.json").is_file():
+        raise MMBenchError(f"{run_dir} is not a run folder (no spec.json); pass a folder under the runs folder")
+    if not (run_dir / CHECKPOINT).is_file():
+        raise MMBenchError(f"run {run_dir.name} has no encoder checkpoint ({CHECKPOINT}); {purpose} needs a "
+                           "trained model, so train the run first (mmbench sweep submit / mmbench train)")
+    spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
+    model, _ = load_model(run_dir / CHECKPOINT)
+    return model, spec
 
 
 def run_status(run_dir: Path) -> str:
