@@ -1,8 +1,9 @@
-"""Train every baseline for one fixed CPU budget on the offline PolyMNIST and print a coherence table.
+"""Train every model of a benchmark sweep for one fixed CPU budget on the offline PolyMNIST; print a coherence table.
 
-    python benchmarks/baselines_coherence.py [--models mopoe mvtcae] [--out benchmarks/out]
+    python benchmarks/baselines_coherence.py [--sweep FILE] [--models mopoe mvtcae] [--out benchmarks/out]
 
-Runs the sweep benchmarks/baselines_polymnist.toml (finished runs are reused), then prints, per model,
+Runs the sweep (default benchmarks/baselines_polymnist.toml; benchmarks/diffmvae_polymnist.toml puts
+Diff-MVAE and Diff-MVAE* beside MoPoE; finished runs are reused), then prints, per model,
 conditional coherence by number of observed modalities, unconditional coherence and training wall time,
 with the papers' numbers (results/published.csv) on the line below each model.
 """
@@ -26,6 +27,7 @@ REPO = HERE.parent
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sweep", default=str(HERE / "baselines_polymnist.toml"), help="benchmark sweep file")
     p.add_argument("--models", nargs="*", help="subset of the sweep's models (default all)")
     p.add_argument("--out", default=str(HERE / "out"), help="data and runs folder (default benchmarks/out)")
     args = p.parse_args(argv)
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     data = out / "data" / "polymnist"
     if not (data / "manifest.json").is_file():
         build_polymnist(data, 5, seed=0)
-    sweep = load_sweep(HERE / "baselines_polymnist.toml", [f'dataset.root="{data}"'], None, out / "runs")
+    sweep = load_sweep(Path(args.sweep), [f'dataset.root="{data}"'], None, out / "runs")
     if args.models:
         sweep = dataclasses.replace(sweep, specs=[s for s in sweep.specs if s.model in args.models])
     submit(sweep)
@@ -46,13 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     for rec in records:
         model = rec["spec"]["model"]
         mine = s[s.model == model].set_index("n_given")["mean"]
-        row = {"model": model, "source": "mmbench (CPU budget)", "train_s": round(rec.get("timings", {}).get("train_s", 0))}
-        row.update({f"{n} given": f"{100 * mine.get(n, float('nan')):.1f}" for n in range(1, 5)})
+        train_s = rec.get("timings", {}).get("train_s", 0)
+        row = {"model": model, "source": "mmbench (CPU budget)", "M": rec.get("n_modalities"),
+               "train_s": round(train_s), "s/step": f"{train_s / max(rec['train']['steps'], 1):.3f}",
+               "eval_s": round(rec.get("timings", {}).get("eval_s", 0))}
+        row.update({f"{n} given": f"{100 * mine.get(n, float('nan')):.1f}" for n in range(1, rec["n_modalities"])})
         row["uncond."] = f"{100 * mine.get(0, float('nan')):.1f}"
         rows.append(row)
         paper = published[(published.model == model) & (published.metric == "coherence")]
-        if not paper.empty:
-            prow = {"model": model, "source": "paper: " + paper.source.iloc[0], "train_s": ""}
+        if not paper.empty and rec["n_modalities"] == 5:  # the papers' PolyMNIST has five modalities
+            prow = {"model": model, "source": "paper: " + paper.source.iloc[0]}
             prow.update({f"{int(r.n_given)} given": f"{r.value:.1f}" for r in paper.itertuples()})
             rows.append(prow)
     print(pd.DataFrame(rows).fillna("").to_markdown(index=False))
