@@ -29,3 +29,10 @@ def gaussian_fit_distance(a: Tensor, b: Tensor) -> float:
     sa = _sqrtm_psd(ca)
     cross = torch.linalg.eigvalsh(sa @ cb @ sa).clamp_min(0).sqrt().sum()
     return float(((a.mean(0) - b.mean(0)) ** 2).sum() + torch.trace(ca) + torch.trace(cb) - 2 * cross)
+
+
+def moment_errors(a: Tensor, b: Tensor) -> tuple[float, float]:
+    """How far sample a's first two moments are from sample b's: ||m_a - m_b||_2 and ||C_a - C_b||_F / ||C_b||_F."""
+    a, b = a.double(), b.double()
+    ca, cb = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
+    return float((a.mean(0) - b.mean(0)).norm()), float((ca - cb).norm() / cb.norm())

@@ -3,7 +3,8 @@
 The prior is fitted on posterior means of the full set over the training split and saved beside the run
 (``prior-<kind>.pt``). The run's record gains rows, per prior ("gaussian" is p(z) = N(0, I)):
 ``latent_frechet@prior:<kind>`` (Fréchet distance between Gaussian fits of prior samples and the test
-split's encoder latents) and, when the run evaluated coherence, ``coherence@prior:<kind>`` (unconditional
+split's encoder latents), ``latent_mean_error@prior:<kind>`` (distance between their means) and
+``latent_cov_error@prior:<kind>`` (relative Frobenius distance between their covariances) and, when the run evaluated coherence, ``coherence@prior:<kind>`` (unconditional
 coherence of ``model.generate(n, z=prior.sample(n))``).
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 
 from mmbench.config import build_config
-from mmbench.latents import encoder_latents, gaussian_fit_distance
+from mmbench.latents import encoder_latents, gaussian_fit_distance, moment_errors
 from mmbench.metrics.base import MetricRow
 from mmbench.metrics.classifier import classifiers_for
 from mmbench.metrics.coherence import unconditional_coherence
@@ -40,8 +41,12 @@ def fit_prior(run_dir: Path, kind: str = "score", overrides: dict | None = None,
     g = torch.Generator().manual_seed(spec.seed)
     n = len(target)
     samples = {kind: prior.sample(n, generator=g), "gaussian": model.prior(n).rsample(generator=g).cpu()}
-    rows = [MetricRow(f"latent_frechet@prior:{name}", "*", "", 0, gaussian_fit_distance(z, target))
-            for name, z in samples.items()]
+    rows = []
+    for name, z in samples.items():
+        mean_err, cov_err = moment_errors(z, target)
+        rows += [MetricRow(f"latent_frechet@prior:{name}", "*", "", 0, gaussian_fit_distance(z, target)),
+                 MetricRow(f"latent_mean_error@prior:{name}", "*", "", 0, mean_err),
+                 MetricRow(f"latent_cov_error@prior:{name}", "*", "", 0, cov_err)]
     if "coherence" in spec.metrics:
         epochs = spec.metric_options.get("coherence", {}).get("classifier_epochs", 20)
         classifiers, _ = classifiers_for(train, test, run_dir.parent / ".cache" / "classifiers", epochs=epochs,

@@ -105,8 +105,8 @@ def leaderboard(df: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.D
     return pd.DataFrame(rows)
 
 
-PRIOR_METRICS = {"latent_frechet": "latent Fréchet (lower is better)", "coherence": "unconditional coherence (%)",
-                 "fid": "FID"}
+PRIOR_METRICS = {"latent_frechet": "latent Fréchet", "latent_mean_error": "mean error",
+                 "latent_cov_error": "covariance error", "coherence": "unconditional coherence (%)", "fid": "FID"}
 
 
 def _prior_label(name: str) -> str:
@@ -164,7 +164,8 @@ def write_report(runs_dir: Path, out_dir: Path, published_path: Path | None = No
         md += ["## Prior ablation (Diff-MVAE Table 4)", "",
                "Unconditional generation with z from N(0, I) or from a prior fitted on the run's encoder latents "
                "(`mmbench prior fit RUN`). Latent Fréchet: distance between Gaussian fits of the prior's samples "
-               "and the test set's encoder latents.", "", ablation.to_markdown(index=False), ""]
+               "and the test set's encoder latents; mean error ||m_prior - m_enc||; covariance error "
+               "||C_prior - C_enc||_F / ||C_enc||_F (all lower is better).", "", ablation.to_markdown(index=False), ""]
     if failed:
         md += ["## Failed runs", ""] + [f"- {r['run_id']}: {r.get('failure')}" for r in failed] + [""]
     paths = {"markdown": out_dir / "leaderboard.md", "csv": out_dir / "leaderboard.csv",
