@@ -32,11 +32,16 @@ def plot_conditional(summary: pd.DataFrame, published: pd.DataFrame | None, out:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=7)
     ax.set_title("PolyMNIST conditional coherence")
+    return save_figure(fig, out, dpi=120)
+
+
+def save_figure(fig, out: Path, *, dpi: int) -> Path:
+    """Write a figure atomically (temporary file, then rename) and close it."""
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     tmp.replace(out)
     return out

@@ -10,16 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import torch
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from mmbench.errors import MMBenchError  # noqa: E402
-from mmbench.registry import PRIORS  # noqa: E402
-from mmbench.run import load_split, load_trained_run  # noqa: E402
+from mmbench.errors import MMBenchError
+from mmbench.plots import plt, save_figure
+from mmbench.registry import PRIORS
+from mmbench.run import load_split, load_trained_run
 
 
 def _tile(images: Tensor) -> Tensor:
@@ -77,11 +74,4 @@ def save_sample_grid(run_dir: Path, out: Path | None = None, *, given: Sequence[
     ax.set_xticks([])
     prior_name = prior or "N(0, I)"
     ax.set_title(f"{spec.model} ({run_dir.name}): given {'+'.join(given)}; prior {prior_name}", fontsize=7)
-    fig.tight_layout()
-    out = Path(out) if out else run_dir / "samples.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=150)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, Path(out) if out else run_dir / "samples.png", dpi=150)
