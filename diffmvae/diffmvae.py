@@ -37,6 +37,7 @@ from mmbench.modality import Modality
 from mmbench.nets import default_decoder, default_encoder
 from mmbench.objectives import ESTIMATORS, Likelihood, mixture_elbo
 from mmbench.registry import register_model
+from mmbench.unimodal import stacked_experts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,8 +121,7 @@ class _DiffusionMVAE(MultimodalVAE):
 
     # -- encoding -----------------------------------------------------------------------------------
     def experts(self, x: Mapping[str, Tensor], names: Sequence[str]) -> Gaussian:
-        outs = [self.encoders[m](x[m]) for m in names]
-        return Gaussian(torch.stack([o.mu for o in outs]), torch.stack([o.logvar for o in outs]))
+        return stacked_experts(self.encoders, x, names)
 
     def encode(self, x: Mapping[str, Tensor], subset: Sequence[str] | None = None) -> Gaussian:
         subset = self.validate_subset(subset or self.modality_names)

@@ -13,6 +13,12 @@ from mmbench.nets import default_decoder, default_encoder
 from mmbench.objectives import Likelihood
 
 
+def stacked_experts(encoders: Mapping[str, nn.Module], x: Mapping[str, Tensor], names: Sequence[str]) -> Gaussian:
+    """Unimodal posteriors q(z|x_m) of the named modalities stacked on dim 0: (len(names), B, D)."""
+    outs = [encoders[m](x[m]) for m in names]
+    return Gaussian(torch.stack([o.mu for o in outs]), torch.stack([o.logvar for o in outs]))
+
+
 class UnimodalParts(nn.Module):
     """One encoder and one feed-forward decoder per modality, with each modality's likelihood."""
 
@@ -25,8 +31,7 @@ class UnimodalParts(nn.Module):
 
     def experts(self, x: Mapping[str, Tensor], names: Sequence[str]) -> Gaussian:
         """Unimodal posteriors q(z|x_m) of the named modalities stacked on dim 0: (len(names), B, D)."""
-        outs = [self.encoders[m](x[m]) for m in names]
-        return Gaussian(torch.stack([o.mu for o in outs]), torch.stack([o.logvar for o in outs]))
+        return stacked_experts(self.encoders, x, names)
 
     def decode_raw(self, z: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
         """Decoder outputs (likelihood parameters) for the named modalities."""
