@@ -185,7 +185,7 @@ class _DiffusionMVAE(MultimodalVAE):
 
 @register_model("diffmvae")
 class DiffMVAE(_DiffusionMVAE):
-    """Diff-MVAE: score-based (VP-SDE) diffusion decoders in the subset-mixture ELBO, Euler-Maruyama sampling."""
+    """Diff-MVAE (Wesego & Rooshenas): score-based (VP-SDE) diffusion decoders in the subset-mixture ELBO, Euler-Maruyama sampling."""
 
     Config = DiffMVAEConfig
     process = "vpsde"
@@ -193,7 +193,7 @@ class DiffMVAE(_DiffusionMVAE):
 
 @register_model("diffmvae_star")
 class DiffMVAEStar(_DiffusionMVAE):
-    """Diff-MVAE*: DDPM diffusion decoders (discrete timesteps) in the subset-mixture ELBO, DDIM sampling."""
+    """Diff-MVAE* (Wesego & Rooshenas): DDPM diffusion decoders (discrete timesteps) in the subset-mixture ELBO, DDIM sampling."""
 
     Config = DiffMVAEStarConfig
     process = "ddpm"
