@@ -201,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     except MMBenchError as exc:
         print(f"mmbench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into a reader that stopped early (| head)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("mmbench: interrupted; finished runs are recorded and partial runs resume from their checkpoint",
               file=sys.stderr)
