@@ -173,7 +173,7 @@ class _DiffusionMVAE(MultimodalVAE):
                                           steps=self.config.sampler_steps, generator=generator)
             else:
                 x = sample_ddim(lambda xt, t: net(xt, t, z), noise, self.schedule, steps=self.config.sampler_steps,
-                                eta=self.config.ddim_eta, generator=generator)
+                                eta=self.config.ddim_eta, clip=1.0, generator=generator)
             out[m] = ((x + 1) / 2).clamp(0, 1)
         return out
 

@@ -79,9 +79,14 @@ def ddpm_loss(eps_model: Denoiser, x0: Tensor, schedule: DDPMSchedule, *,
 
 @torch.no_grad()
 def sample_ddim(eps_model: Denoiser, noise: Tensor, schedule: DDPMSchedule, *, steps: int = 50, eta: float = 0.0,
-                generator: torch.Generator | None = None) -> Tensor:
+                clip: float | None = None, generator: torch.Generator | None = None) -> Tensor:
     """DDIM (Song et al. 2021a, eq. 12) from x_T = noise over ``steps`` evenly spaced timesteps.
-    eta = 0 is deterministic; eta = 1 matches DDPM's ancestral variance."""
+    eta = 0 is deterministic; eta = 1 matches DDPM's ancestral variance.
+
+    clip: for data known to lie in [-clip, clip] (images in [-1, 1]), each step's prediction of x_0 is
+    clipped and the noise re-derived from it, as DDPM's image samplers do (Ho et al. 2020's code): early
+    on, x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) multiplies the noise model's error by up to
+    1/sqrt(abar_T) (about 150), which otherwise drives the trajectory out of range."""
     _check_steps(steps, schedule.timesteps)
     if eta < 0:
         raise MMBenchError(f"DDIM eta must be >= 0, got {eta}")
@@ -94,6 +99,9 @@ def sample_ddim(eps_model: Denoiser, noise: Tensor, schedule: DDPMSchedule, *, s
                                                                                               device=x.device)
         eps = eps_model(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
         x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+            eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
         sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp_min(0).sqrt()
         x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp_min(0).sqrt() * eps
         if eta > 0 and i + 1 < len(times):

@@ -57,6 +57,19 @@ def test_ddim_with_the_exact_score_reproduces_the_data_moments_and_converges_in_
     assert errors[0] > errors[1] > errors[2]
 
 
+def test_ddim_clipping_keeps_samples_in_range_and_leaves_in_range_data_alone():
+    sched = DDPMSchedule.linear()
+    eps = gaussian_ddpm_eps(MU, VAR, sched)
+    biased = lambda x, t: eps(x, t) + 0.05  # noqa: E731 - a noise model with a small constant error
+    free = sample_ddim(biased, noise(2000), sched, steps=50)
+    assert free.abs().max() > 5  # the error is amplified by 1/sqrt(abar_t) early on
+    clipped = sample_ddim(biased, noise(2000), sched, steps=50, clip=4.0)
+    assert clipped.abs().max() <= 4.0
+    # Data well inside the range: clipping never binds, the exact score's moments are kept.
+    wide = sample_ddim(eps, noise(20000), sched, steps=200, clip=50.0)
+    assert torch.allclose(wide, sample_ddim(eps, noise(20000), sched, steps=200), atol=1e-9)
+
+
 def test_ddim_with_eta_zero_is_deterministic_for_fixed_noise_and_eta_one_is_not():
     sched = DDPMSchedule.linear()
     eps = gaussian_ddpm_eps(MU, VAR, sched)
