@@ -21,7 +21,8 @@ class NonFiniteLossError(MMBenchError):
 
 @dataclass
 class TrainResult:
-    """What a training run did: optimiser steps, epochs completed, wall seconds, mean loss per epoch."""
+    """What a training run did: optimiser steps, epochs completed, wall seconds of training up to the end of
+    the last epoch (summed over resumed sessions; checkpoint writes excluded), mean loss per epoch."""
 
     steps: int
     epochs: int
@@ -46,7 +47,7 @@ def train(model: MultimodalVAE, data: MultimodalDataset, *, seed: int = 0, check
         raise MMBenchError(f"model modalities {model.modality_names} are not all in dataset {data.modality_names}")
     generator = seed_everything(seed)
     optimizer = model.make_optimizer()
-    start_epoch, steps, history = 0, 0, []
+    start_epoch, steps, history, seconds_before = 0, 0, [], 0.0
     if checkpoint is not None and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint)
         model.load_state_dict(state["state_dict"])
@@ -54,7 +55,9 @@ def train(model: MultimodalVAE, data: MultimodalDataset, *, seed: int = 0, check
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, steps, history = state["epoch"], state["steps"], state["history"]
+        seconds_before = state.get("seconds", 0.0)
         log(f"resuming from {checkpoint} at epoch {start_epoch} (step {steps})")
+    trained_seconds = seconds_before
 
     per_epoch = data.num_batches(cfg.batch_size)
     total = cfg.epochs * per_epoch
@@ -92,12 +95,14 @@ def train(model: MultimodalVAE, data: MultimodalDataset, *, seed: int = 0, check
                     break
             epoch += 1
             history.append({"epoch": epoch, "steps": steps, **{k: v / max(n, 1) for k, v in sums.items()}})
+            trained_seconds = seconds_before + time.perf_counter() - t0
             if checkpoint is not None:
                 save_model(checkpoint, model, {
                     "optimizer": optimizer.state_dict(), "epoch": epoch, "steps": steps, "history": history,
                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                    "seconds": trained_seconds,
                 })
     finally:
         bar.close()
     model.eval()
-    return TrainResult(steps, epoch, time.perf_counter() - t0, history)
+    return TrainResult(steps, epoch, trained_seconds, history)

@@ -119,14 +119,17 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path):
     def run(epochs, ckpt):
         torch.manual_seed(0)
         model = cls(data.modalities, build_config(cls.Config, {**SMALL, "epochs": epochs}))
-        train(model, data, seed=5, checkpoint=ckpt, progress=False, log=lambda s: None)
-        return model
+        result = train(model, data, seed=5, checkpoint=ckpt, progress=False, log=lambda s: None)
+        return model, result
 
-    straight = run(2, tmp_path / "a.pt")
-    run(1, tmp_path / "b.pt")
-    resumed = run(2, tmp_path / "b.pt")
+    straight, _ = run(2, tmp_path / "a.pt")
+    _, first = run(1, tmp_path / "b.pt")
+    resumed, second = run(2, tmp_path / "b.pt")
     for (k, v), (_, w) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(v, w), k
+    assert second.seconds > first.seconds > 0  # training time adds up over the sessions
+    _, again = run(2, tmp_path / "b.pt")  # nothing left to train: the time is the recorded one
+    assert again.steps == second.steps and again.seconds == second.seconds
 
 
 def test_a_non_finite_loss_stops_training_with_the_step():
