@@ -24,7 +24,9 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from diffmvae.diffusion import VPSDE, DDPMSchedule, ddpm_loss, dsm_loss, sample_ddim, sample_euler_maruyama
+from diffmvae.diffusion import (
+    VPSDE, DDPMSchedule, ddpm_loss, dsm_loss, sample_ddim, sample_euler_maruyama, score_from_noise_model,
+)
 from diffmvae.unet import UNet, UNetConfig
 from mmbench.config import TrainConfig, check_choice, check_range
 from mmbench.errors import MMBenchError
@@ -129,13 +131,22 @@ class _DiffusionMVAE(MultimodalVAE):
         return product_of_stacked_experts(self.experts(x, subset), prior_expert=prior)
 
     # -- the per-modality terms of eq. 23 -----------------------------------------------------------
+    def denoiser(self, m: str, z: Tensor):
+        """Modality m's UNet conditioned on z as the process's denoiser: the noise prediction (DDPM) or the
+        score -eps_theta / std(t) (VP-SDE, ``score_from_noise_model``)."""
+        net = self.decoders[m]
+
+        def eps(xt: Tensor, t: Tensor) -> Tensor:
+            return net(xt, t, z)
+
+        return score_from_noise_model(eps, self.sde) if self.process == "vpsde" else eps
+
     def diffusion_loss(self, m: str, x0: Tensor, z: Tensor) -> Tensor:
         """Per-example denoising loss of modality m's decoder conditioned on z (x0 in [0, 1])."""
-        net = self.decoders[m]
         x0 = x0 * 2 - 1
         if self.process == "vpsde":
-            return dsm_loss(lambda xt, t: net(xt, t, z), x0, self.sde)
-        return ddpm_loss(lambda xt, t: net(xt, t, z), x0, self.schedule)
+            return dsm_loss(self.denoiser(m, z), x0, self.sde)
+        return ddpm_loss(self.denoiser(m, z), x0, self.schedule)
 
     def log_likelihoods(self, x: Mapping[str, Tensor], z: Tensor, rows: Tensor) -> dict[str, Tensor]:
         """log p(x_i|z) for feed-forward modalities and minus the score-matching loss for diffusion ones."""
@@ -167,12 +178,11 @@ class _DiffusionMVAE(MultimodalVAE):
                 continue
             shape = (z.shape[0], *next(mm.shape for mm in self.modalities if mm.name == m))
             noise = torch.randn(shape, generator=generator).to(z.device)
-            net = self.decoders[m]
             if self.process == "vpsde":
-                x = sample_euler_maruyama(lambda xt, t: net(xt, t, z), noise, self.sde,
-                                          steps=self.config.sampler_steps, generator=generator)
-            else:
-                x = sample_ddim(lambda xt, t: net(xt, t, z), noise, self.schedule, steps=self.config.sampler_steps,
+                x = sample_euler_maruyama(self.denoiser(m, z), noise, self.sde, steps=self.config.sampler_steps,
+                                          generator=generator)
+            else:  # images lie in [-1, 1]: DDIM clips its x_0 predictions there
+                x = sample_ddim(self.denoiser(m, z), noise, self.schedule, steps=self.config.sampler_steps,
                                 eta=self.config.ddim_eta, clip=1.0, generator=generator)
             out[m] = ((x + 1) / 2).clamp(0, 1)
         return out

@@ -147,6 +147,16 @@ class VPSDE:
         return log_mean.exp(), (1.0 - (2.0 * log_mean).exp()).sqrt()
 
 
+def score_from_noise_model(eps_model: Denoiser, sde: VPSDE) -> Denoiser:
+    """s_theta(x, t) = -eps_theta(x, t) / std(t): the network predicts the noise and the division carries the
+    score's 1/std(t) scale (Song et al. 2021b's parametrisation for VP models). A network that output the
+    score itself would have to reach magnitudes near 1/std(t_min) (~300) at small t, where its errors then
+    dominate the last sampler steps."""
+    def score(x: Tensor, t: Tensor) -> Tensor:
+        return -eps_model(x, t) / _expand(sde.marginal(t)[1], x)
+    return score
+
+
 WEIGHTINGS = ("variance", "likelihood")
 
 
@@ -218,4 +228,4 @@ def gaussian_ddpm_eps(mu: Tensor, var: Tensor, schedule: DDPMSchedule) -> Denois
 
 
 __all__ = ["DDPMSchedule", "VPSDE", "ddpm_loss", "dsm_loss", "gaussian_ddpm_eps", "gaussian_vp_score",
-           "sample_ancestral", "sample_ddim", "sample_euler_maruyama"]
+           "sample_ancestral", "sample_ddim", "sample_euler_maruyama", "score_from_noise_model"]

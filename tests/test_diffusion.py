@@ -5,7 +5,7 @@ import torch
 
 from diffmvae.diffusion import (
     VPSDE, DDPMSchedule, ddpm_loss, dsm_loss, gaussian_ddpm_eps, gaussian_vp_score, sample_ancestral, sample_ddim,
-    sample_euler_maruyama,
+    sample_euler_maruyama, score_from_noise_model,
 )
 from mmbench.errors import MMBenchError
 
@@ -55,6 +55,27 @@ def test_ddim_with_the_exact_score_reproduces_the_data_moments_and_converges_in_
     # With few steps the ODE discretisation shrinks the variance (50 steps: about -8 %); it closes as steps grow.
     errors = [(sample_ddim(eps, noise(20000), sched, steps=k).var(0) - VAR).abs().max() for k in (10, 50, 200)]
     assert errors[0] > errors[1] > errors[2]
+
+
+def test_noise_parametrised_score_turns_dsm_into_noise_prediction_and_samples_the_data():
+    sde = VPSDE()
+    exact = gaussian_vp_score(MU, VAR, sde)
+    eps_exact = lambda x, t: -sde.marginal(t)[1][:, None] * exact(x, t)  # noqa: E731
+    score = score_from_noise_model(eps_exact, sde)
+    x = noise(50)
+    t = torch.rand(50, dtype=torch.float64) * 0.99 + 0.01
+    assert torch.allclose(score(x, t), exact(x, t))
+    # lambda(t) = std(t)^2: (1/2) std^2 ||-eps_theta/std + noise/std||^2 = (1/2) ||eps_theta - noise||^2.
+    net = lambda x, t: 0.3 * x + t[:, None]  # noqa: E731 - any noise model
+    x0 = data(64)
+    loss = dsm_loss(score_from_noise_model(net, sde), x0, sde, generator=torch.Generator().manual_seed(8))
+    g = torch.Generator().manual_seed(8)
+    t = torch.rand(64, generator=g, dtype=torch.float64) * (1 - 1e-5) + 1e-5
+    n = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    mean, std = sde.marginal(t)
+    expected = 0.5 * ((net(mean[:, None] * x0 + std[:, None] * n, t) - n) ** 2).sum(1)
+    assert torch.allclose(loss, expected)
+    assert_moments(sample_euler_maruyama(score, noise(20000), sde, steps=500))
 
 
 def test_ddim_clipping_keeps_samples_in_range_and_leaves_in_range_data_alone():
