@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             prow = {"model": model, "source": "paper: " + paper.source.iloc[0]}
             prow.update({f"{int(r.n_given)} given": f"{r.value:.1f}" for r in paper.itertuples()})
             rows.append(prow)
-    print(pd.DataFrame(rows).fillna("").to_markdown(index=False))
+    print(pd.DataFrame(rows).astype(object).fillna("").to_markdown(index=False))
     return 0
 
 
