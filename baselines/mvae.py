@@ -11,6 +11,7 @@ from torch import Tensor
 from mmbench.config import TrainConfig, check_range
 from mmbench.fusion import Gaussian, kl_normal, product_of_stacked_experts, subset_mask, subset_posteriors
 from mmbench.model import LossOutput, MultimodalVAE
+from mmbench.objectives import annealed_beta
 from mmbench.modality import Modality
 from mmbench.registry import register_model
 from mmbench.unimodal import UnimodalParts
@@ -59,9 +60,7 @@ class MVAE(MultimodalVAE):
         self.kl_weight = self.config.beta
 
     def begin_step(self, step: int, steps_per_epoch: int) -> None:
-        """KL annealing: beta * min(1, step / (warmup_epochs * steps_per_epoch))."""
-        ramp = self.config.warmup_epochs * steps_per_epoch
-        self.kl_weight = self.config.beta * (min(1.0, step / ramp) if ramp > 0 else 1.0)
+        self.kl_weight = annealed_beta(self.config.beta, self.config.warmup_epochs, step, steps_per_epoch)
 
     def encode(self, x: Mapping[str, Tensor], subset: Sequence[str] | None = None) -> Gaussian:
         """q(z|x_A) = N(0, I) * prod_{m in A} q(z|x_m)."""

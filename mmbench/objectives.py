@@ -150,3 +150,9 @@ def importance_objective(log_w: Tensor, estimator: str, latents: tuple[Tensor, .
         if latent.requires_grad:
             latent.register_hook(lambda grad: weights.unsqueeze(-1) * grad)
     return (weights * log_w).sum(0)
+
+
+def annealed_beta(beta: float, warmup_epochs: float, step: int, steps_per_epoch: int) -> float:
+    """KL annealing: beta * min(1, step / (warmup_epochs * steps_per_epoch)); beta itself without warm-up."""
+    ramp = warmup_epochs * steps_per_epoch
+    return beta * (min(1.0, step / ramp) if ramp > 0 else 1.0)

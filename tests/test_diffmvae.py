@@ -46,6 +46,21 @@ def test_loss_is_eq23_with_diffusion_surrogates_in_place_of_log_likelihoods(name
     assert torch.allclose(model.loss(batch).loss, expected, rtol=1e-5)
 
 
+def test_kl_warmup_starts_from_zero_and_reaches_beta():
+    model, batch = build("diffmvae_star", warmup_epochs=1)
+    plain, _ = build("diffmvae_star", beta=0.0)
+    model.train()
+
+    def loss(m, step):
+        m.begin_step(step, 4)
+        torch.manual_seed(3)
+        return m.loss(batch).loss
+
+    assert torch.allclose(loss(model, 0), loss(plain, 0))
+    full, _ = build("diffmvae_star")
+    assert torch.allclose(loss(model, 4), loss(full, 4)) and not torch.allclose(loss(model, 2), loss(full, 2))
+
+
 def test_the_encoder_learns_through_the_diffusion_loss():
     model, batch = build("diffmvae_star")  # every modality has a diffusion decoder
     assert model.diffusion_names == ["m0", "m1", "m2"]
