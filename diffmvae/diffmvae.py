@@ -142,15 +142,16 @@ class _DiffusionMVAE(MultimodalVAE):
         return product_of_stacked_experts(self.experts(x, subset), prior_expert=prior)
 
     # -- the per-modality terms of eq. 23 -----------------------------------------------------------
-    def denoiser(self, m: str, z: Tensor):
+    def denoiser(self, m: str, z: Tensor, *, clip: float | None = None):
         """Modality m's UNet conditioned on z as the process's denoiser: the noise prediction (DDPM) or the
-        score -eps_theta / std(t) (VP-SDE, ``score_from_noise_model``)."""
+        score -eps_theta / std(t) (VP-SDE, ``score_from_noise_model``). ``clip`` is for the VP sampler:
+        the implied x_0 is clipped to the image range (DDIM clips inside ``sample_ddim``)."""
         net = self.decoders[m]
 
         def eps(xt: Tensor, t: Tensor) -> Tensor:
             return net(xt, t, z)
 
-        return score_from_noise_model(eps, self.sde) if self.process == "vpsde" else eps
+        return score_from_noise_model(eps, self.sde, clip=clip) if self.process == "vpsde" else eps
 
     def diffusion_loss(self, m: str, x0: Tensor, z: Tensor) -> Tensor:
         """Per-example denoising loss of modality m's decoder conditioned on z (x0 in [0, 1])."""
@@ -190,10 +191,10 @@ class _DiffusionMVAE(MultimodalVAE):
                 continue
             shape = (z.shape[0], *next(mm.shape for mm in self.modalities if mm.name == m))
             noise = torch.randn(shape, generator=generator).to(z.device)
-            if self.process == "vpsde":
-                x = sample_euler_maruyama(self.denoiser(m, z), noise, self.sde, steps=self.config.sampler_steps,
-                                          generator=generator)
-            else:  # images lie in [-1, 1]: DDIM clips its x_0 predictions there
+            if self.process == "vpsde":  # images lie in [-1, 1]: both samplers clip their x_0 predictions there
+                x = sample_euler_maruyama(self.denoiser(m, z, clip=1.0), noise, self.sde,
+                                          steps=self.config.sampler_steps, generator=generator)
+            else:
                 x = sample_ddim(self.denoiser(m, z), noise, self.schedule, steps=self.config.sampler_steps,
                                 eta=self.config.ddim_eta, clip=1.0, generator=generator)
             out[m] = ((x + 1) / 2).clamp(0, 1)

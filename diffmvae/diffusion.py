@@ -147,13 +147,22 @@ class VPSDE:
         return log_mean.exp(), (1.0 - (2.0 * log_mean).exp()).sqrt()
 
 
-def score_from_noise_model(eps_model: Denoiser, sde: VPSDE) -> Denoiser:
+def score_from_noise_model(eps_model: Denoiser, sde: VPSDE, *, clip: float | None = None) -> Denoiser:
     """s_theta(x, t) = -eps_theta(x, t) / std(t): the network predicts the noise and the division carries the
     score's 1/std(t) scale (Song et al. 2021b's parametrisation for VP models). A network that output the
     score itself would have to reach magnitudes near 1/std(t_min) (~300) at small t, where its errors then
-    dominate the last sampler steps."""
+    dominate the last sampler steps.
+
+    clip: for data in [-clip, clip], the implied x_0 = (x - std eps) / mean is clipped and the noise
+    re-derived from it, as ``sample_ddim`` does: at t near 1, mean(t) ~ 0.007, so the noise model's error
+    reaches x_0 multiplied by ~150 and carries the sampler out of range. Use it for sampling only."""
     def score(x: Tensor, t: Tensor) -> Tensor:
-        return -eps_model(x, t) / _expand(sde.marginal(t)[1], x)
+        mean, std = (_expand(v, x) for v in sde.marginal(t))
+        eps = eps_model(x, t)
+        if clip is not None:
+            x0 = ((x - std * eps) / mean).clamp(-clip, clip)
+            eps = (x - mean * x0) / std
+        return -eps / std
     return score
 
 
