@@ -11,7 +11,6 @@ from torch import Tensor
 from mmbench.config import TrainConfig, check_range
 from mmbench.fusion import Gaussian, kl_normal, product_of_stacked_experts, subset_mask, subset_posteriors
 from mmbench.model import LossOutput, MultimodalVAE
-from mmbench.objectives import annealed_beta
 from mmbench.modality import Modality
 from mmbench.registry import register_model
 from mmbench.unimodal import UnimodalParts
@@ -57,10 +56,6 @@ class MVAE(MultimodalVAE):
     def __init__(self, modalities: Sequence[Modality], config: MVAEConfig | None = None):
         super().__init__(modalities, config)
         self.parts = UnimodalParts(self.modalities, self.config.latent_dim, self.config.likelihood_scale)
-        self.kl_weight = self.config.beta
-
-    def begin_step(self, step: int, steps_per_epoch: int) -> None:
-        self.kl_weight = annealed_beta(self.config.beta, self.config.warmup_epochs, step, steps_per_epoch)
 
     def encode(self, x: Mapping[str, Tensor], subset: Sequence[str] | None = None) -> Gaussian:
         """q(z|x_A) = N(0, I) * prod_{m in A} q(z|x_m)."""
@@ -83,7 +78,7 @@ class MVAE(MultimodalVAE):
     def loss(self, batch) -> LossOutput:
         """-sum_A ELBO(x_A) over the training subsets; ELBO(x_A) reconstructs only the modalities in A:
         E_q(z|x_A)[sum_{m in A} log p(x_m|z)] - beta_t KL(q(z|x_A) || N(0, I)), with beta_t the annealed
-        weight during training (``begin_step``) and beta outside it."""
+        weight during training (``kl_weight``) and beta outside it."""
         x = batch["x"]
         names = self.modality_names
         family = self.training_subsets()
@@ -94,7 +89,7 @@ class MVAE(MultimodalVAE):
         total = torch.zeros((), device=z.device)
         terms: dict[str, float] = {}
         kl = kl_normal(posteriors)  # (S, B)
-        kl_weight = self.kl_weight if self.training else self.config.beta
+        kl_weight = self.kl_weight()
         rows = torch.arange(z.shape[1], device=z.device)
         for s, subset in enumerate(family):
             lls = self.parts.log_likelihoods(x, z[s], rows, subset)

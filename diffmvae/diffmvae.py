@@ -37,7 +37,7 @@ from mmbench.fusion import (
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import Modality
 from mmbench.nets import default_decoder, default_encoder
-from mmbench.objectives import ESTIMATORS, Likelihood, annealed_beta, mixture_elbo
+from mmbench.objectives import ESTIMATORS, Likelihood, mixture_elbo
 from mmbench.registry import register_model
 from mmbench.unimodal import stacked_experts
 
@@ -127,10 +127,6 @@ class _DiffusionMVAE(MultimodalVAE):
         self.register_buffer("weights", subset_weights(self.family), persistent=False)
         flags = [has_prior_expert(cfg.prior_expert, len(s), len(names)) for s in self.family]
         self.register_buffer("prior_flags", torch.tensor(flags, dtype=torch.float32), persistent=False)
-        self.kl_weight = cfg.beta
-
-    def begin_step(self, step: int, steps_per_epoch: int) -> None:
-        self.kl_weight = annealed_beta(self.config.beta, self.config.warmup_epochs, step, steps_per_epoch)
 
     # -- encoding -----------------------------------------------------------------------------------
     def experts(self, x: Mapping[str, Tensor], names: Sequence[str]) -> Gaussian:
@@ -177,7 +173,7 @@ class _DiffusionMVAE(MultimodalVAE):
         x = batch["x"]
         posteriors = subset_posteriors(self.experts(x, self.modality_names), self.mask, self.prior_flags)
         out = mixture_elbo(posteriors, self.weights, lambda z, rows: self.log_likelihoods(x, z, rows),
-                           beta=self.kl_weight if self.training else self.config.beta,
+                           beta=self.kl_weight(),
                            estimator=self.config.estimator)
         terms = {"kl": out.kl.mean().item(), **{f"term/{m}": v.mean().item() for m, v in out.log_likelihood.items()}}
         return LossOutput(-out.elbo.mean(), terms)

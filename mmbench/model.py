@@ -27,6 +27,7 @@ from mmbench.config import TrainConfig
 from mmbench.errors import MMBenchError
 from mmbench.fusion import Gaussian
 from mmbench.modality import Modality
+from mmbench.objectives import annealed_beta
 
 Batch = Mapping[str, object]  # {"x": {modality: Tensor (B, ...)}, "y": Tensor (B,)}
 
@@ -53,6 +54,7 @@ class MultimodalVAE(nn.Module, abc.ABC):
         self.check_modalities(modalities)
         self.modalities = modalities
         self.config = config if config is not None else self.Config()
+        self.train_progress: tuple[int, int] | None = None  # (step, steps_per_epoch), set by begin_step
 
     # -- things a plugin may override -------------------------------------------------------------
     @classmethod
@@ -85,7 +87,16 @@ class MultimodalVAE(nn.Module, abc.ABC):
 
     def begin_step(self, step: int, steps_per_epoch: int) -> None:
         """Called by the trainer before each training step's ``loss`` (step counts from 0, also across a
-        resume), for schedules such as KL annealing; the default does nothing."""
+        resume), for schedules such as KL annealing; the default records the progress for ``kl_weight``."""
+        self.train_progress = (step, steps_per_epoch)
+
+    def kl_weight(self) -> float:
+        """The KL weight for this loss: config.beta, annealed from 0 over config.warmup_epochs while training
+        when the config has that field (``objectives.annealed_beta``); beta itself in evaluation."""
+        warmup = getattr(self.config, "warmup_epochs", 0.0)
+        if not self.training or not warmup or self.train_progress is None:
+            return self.config.beta
+        return annealed_beta(self.config.beta, warmup, *self.train_progress)
 
     # -- the contract ------------------------------------------------------------------------------
     @abc.abstractmethod
