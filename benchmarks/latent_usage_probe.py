@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mmbench.checkpoint import load_checkpoint, load_model
+from mmbench.checkpoint import load_model
 from mmbench.run import CHECKPOINT, load_split
 from mmbench.runspec import RunSpec
 
@@ -31,8 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     path = Path(args.run)
     path = path / CHECKPOINT if path.is_dir() else path
-    model, _ = load_model(path)
-    state = load_checkpoint(path)
+    model, state = load_model(path)
     model.eval()
     spec = RunSpec.from_dict(json.loads((path.parent / "spec.json").read_text()))
     test = load_split(spec, "test").head(args.n)

@@ -67,7 +67,7 @@ def save_sample_grid(run_dir: Path, out: Path | None = None, *, given: Sequence[
     with torch.no_grad():
         rows = grid_rows(model, test.batch(torch.arange(len(test)))["x"], given, z, len(test), g)
     picture = torch.cat([_tile(r.cpu()) for _, r in rows], 0).numpy()
-    h = rows[0][1].shape[-2] + 0.0
+    h = rows[0][1].shape[-2]  # each row of the picture is one image high
     fig, ax = plt.subplots(figsize=(1.2 + 0.45 * len(test), 0.45 * len(rows)))
     ax.imshow(picture, interpolation="nearest")
     ax.set_yticks([(i + 0.5) * h for i in range(len(rows))], [label for label, _ in rows], fontsize=6)
