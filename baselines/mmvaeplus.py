@@ -131,7 +131,7 @@ class MMVAEPlus(MultimodalVAE):
         """q(w_m|x_m) and q(z|x_m) for the named modalities, as Laplace distributions."""
         qw, qz = {}, {}
         for m in names:
-            lw, rw, lz, rz = self.encoders[m](x[m])
+            lw, rw, lz, rz = (t.float() for t in self.encoders[m](x[m]))  # fp32 under bf16 autocast
             qw[m], qz[m] = Laplace(lw, softmax_scale(rw)), Laplace(lz, softmax_scale(rz))
         return qw, qz
 

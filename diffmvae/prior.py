@@ -59,6 +59,7 @@ class ScorePrior(nn.Module):
         """Train on latents (N, D); returns the loss per step."""
         if latents.dim() != 2 or latents.shape[1] != self.latent_dim:
             raise MMBenchError(f"latents have shape {tuple(latents.shape)}, expected (N, {self.latent_dim})")
+        self.to(latents.device)  # the prior trains where the latents are (the run's device)
         self.mean.copy_(latents.mean(0))
         self.std.copy_(latents.std(0).clamp_min(1e-6))
         data = (latents - self.mean) / self.std

@@ -12,6 +12,11 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PUBLISHED = REPO / "results" / "published.csv"
 
 
+def run_flags(args: argparse.Namespace) -> dict:
+    """The RunOptions given on the command line (None where a flag was left out)."""
+    return {"device": args.device, "nproc": args.nproc, "checkpoint_every": args.checkpoint_every}
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from mmbench.registry import DATASETS, METRICS, MODELS, PRIORS
 
@@ -35,15 +40,15 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from mmbench.run import execute
     from mmbench.runspec import RunSpec
-    from mmbench.sweeps import apply_overrides
+    from mmbench.sweeps import apply_overrides, run_options_from
 
     config = apply_overrides({}, args.set or [])
     ds_opts = {"root": str(Path(args.data_root).resolve())}
     if args.modalities:
         ds_opts["modalities"] = args.modalities
     spec = RunSpec(args.model, args.dataset, ds_opts, config, args.seed, tuple(args.metrics), {}, "train")
-    spec.validate()
-    record = execute(spec, Path(args.runs), progress=not args.no_progress)
+    options = run_options_from({}, "mmbench train", run_flags(args))
+    record = execute(spec, Path(args.runs), options=options, progress=not args.no_progress)
     print(f"run {record['run_id']} {record['status']}: {Path(args.runs) / record['run_id']}")
     return 0 if record["status"] == "finished" else 1
 
@@ -51,8 +56,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sweep_submit(args: argparse.Namespace) -> int:
     from mmbench.sweeps import load_sweep, submit
 
-    sweep = load_sweep(Path(args.file), args.set or [], args.executor, Path(args.runs) if args.runs else None)
-    print(f"sweep {sweep.name}: {len(sweep.specs)} runs, executor {sweep.executor}, records in {sweep.runs_dir}")
+    sweep = load_sweep(Path(args.file), args.set or [], args.executor, Path(args.runs) if args.runs else None,
+                       run_flags(args))
+    print(f"sweep {sweep.name}: {len(sweep.specs)} runs, executor {sweep.executor}, device {sweep.options.device}, "
+          f"records in {sweep.runs_dir}")
     records = submit(sweep, progress=not args.no_progress)
     failed = [r for r in records if r["status"] != "finished"]
     print(f"{len(records) - len(failed)} finished, {len(failed)} failed")
@@ -86,7 +93,8 @@ def cmd_prior_fit(args: argparse.Namespace) -> int:
     from mmbench.priorfit import fit_prior
     from mmbench.sweeps import apply_overrides
 
-    rows = fit_prior(Path(args.run), args.kind, apply_overrides({}, args.set or []), progress=not args.no_progress)
+    rows = fit_prior(Path(args.run), args.kind, apply_overrides({}, args.set or []), device=args.device,
+                     progress=not args.no_progress)
     width = max(len(r.metric) for r in rows)
     for r in rows:
         print(f"{r.metric:<{width}}  {r.value:.4f}")
@@ -98,7 +106,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
     from mmbench.samples import save_sample_grid
 
     out = save_sample_grid(Path(args.run), Path(args.out) if args.out else None, given=args.given, n=args.n,
-                           seed=args.seed, prior=args.prior)
+                           seed=args.seed, prior=args.prior, device=args.device)
     print(f"sample grid written to {out}")
     return 0
 
@@ -116,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     def progress_flag(sp):
         sp.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    def device_flag(sp, default=None):
+        sp.add_argument("--device", default=default, help="auto | cpu | cuda | cuda:N (auto: CUDA when available)"
+                        + (f"; default {default}" if default else "; default: a sweep file's [run] device, else auto"))
+
+    def run_flags_of(sp):
+        device_flag(sp)
+        sp.add_argument("--nproc", type=int, default=None,
+                        help="data-parallel processes on this node, one per GPU (DDP; gloo on the CPU); default 1")
+        sp.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                        help="optimiser steps between checkpoints (default 500; one is always written at the end)")
 
     sp = sub.add_parser("list", help="list registered models, datasets, metrics or priors")
     sp.add_argument("what", choices=["models", "datasets", "metrics", "priors"])
@@ -143,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--metrics", nargs="*", default=["coherence"], help="metrics to evaluate (default coherence)")
     sp.add_argument("--runs", default="results/runs", help="runs folder (default results/runs)")
+    run_flags_of(sp)
     progress_flag(sp)
     sp.set_defaults(func=cmd_train)
 
@@ -153,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--executor", choices=["inline"], default=None, help="where runs execute (default: the file's)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sweep-file value, e.g. dataset.root=DIR")
     s.add_argument("--runs", default=None, help="runs folder (default: the file's runs_dir or results/runs)")
+    run_flags_of(s)
     progress_flag(s)
     s.set_defaults(func=cmd_sweep_submit)
     s = ssub.add_parser("status", help="show each run of a sweep: finished, partial, pending or failed")
@@ -174,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("run", help="a run folder (runs/<run_id>) holding checkpoint.pt and spec.json")
     pf.add_argument("--kind", default="score", help="registered prior (default score)")
     pf.add_argument("--set", action="append", metavar="FIELD=VALUE", help="prior config override, e.g. --set steps=4000")
+    device_flag(pf, "auto")
     progress_flag(pf)
     pf.set_defaults(func=cmd_prior_fit)
 
@@ -184,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--prior", default=None, help="draw unconditional z from prior-<PRIOR>.pt (after mmbench prior fit)")
     sp.add_argument("--out", default=None, help="PNG path (default RUN/samples.png)")
+    device_flag(sp, "auto")
     sp.set_defaults(func=cmd_samples)
 
     sp = sub.add_parser("demo", help="the CPU demo: build PolyMNIST, train MoPoE, evaluate, leaderboard and plot")

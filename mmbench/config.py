@@ -19,6 +19,9 @@ class TrainConfig:
     batch_size: training batch size.
     epochs:     passes over the training set.
     max_steps:  stop after this many optimiser steps (0: no limit), for short runs.
+    precision:  "fp32" or "bf16" (autocast for the forward pass and loss, fp32 master weights;
+                log-variances, KL and likelihoods stay fp32; see mmbench.device).
+    grad_clip:  clip the gradients' global L2 norm to this value before each step (0: no clipping).
     """
 
     latent_dim: int = 512
@@ -27,6 +30,8 @@ class TrainConfig:
     batch_size: int = 256
     epochs: int = 300
     max_steps: int = 0
+    precision: str = "fp32"
+    grad_clip: float = 0.0
 
     def __post_init__(self) -> None:
         check_range(self, "latent_dim", lo=1)
@@ -35,6 +40,8 @@ class TrainConfig:
         check_range(self, "batch_size", lo=1)
         check_range(self, "epochs", lo=0)
         check_range(self, "max_steps", lo=0)
+        check_choice(self, "precision", ("fp32", "bf16"))
+        check_range(self, "grad_clip", lo=0.0)
 
 
 def check_range(cfg: Any, field: str, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> None:

@@ -38,7 +38,10 @@ class Gaussian(NamedTuple):
     def rsample(self, n: int | None = None, *, generator: torch.Generator | None = None) -> Tensor:
         """Reparameterised sample, shape (..., D), or (n, ..., D) when n is given."""
         shape = self.mu.shape if n is None else (n, *self.mu.shape)
-        eps = torch.randn(shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+        if generator is None:
+            eps = torch.randn(shape, device=self.mu.device, dtype=self.mu.dtype)
+        else:  # a generator draws on its own device (the CPU for evaluation's seeded draws), then moves
+            eps = torch.randn(shape, generator=generator, device=generator.device, dtype=self.mu.dtype).to(self.mu.device)
         return self.mu + self.std * eps
 
     def log_prob(self, z: Tensor) -> Tensor:

@@ -113,6 +113,10 @@ class MultimodalVAE(nn.Module, abc.ABC):
     def loss(self, batch: Batch) -> LossOutput:
         """The training objective on one batch."""
 
+    def forward(self, batch: Batch) -> LossOutput:
+        """``loss(batch)``: the call the trainer makes, so DDP's wrapper can synchronise the gradients."""
+        return self.loss(batch)
+
     @torch.no_grad()
     def generate(self, n: int, z: Tensor | None = None, *, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Unconditional samples of every modality, z ~ p(z) unless z (n, D) is given (e.g. a score prior)."""

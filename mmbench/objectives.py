@@ -47,6 +47,7 @@ class Likelihood:
             raise MMBenchError(f"likelihood scale must be > 0, got {self.scale}")
 
     def log_prob(self, x: Tensor, out: Tensor) -> Tensor:
+        out = out.float()  # a bf16 decoder output (autocast) is scored in fp32
         if self.name == "laplace":
             lp = -(x - out).abs() / self.scale - math.log(2 * self.scale)
         elif self.name == "normal":

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from mmbench.config import build_config
+from mmbench.device import resolve_device
 from mmbench.latents import encoder_latents, gaussian_fit_distance, moment_errors
 from mmbench.metrics.base import MetricRow
 from mmbench.metrics.classifier import classifiers_for
@@ -25,13 +26,15 @@ from mmbench.results import RECORD, read_record, write_record
 from mmbench.run import load_split, load_trained_run
 
 
-def fit_prior(run_dir: Path, kind: str = "score", overrides: dict | None = None, *, progress: bool = True,
-              log=print) -> list[MetricRow]:
+def fit_prior(run_dir: Path, kind: str = "score", overrides: dict | None = None, *, device: str = "auto",
+              progress: bool = True, log=print) -> list[MetricRow]:
+    """Fit, save and compare the prior on ``device`` (auto | cpu | cuda | cuda:N); the rows added to the record."""
     run_dir = Path(run_dir)
     cls = PRIORS.get(kind)
     config = build_config(cls.Config, overrides or {})
-    model, spec = load_trained_run(run_dir, "fitting a prior on its encoder")
-    train, test = load_split(spec, "train"), load_split(spec, "test")
+    where = resolve_device(device)
+    model, spec = load_trained_run(run_dir, "fitting a prior on its encoder", where)
+    train, test = load_split(spec, "train").to(where), load_split(spec, "test").to(where)
     prior = cls(model.latent_dim, config)
     log(f"fitting the {kind} prior on {len(train)} encoder latents of run {run_dir.name}")
     prior.fit(encoder_latents(model, train), seed=spec.seed, progress=progress)
@@ -40,7 +43,7 @@ def fit_prior(run_dir: Path, kind: str = "score", overrides: dict | None = None,
     target = encoder_latents(model, test)
     g = torch.Generator().manual_seed(spec.seed)
     n = len(target)
-    samples = {kind: prior.sample(n, generator=g), "gaussian": model.prior(n).rsample(generator=g).cpu()}
+    samples = {kind: prior.sample(n, generator=g), "gaussian": model.prior(n).rsample(generator=g)}
     rows = []
     for name, z in samples.items():
         mean_err, cov_err = moment_errors(z, target)
@@ -50,7 +53,7 @@ def fit_prior(run_dir: Path, kind: str = "score", overrides: dict | None = None,
     if "coherence" in spec.metrics:
         epochs = spec.metric_options.get("coherence", {}).get("classifier_epochs", 20)
         classifiers, _ = classifiers_for(train, test, run_dir.parent / ".cache" / "classifiers", epochs=epochs,
-                                         progress=progress, log=log)
+                                         progress=progress, log=log, device=where)
         for name, z in samples.items():
             row = unconditional_coherence(model, classifiers, n_samples=n, z=z, generator=g)
             rows.append(dataclasses.replace(row, metric=f"coherence@prior:{name}"))

@@ -1,4 +1,4 @@
-"""Where a result came from: package versions, git revision, device."""
+"""Where a result came from: package versions and git revision (the device: ``mmbench.device.device_info``)."""
 
 from __future__ import annotations
 
@@ -23,13 +23,6 @@ def git_revision() -> str:
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def device_name(device: torch.device | str = "cpu") -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def provenance() -> dict:

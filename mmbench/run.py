@@ -1,7 +1,9 @@
-"""One run: load data, build the model, train (resuming from a checkpoint), evaluate, write the record."""
+"""One run: check the machine, load data, build the model, train on the run's device (resuming from a checkpoint;
+DDP when several processes), evaluate, write the record."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -10,16 +12,20 @@ from pathlib import Path
 
 import torch
 
-from mmbench.checkpoint import atomic_write_json
+from mmbench.checkpoint import atomic_write_json, checkpoint_exists
 from mmbench.config import build_config, config_to_dict
 from mmbench.data.base import MultimodalDataset
+from mmbench.device import check_precision, configure, describe, device_info
+from mmbench.distributed import DistEnv, destroy_process_group, init_process_group, launch_local, rank_device
 from mmbench.errors import MMBenchError
 from mmbench.evaluate import evaluate
 from mmbench.metrics.base import EvalContext
-from mmbench.provenance import device_name, provenance
+from mmbench.provenance import provenance
 from mmbench.registry import DATASETS, MODELS
 from mmbench.results import RECORD, read_record, write_record
+from mmbench.runoptions import RunOptions
 from mmbench.runspec import RunSpec
+from mmbench.throughput import GenerationMeter
 from mmbench.train import train
 
 CHECKPOINT = "checkpoint.pt"
@@ -33,18 +39,19 @@ def load_split(spec: RunSpec, split: str) -> MultimodalDataset:
         raise MMBenchError(f"bad options for dataset {spec.dataset!r} ({spec.dataset_options}): {exc}") from exc
 
 
-def load_trained_run(run_dir: Path, purpose: str):
-    """(model, spec) of a run folder with a trained checkpoint; ``purpose`` completes the refusal's sentence."""
+def load_trained_run(run_dir: Path, purpose: str, device: torch.device | str = "cpu"):
+    """(model on ``device``, spec) of a run folder with a trained checkpoint; ``purpose`` completes the
+    refusal's sentence."""
     from mmbench.checkpoint import load_model
 
     run_dir = Path(run_dir)
     if not (run_dir / "spec.json").is_file():
         raise MMBenchError(f"{run_dir} is not a run folder (no spec.json); pass a folder under the runs folder")
-    if not (run_dir / CHECKPOINT).is_file():
+    if not checkpoint_exists(run_dir / CHECKPOINT):
         raise MMBenchError(f"run {run_dir.name} has no encoder checkpoint ({CHECKPOINT}); {purpose} needs a "
                            "trained model, so train the run first (mmbench sweep submit / mmbench train)")
     spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
-    model, _ = load_model(run_dir / CHECKPOINT)
+    model, _ = load_model(run_dir / CHECKPOINT, device)
     return model, spec
 
 
@@ -52,26 +59,64 @@ def run_status(run_dir: Path) -> str:
     """finished | failed | partial (a checkpoint, no record) | pending."""
     if (run_dir / RECORD).is_file():
         return read_record(run_dir / RECORD)["status"]
-    return "partial" if (run_dir / CHECKPOINT).is_file() else "pending"
+    return "partial" if checkpoint_exists(run_dir / CHECKPOINT) else "pending"
 
 
-def execute(spec: RunSpec, runs_dir: Path, *, progress: bool = True, log=print) -> dict:
+def prepare(spec: RunSpec, options: RunOptions) -> torch.device:
+    """Check everything the run needs from this machine before any file is written: names, config, device,
+    precision, processes. Returns the device."""
+    spec.validate()
+    device = options.resolve()
+    check_precision(build_config(MODELS.get(spec.model).Config, spec.config).precision, device)
+    return device
+
+
+def execute(spec: RunSpec, runs_dir: Path, *, options: RunOptions | None = None, progress: bool = True,
+            log=print) -> dict | None:
     """Run ``spec`` under runs_dir/<run_id>/ and return its record; a finished run is not run again.
 
-    A failure is recorded (status "failed", reason) rather than lost; the record is written atomically.
+    With options.nproc > 1 the run is started in that many local processes (DDP); in a process that is
+    one rank of a data-parallel run (torchrun's or SLURM's environment) it trains its slice, and only rank 0
+    evaluates, writes the record and returns it (the other ranks return None). A failure is recorded (status
+    "failed", reason) rather than lost; an interruption (Ctrl-C, SIGTERM) leaves the run partial, to resume.
     """
+    options = options or RunOptions()
+    device = prepare(spec, options)
+    env = DistEnv.from_environ()
     run_dir = Path(runs_dir) / spec.run_id
     if run_status(run_dir) == "finished":
         log(f"{spec.run_id}: finished before, skipped")
         return read_record(run_dir / RECORD)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "spec.json", spec.to_dict())
+    if options.nproc > 1 and not env.distributed:
+        launch_local(_execute_rank, options.nproc, (spec, Path(runs_dir), options, progress))
+        return read_record(run_dir / RECORD)
+    return _execute(spec, Path(runs_dir), options, rank_device(device, env), env, progress, log)
+
+
+def _execute_rank(spec: RunSpec, runs_dir: Path, options: RunOptions, progress: bool) -> None:
+    """One process of ``launch_local``: the environment names its rank."""
+    env = DistEnv.from_environ()
+    _execute(spec, runs_dir, options, rank_device(options.resolve(), env), env, progress,
+             print if env.is_main else (lambda *a, **k: None))
+
+
+def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.device, env: DistEnv,
+             progress: bool, log) -> dict | None:
+    run_dir = runs_dir / spec.run_id
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "spec.json", spec.to_dict())
     t0 = time.perf_counter()
     record = {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "failed", "failure": None, "metrics": [],
-              "provenance": provenance(), "device": device_name()}
+              "provenance": provenance(), "options": dataclasses.asdict(options)}
+    interrupted = False
     try:
-        train_data = load_split(spec, "train")
-        test_data = load_split(spec, "test")
+        init_process_group(env, device)
+        configure(device, build_config(MODELS.get(spec.model).Config, spec.config).precision)
+        info = device_info(device, env.world_size)
+        record["device"], record["device_info"] = describe(info), info
+        train_data = load_split(spec, "train").to(device)
+        test_data = load_split(spec, "test").to(device)
         cls = MODELS.get(spec.model)
         config = build_config(cls.Config, spec.config)
         record["config"] = config_to_dict(config)
@@ -79,14 +124,21 @@ def execute(spec: RunSpec, runs_dir: Path, *, progress: bool = True, log=print) 
         torch.manual_seed(spec.seed)
         model = cls(train_data.modalities, config)
         log(f"{spec.run_id}: {spec.model} on {spec.dataset} ({len(train_data)} train, {len(test_data)} test, "
-            f"M={len(train_data.modalities)}, seed {spec.seed})")
-        result = train(model, train_data, seed=spec.seed, checkpoint=run_dir / CHECKPOINT, progress=progress, log=log)
+            f"M={len(train_data.modalities)}, seed {spec.seed}) on {record['device']}, {config.precision}")
+        result = train(model, train_data, seed=spec.seed, checkpoint=run_dir / CHECKPOINT, options=options,
+                       device=device, env=env, progress=progress, log=log)
         record["train"] = {"steps": result.steps, "epochs": result.epochs, "seconds": result.seconds,
-                           "history": result.history}
+                           "history": result.history, "examples_per_s": result.examples_per_s,
+                           "s_per_step": result.s_per_step}
+        if not env.is_main:
+            return None
         t1 = time.perf_counter()
-        ctx = EvalContext(train_data, test_data, Path(runs_dir) / ".cache", seed=spec.seed, progress=progress)
-        rows = evaluate(model, ctx, spec.metrics, spec.metric_options)
+        ctx = EvalContext(train_data, test_data, Path(runs_dir) / ".cache", seed=spec.seed, progress=progress,
+                          device=device)
+        with GenerationMeter(model, device) as meter:
+            rows = evaluate(model, ctx, spec.metrics, spec.metric_options)
         record["metrics"] = [r.to_dict() for r in rows]
+        record["generation"] = meter.summary()
         record["timings"] = {"train_s": result.seconds, "eval_s": time.perf_counter() - t1,
                              "total_s": time.perf_counter() - t0}
         record["status"] = "finished"
@@ -97,7 +149,13 @@ def execute(spec: RunSpec, runs_dir: Path, *, progress: bool = True, log=print) 
         record["failure"] = f"{type(exc).__name__}: {exc}"
         record["traceback"] = traceback.format_exc()
         raise
+    except BaseException:  # Ctrl-C, SIGTERM turned into SystemExit: the run stays partial and resumes
+        interrupted = True
+        raise
     finally:
-        record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        write_record(run_dir, record)
+        if env.distributed:
+            destroy_process_group()
+        if env.is_main and not interrupted:
+            record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            write_record(run_dir, record)
     return record

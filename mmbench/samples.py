@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from mmbench.device import resolve_device
 from mmbench.errors import MMBenchError
 from mmbench.plots import plt, save_figure
 from mmbench.registry import PRIORS
@@ -42,10 +43,11 @@ def grid_rows(model, x: dict[str, Tensor], given: Sequence[str], z: Tensor | Non
 
 
 def save_sample_grid(run_dir: Path, out: Path | None = None, *, given: Sequence[str] | None = None, n: int = 8,
-                     seed: int = 0, prior: str | None = None) -> Path:
-    """Write the grid of run_dir's model as a PNG (default run_dir/samples.png) and return its path."""
+                     seed: int = 0, prior: str | None = None, device: str = "auto") -> Path:
+    """Write the grid of run_dir's model, sampled on ``device``, as a PNG (default run_dir/samples.png); its path."""
     run_dir = Path(run_dir)
-    model, spec = load_trained_run(run_dir, "drawing samples")
+    where = resolve_device(device)
+    model, spec = load_trained_run(run_dir, "drawing samples", where)
     model.eval()
     names = model.modality_names
     images = [m.name for m in model.modalities if len(m.shape) == 3 and m.shape[0] in (1, 3)]
@@ -56,14 +58,14 @@ def save_sample_grid(run_dir: Path, out: Path | None = None, *, given: Sequence[
     model.validate_subset(given)
     if n < 1:
         raise MMBenchError(f"--n must be at least 1, got {n}")
-    test = load_split(spec, "test").head(n)
+    test = load_split(spec, "test").head(n).to(where)
     g = torch.Generator().manual_seed(seed)
     z = None
     if prior:
         path = run_dir / f"prior-{prior}.pt"
         if not path.is_file():
             raise MMBenchError(f"{path} does not exist; fit it first: mmbench prior fit {run_dir} --kind {prior}")
-        z = PRIORS.get(prior).load(path).sample(len(test), generator=g).to(model.device)
+        z = PRIORS.get(prior).load(path).to(where).sample(len(test), generator=g)
     with torch.no_grad():
         rows = grid_rows(model, test.batch(torch.arange(len(test)))["x"], given, z, len(test), g)
     picture = torch.cat([_tile(r.cpu()) for _, r in rows], 0).numpy()

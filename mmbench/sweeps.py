@@ -6,6 +6,8 @@
     [grid]                       lists whose cartesian product makes the runs: any config field,
                                  or "dataset.<option>" (e.g. "dataset.modalities" = [2, 3, 4, 5])
     [evaluate]                   metrics = [...];  [evaluate.<metric>] options of one metric
+    [run]                        how runs execute, not part of their ids (``RunOptions``): device,
+                                 nproc, checkpoint_every, log_every, tensorboard
     [executor]                   name = "inline" (more executors come with SLURM support)
 
 Relative paths (dataset.root, sweep.runs_dir) are taken from the current folder.
@@ -13,6 +15,7 @@ Relative paths (dataset.root, sweep.runs_dir) are taken from the current folder.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 from dataclasses import dataclass, field
@@ -25,11 +28,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from mmbench.errors import MMBenchError
-from mmbench.run import execute, run_status
+from mmbench.run import execute, prepare, run_status
+from mmbench.runoptions import RunOptions
 from mmbench.runspec import RunSpec
 
 EXECUTORS = ("inline",)
-TABLES = {"sweep", "dataset", "config", "grid", "evaluate", "executor"}
+TABLES = {"sweep", "dataset", "config", "grid", "evaluate", "run", "executor"}
 SWEEP_KEYS = {"name", "models", "seeds", "runs_dir"}
 
 
@@ -40,6 +44,7 @@ class Sweep:
     executor: str
     runs_dir: Path
     executor_options: dict = field(default_factory=dict)
+    options: RunOptions = field(default_factory=RunOptions)
 
 
 def parse_value(text: str) -> Any:
@@ -67,7 +72,8 @@ def apply_overrides(doc: dict, overrides: list[str]) -> dict:
 
 
 def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | None = None,
-               runs_dir: Path | None = None) -> Sweep:
+               runs_dir: Path | None = None, run_options: dict | None = None) -> Sweep:
+    """Parse and validate a sweep file; ``run_options`` (from command-line flags) override its [run] table."""
     path = Path(path)
     if not path.is_file():
         raise MMBenchError(f"sweep file {path} does not exist")
@@ -123,6 +129,8 @@ def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | N
     if executor not in EXECUTORS:
         raise MMBenchError(f"unknown executor {executor!r}; available: {', '.join(EXECUTORS)}")
 
+    options = run_options_from(dict(doc.get("run", {})), where, run_options)
+
     name = sweep.get("name", path.stem)
     specs = []
     keys = list(grid)
@@ -144,7 +152,17 @@ def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | N
     for spec in specs:
         spec.validate()
     runs = Path(runs_dir or sweep.get("runs_dir", "results/runs")).expanduser().resolve()
-    return Sweep(name, specs, executor, runs, executor_table)
+    return Sweep(name, specs, executor, runs, executor_table, options)
+
+
+def run_options_from(table: dict, where: str, overrides: dict | None = None) -> RunOptions:
+    """RunOptions from a [run] table (unknown keys refused by name), command-line values taking precedence."""
+    allowed = [f.name for f in dataclasses.fields(RunOptions)]
+    bad = sorted(set(table) - set(allowed))
+    if bad:
+        raise MMBenchError(f"{where}: [run] has unknown key(s) {bad}; allowed: {allowed}")
+    table.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return RunOptions(**table)
 
 
 def _table(doc: dict, name: str, where: str) -> dict:
@@ -157,13 +175,16 @@ def _table(doc: dict, name: str, where: str) -> dict:
 def submit(sweep: Sweep, *, progress: bool = True, log=print) -> list[dict]:
     """Run every spec of the sweep with its executor; finished runs are skipped, partial ones resume.
 
-    A failing run is recorded and the sweep goes on; the caller sees the failures in the records.
+    A failing run is recorded and the sweep goes on; the caller sees the failures in the records. What this
+    machine cannot run (device, precision, processes) is refused for the whole sweep before any run starts.
     """
+    for spec in sweep.specs:
+        prepare(spec, sweep.options)
     records = []
     for i, spec in enumerate(sweep.specs, 1):
         log(f"[{i}/{len(sweep.specs)}] {spec.run_id}")
         try:
-            records.append(execute(spec, sweep.runs_dir, progress=progress, log=log))
+            records.append(execute(spec, sweep.runs_dir, options=sweep.options, progress=progress, log=log))
         except Exception as exc:  # recorded by execute; the sweep continues
             log(f"{spec.run_id}: failed: {exc}")
             records.append({"run_id": spec.run_id, "status": "failed", "failure": str(exc)})

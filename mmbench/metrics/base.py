@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 from mmbench.data.base import MultimodalDataset
 
 
@@ -25,7 +27,8 @@ class MetricRow:
 
 @dataclass
 class EvalContext:
-    """The data and cache a metric may use: train split (e.g. to fit classifiers), test split, options."""
+    """The data and cache a metric may use: train split (e.g. to fit classifiers), test split, options, and the
+    run's device (the model and the splits' batches are there; a metric's own networks go there too)."""
 
     train: MultimodalDataset
     test: MultimodalDataset
@@ -33,3 +36,4 @@ class EvalContext:
     seed: int = 0
     progress: bool = True
     options: dict = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))

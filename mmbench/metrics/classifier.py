@@ -33,16 +33,18 @@ class DigitClassifier(nn.Module):
 def fingerprint(data: MultimodalDataset, name: str) -> str:
     """sha256 of one modality's tensor and the labels: the cache key of its classifier."""
     h = hashlib.sha256()
-    h.update(data.x[name].contiguous().numpy().tobytes())
-    h.update(data.y.contiguous().numpy().tobytes())
+    h.update(data.x[name].detach().cpu().contiguous().numpy().tobytes())
+    h.update(data.y.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
 def train_classifier(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 20, batch_size: int = 128, lr: float = 1e-3,
-                     seed: int = 0, desc: str = "classifier", progress: bool = True) -> DigitClassifier:
+                     seed: int = 0, desc: str = "classifier", progress: bool = True,
+                     device: torch.device | str = "cpu") -> DigitClassifier:
+    """Train a DigitClassifier on ``device`` (x and y may live anywhere; batches are moved there)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    clf = DigitClassifier(int(y.max()) + 1 if len(y) else 10)
+    clf = DigitClassifier(int(y.max()) + 1 if len(y) else 10).to(device)
     opt = torch.optim.Adam(clf.parameters(), lr=lr)
     clf.train()
     n = len(y)
@@ -50,7 +52,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 20, batc
         perm = torch.randperm(n, generator=g)
         for s in range(0, n, batch_size):
             rows = perm[s:s + batch_size]
-            loss = nn.functional.cross_entropy(clf(x[rows]), y[rows])
+            loss = nn.functional.cross_entropy(clf(x[rows].to(device)), y[rows].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -59,14 +61,15 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 20, batc
 
 @torch.no_grad()
 def accuracy(clf: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    correct = sum((clf(x[s:s + batch_size]).argmax(-1) == y[s:s + batch_size]).sum().item()
+    device = next(clf.parameters()).device
+    correct = sum((clf(x[s:s + batch_size].to(device)).argmax(-1).cpu() == y[s:s + batch_size].cpu()).sum().item()
                   for s in range(0, len(y), batch_size))
     return correct / max(len(y), 1)
 
 
 def classifiers_for(train: MultimodalDataset, test: MultimodalDataset, cache_dir: Path, *, epochs: int = 20,
-                    seed: int = 0, min_accuracy: float = 0.8, progress: bool = True,
-                    log=print) -> tuple[dict[str, DigitClassifier], dict[str, float]]:
+                    seed: int = 0, min_accuracy: float = 0.8, progress: bool = True, log=print,
+                    device: torch.device | str = "cpu") -> tuple[dict[str, DigitClassifier], dict[str, float]]:
     """One classifier per modality, loaded from ``cache_dir`` when trained on the same data before.
 
     Returns the classifiers and their test accuracies. A classifier under ``min_accuracy`` is refused:
@@ -80,11 +83,12 @@ def classifiers_for(train: MultimodalDataset, test: MultimodalDataset, cache_dir
             state = load_checkpoint(path)
             clf = DigitClassifier(state["n_classes"])
             clf.load_state_dict(state["state_dict"])
-            clf.eval()
+            clf.to(device).eval()
         else:
             clf = train_classifier(train.x[name], train.y, epochs=epochs, seed=seed, desc=f"classifier {name}",
-                                   progress=progress)
-            save_checkpoint(path, {"state_dict": clf.state_dict(), "n_classes": clf.net[-1].out_features})
+                                   progress=progress, device=device)
+            save_checkpoint(path, {"state_dict": {k: v.cpu() for k, v in clf.state_dict().items()},
+                                   "n_classes": clf.net[-1].out_features})
         acc = accuracy(clf, test.x[name], test.y)
         if acc < min_accuracy:
             raise MMBenchError(f"the coherence classifier for {name} reaches only {acc:.1%} test accuracy "

@@ -39,7 +39,7 @@ def conditional_coherence(model: MultimodalVAE, data: MultimodalDataset, classif
             for batch in data.batches(batch_size):
                 out = model.cond_generate(batch["x"], given, targets, generator=generator)
                 for m in targets:
-                    correct[m] += (classifiers[m](out[m]).argmax(-1) == batch["y"]).sum().item()
+                    correct[m] += (classifiers[m](out[m]).argmax(-1) == batch["y"].to(out[m].device)).sum().item()
             accs = {m: c / len(data) for m, c in correct.items()}
             rows += [MetricRow("coherence", m, "+".join(given), n, a) for m, a in accs.items()]
             per_subset.append(sum(accs.values()) / len(accs))
@@ -77,7 +77,8 @@ class CoherenceMetric:
         if not torch.is_tensor(ctx.test.y) or ctx.test.y.ndim != 1:
             raise MMBenchError(f"coherence needs one class label per example; dataset {ctx.test.name!r} has none")
         classifiers, accs = classifiers_for(ctx.train, ctx.test, ctx.cache_dir / "classifiers",
-                                            epochs=self.classifier_epochs, seed=0, progress=ctx.progress)
+                                            epochs=self.classifier_epochs, seed=0, progress=ctx.progress,
+                                            device=ctx.device)
         test = ctx.test.head(self.max_test) if self.max_test else ctx.test
         g = torch.Generator().manual_seed(ctx.seed)
         rows = [MetricRow("classifier_accuracy", m, "", 0, a) for m, a in accs.items()]

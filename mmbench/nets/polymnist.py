@@ -24,7 +24,8 @@ class PolyMNISTEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Gaussian:
         h = self.features(x)
-        return Gaussian(self.mu(h), self.logvar(h).clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT))
+        # fp32 heads under bf16 autocast: products of experts and KL need the range
+        return Gaussian(self.mu(h).float(), self.logvar(h).float().clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT))
 
 
 class PolyMNISTDecoder(nn.Module):

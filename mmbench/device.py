@@ -1,0 +1,129 @@
+"""Where a run computes: device names resolved and checked, precision (autocast), batches moved, facts for the record.
+
+``device``:    "auto" (CUDA when available, else the CPU), "cpu", "cuda" (the current CUDA device) or "cuda:N".
+``precision``: "fp32" or "bf16". bf16 runs the forward pass and the loss under ``torch.autocast`` with
+               fp32 master weights and optimiser state; the numerically delicate terms (log-variances,
+               products of experts, KL, likelihoods, log-sum-exp) are computed in fp32 because encoders
+               return fp32 Gaussians and likelihoods cast decoder outputs to fp32. With fp32 on a GPU,
+               TF32 matmuls and convolutions are allowed (``torch.set_float32_matmul_precision("high")``):
+               about 10 mantissa bits in the matmul inputs, fp32 accumulation, several times faster on
+               Ampere and newer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from typing import Any, Mapping
+
+import torch
+
+from mmbench.errors import MMBenchError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
+PRECISIONS = ("fp32", "bf16")
+
+
+def cuda_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch.device for a user's device name; one clear error when it does not exist here."""
+    if not isinstance(name, str):
+        raise MMBenchError(f"device must be a string ({', '.join(DEVICE_CHOICES)}), got {name!r}")
+    text = name.strip().lower()
+    if text == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if cuda_count() else torch.device("cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or text.startswith("cuda:"):
+        index_text = text[5:] if text.startswith("cuda:") else ""
+        if index_text and not index_text.isdigit():
+            raise MMBenchError(f"device {name!r}: the index after 'cuda:' must be a number, e.g. cuda:0")
+        n = cuda_count()
+        if n == 0:
+            why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise MMBenchError(f"device {name!r} was asked for but this machine has no CUDA device ({why}; "
+                               f"torch {torch.__version__}); use --device cpu or auto")
+        index = int(index_text) if index_text else torch.cuda.current_device()
+        if index >= n:
+            raise MMBenchError(f"device {name!r} does not exist: this node has {n} CUDA device"
+                               f"{'s' if n > 1 else ''} (cuda:0 to cuda:{n - 1})")
+        return torch.device("cuda", index)
+    raise MMBenchError(f"unknown device {name!r}; allowed: {', '.join(DEVICE_CHOICES)}")
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a precision the device cannot run."""
+    if precision not in PRECISIONS:
+        raise MMBenchError(f"precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise MMBenchError(f"precision 'bf16' is not supported by {torch.cuda.get_device_name(device)} ({device}); "
+                           "use precision = \"fp32\" (bf16 needs compute capability 8.0, e.g. A100, H100)")
+
+
+def check_nproc(nproc: int, device: torch.device) -> None:
+    """One process per device: at most the node's GPU count on CUDA, its cores on the CPU."""
+    import os
+
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise MMBenchError(f"nproc must be an integer >= 1, got {nproc!r}")
+    if device.type == "cuda" and nproc > cuda_count():
+        raise MMBenchError(f"nproc {nproc} is more than the {cuda_count()} CUDA device(s) of this node "
+                           "(one process per GPU)")
+    if device.type == "cpu" and nproc > (os.cpu_count() or 1):
+        raise MMBenchError(f"nproc {nproc} is more than the {os.cpu_count()} CPU cores of this machine")
+
+
+def configure(device: torch.device, precision: str) -> None:
+    """Process-wide settings for a run on ``device``: TF32 for fp32 on CUDA, cuDNN autotuning."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        if precision == "fp32":
+            torch.set_float32_matmul_precision("high")
+            torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of ``precision`` (a no-op context for fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(obj: Any, device: torch.device, *, non_blocking: bool = False) -> Any:
+    """Tensors in nested dicts, lists and tuples moved to ``device`` (others returned as they are)."""
+    if torch.is_tensor(obj):
+        return obj.to(device, non_blocking=non_blocking)
+    if isinstance(obj, Mapping):
+        return {k: to_device(v, device, non_blocking=non_blocking) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device, non_blocking=non_blocking) for v in obj)
+    return obj
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so wall-clock timings measure the work (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_info(device: torch.device, world_size: int = 1) -> dict:
+    """What the record says about the hardware: the device's name, how many took part, torch/CUDA versions."""
+    info = {"type": device.type, "count": world_size, "torch": torch.__version__, "cuda": torch.version.cuda}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(name=props.name, memory_gb=round(props.total_memory / 2**30, 1),
+                    capability=f"{props.major}.{props.minor}", cudnn=torch.backends.cudnn.version())
+    else:
+        info.update(name=f"cpu ({platform.processor() or platform.machine()})", threads=torch.get_num_threads())
+    return info
+
+
+def describe(info: Mapping) -> str:
+    """One line for the record's ``device`` field, e.g. "2 x NVIDIA A100-SXM4-80GB (CUDA 12.4)"."""
+    name = info["name"] if info["type"] == "cuda" else f"{info['name']}, {info.get('threads', '?')} threads"
+    cuda = f" (CUDA {info['cuda']})" if info["type"] == "cuda" else ""
+    return f"{info['count']} x {name}{cuda}" if info["count"] > 1 else f"{name}{cuda}"
