@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from mmbench.config import TrainConfig, check_choice, check_range
 from mmbench.errors import MMBenchError
-from mmbench.fusion import Gaussian
+from mmbench.fusion import Gaussian, full_precision
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import Modality
 from mmbench.nets import POLYMNIST_SHAPE, default_decoder, default_encoder
@@ -131,7 +131,7 @@ class MMVAEPlus(MultimodalVAE):
         """q(w_m|x_m) and q(z|x_m) for the named modalities, as Laplace distributions."""
         qw, qz = {}, {}
         for m in names:
-            lw, rw, lz, rz = (t.float() for t in self.encoders[m](x[m]))  # fp32 under bf16 autocast
+            lw, rw, lz, rz = (full_precision(t) for t in self.encoders[m](x[m]))  # fp32 under bf16 autocast
             qw[m], qz[m] = Laplace(lw, softmax_scale(rw)), Laplace(lz, softmax_scale(rz))
         return qw, qz
 

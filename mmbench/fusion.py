@@ -21,6 +21,11 @@ LOG_2PI = math.log(2 * math.pi)
 LOGVAR_LIMIT = 30.0
 
 
+def full_precision(t: Tensor) -> Tensor:
+    """``t`` in fp32 when autocast made it bf16 or fp16; fp32 and fp64 tensors are returned as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 class Gaussian(NamedTuple):
     """Diagonal Gaussian N(mu, exp(logvar)); tensors of shape (..., D)."""
 
@@ -160,11 +165,12 @@ def subset_posteriors(experts: Gaussian, mask: Tensor, prior_expert: Tensor | No
     Returns Gaussians of shape (S, ..., D).  Cost is one (S, M) x (M, B*D) product, so all 2^M - 1
     subsets of MoPoE stay affordable.
     """
-    precisions = 1.0 / (experts.logvar.exp() + eps)
-    m, rest = precisions.shape[0], precisions.shape[1:]
-    mask = mask.to(precisions.dtype)
-    precision = (mask @ precisions.reshape(m, -1)).reshape(-1, *rest)
-    weighted = (mask @ (experts.mu * precisions).reshape(m, -1)).reshape(-1, *rest)
+    with torch.autocast(experts.mu.device.type, enabled=False):  # fp32 even under bf16 autocast
+        precisions = 1.0 / (full_precision(experts.logvar).exp() + eps)
+        m, rest = precisions.shape[0], precisions.shape[1:]
+        mask = mask.to(precisions.dtype)
+        precision = (mask @ precisions.reshape(m, -1)).reshape(-1, *rest)
+        weighted = (mask @ (full_precision(experts.mu) * precisions).reshape(m, -1)).reshape(-1, *rest)
     if prior_expert is not None:
         precision = precision + prior_expert.to(precision.dtype).view(-1, *([1] * len(rest)))
     return Gaussian(weighted / precision, -torch.log(precision))

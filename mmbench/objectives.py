@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmbench.errors import MMBenchError
-from mmbench.fusion import Gaussian, kl_normal, stratified_assignment
+from mmbench.fusion import Gaussian, full_precision, kl_normal, stratified_assignment
 
 ESTIMATORS = ("enumerate", "stratified")
 
@@ -47,7 +47,7 @@ class Likelihood:
             raise MMBenchError(f"likelihood scale must be > 0, got {self.scale}")
 
     def log_prob(self, x: Tensor, out: Tensor) -> Tensor:
-        out = out.float()  # a bf16 decoder output (autocast) is scored in fp32
+        out = full_precision(out)  # a bf16 decoder output (autocast) is scored in fp32
         if self.name == "laplace":
             lp = -(x - out).abs() / self.scale - math.log(2 * self.scale)
         elif self.name == "normal":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import time
 import traceback
 from pathlib import Path
@@ -96,7 +97,10 @@ def execute(spec: RunSpec, runs_dir: Path, *, options: RunOptions | None = None,
 def _execute_rank(spec: RunSpec, runs_dir: Path, options: RunOptions, progress: bool) -> None:
     """One process of ``launch_local``: the environment names its rank."""
     env = DistEnv.from_environ()
-    _execute(spec, runs_dir, options, rank_device(options.resolve(), env), env, progress,
+    device = rank_device(options.resolve(), env)
+    if device.type == "cpu":  # the node's cores shared between its processes, not oversubscribed
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.nproc))
+    _execute(spec, runs_dir, options, device, env, progress,
              print if env.is_main else (lambda *a, **k: None))
 
 

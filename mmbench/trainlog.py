@@ -36,6 +36,7 @@ class TrainLog:
 
     def __init__(self, run_dir: Path, resume_step: int = 0, *, tensorboard: bool = True):
         self.path = Path(run_dir) / LOG_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = [e for e in read_log(self.path) if e.get("step", 0) <= resume_step]
         if self.path.exists():
             atomic_write_bytes(self.path, "".join(json.dumps(e) + "\n" for e in kept).encode())

@@ -6,7 +6,7 @@ import math
 
 from torch import Tensor, nn
 
-from mmbench.fusion import LOGVAR_LIMIT, Gaussian
+from mmbench.fusion import LOGVAR_LIMIT, Gaussian, full_precision
 
 
 class MLPEncoder(nn.Module):
@@ -22,7 +22,7 @@ class MLPEncoder(nn.Module):
     def forward(self, x: Tensor) -> Gaussian:
         h = self.body(x.float())
         # fp32 heads under bf16 autocast: products of experts and KL need the range
-        return Gaussian(self.mu(h).float(), self.logvar(h).float().clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT))
+        return Gaussian(full_precision(self.mu(h)), full_precision(self.logvar(h)).clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT))
 
 
 class MLPDecoder(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mmbench.fusion import LOGVAR_LIMIT, Gaussian
+from mmbench.fusion import LOGVAR_LIMIT, Gaussian, full_precision
 
 
 class PolyMNISTEncoder(nn.Module):
@@ -25,7 +25,7 @@ class PolyMNISTEncoder(nn.Module):
     def forward(self, x: Tensor) -> Gaussian:
         h = self.features(x)
         # fp32 heads under bf16 autocast: products of experts and KL need the range
-        return Gaussian(self.mu(h).float(), self.logvar(h).float().clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT))
+        return Gaussian(full_precision(self.mu(h)), full_precision(self.logvar(h)).clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT))
 
 
 class PolyMNISTDecoder(nn.Module):
