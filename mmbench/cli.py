@@ -49,6 +49,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = RunSpec(args.model, args.dataset, ds_opts, config, args.seed, tuple(args.metrics), {}, "train")
     options = run_options_from({}, "mmbench train", run_flags(args))
     record = execute(spec, Path(args.runs), options=options, progress=not args.no_progress)
+    if record is None:  # a rank other than 0 of a data-parallel run (torchrun): rank 0 reports
+        return 0
     print(f"run {record['run_id']} {record['status']}: {Path(args.runs) / record['run_id']}")
     return 0 if record["status"] == "finished" else 1
 

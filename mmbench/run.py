@@ -91,7 +91,12 @@ def execute(spec: RunSpec, runs_dir: Path, *, options: RunOptions | None = None,
     if options.nproc > 1 and not env.distributed:
         launch_local(_execute_rank, options.nproc, (spec, Path(runs_dir), options, progress))
         return read_record(run_dir / RECORD)
-    return _execute(spec, Path(runs_dir), options, rank_device(device, env), env, progress, log)
+    return _execute(spec, Path(runs_dir), options, rank_device(device, env), env, progress and env.is_main,
+                    log if env.is_main else _quiet)
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of ranks other than 0: rank 0 speaks for the run."""
 
 
 def _execute_rank(spec: RunSpec, runs_dir: Path, options: RunOptions, progress: bool) -> None:
@@ -100,8 +105,7 @@ def _execute_rank(spec: RunSpec, runs_dir: Path, options: RunOptions, progress: 
     device = rank_device(options.resolve(), env)
     if device.type == "cpu":  # the node's cores shared between its processes, not oversubscribed
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.nproc))
-    _execute(spec, runs_dir, options, device, env, progress,
-             print if env.is_main else (lambda *a, **k: None))
+    _execute(spec, runs_dir, options, device, env, progress and env.is_main, print if env.is_main else _quiet)
 
 
 def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.device, env: DistEnv,
