@@ -1,14 +1,41 @@
-"""A run spec: (model, dataset, config overrides, seed, metrics). Its id is a stable hash of it."""
+"""A run spec: (model, dataset, config overrides, seed, metrics). Its id is a stable hash of the normalised spec.
+
+Normalised means fully resolved: the model's config with every default filled in and numbers in their
+field's type (``beta = 1``, ``beta = 1.0`` and an omitted ``beta`` that defaults to 1.0 are one run), the
+dataset adapter's and each metric's options with their defaults filled in, metrics sorted. Execution
+options (device, processes, checkpoint interval: ``RunOptions``) are not part of it.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-from mmbench.config import build_config
+from mmbench.config import build_config, config_to_dict
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS, METRICS, MODELS
+
+
+def _with_defaults(fn: Callable, given: dict, skip: tuple[str, ...] = ()) -> dict:
+    """``given`` keyword arguments of ``fn`` completed with fn's defaults (unknown names kept, for the refusal)."""
+    out = dict(given)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return out
+    for name, p in params.items():
+        if name in skip or name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        if p.default is not inspect.Parameter.empty and name not in out:
+            out[name] = p.default
+    return out
+
+
+def _canonical(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
 @dataclass(frozen=True)
@@ -25,10 +52,20 @@ class RunSpec:
     sweep: str = ""
 
     def normalized(self) -> dict:
-        d = asdict(self)
-        d.pop("sweep")
-        d["metrics"] = list(self.metrics)
-        return json.loads(json.dumps(d, sort_keys=True))
+        """The resolved spec that the id hashes (see the module's docstring)."""
+        cls = MODELS.get(self.model)
+        adapter = DATASETS.get(self.dataset)
+        metric_options = {m: _with_defaults(METRICS.get(m).__init__, self.metric_options.get(m, {}))
+                          for m in sorted(set(self.metrics))}
+        return _canonical({
+            "model": self.model,
+            "dataset": self.dataset,
+            "dataset_options": _with_defaults(adapter.load, self.dataset_options, skip=("split",)),
+            "config": config_to_dict(build_config(cls.Config, self.config)),
+            "seed": self.seed,
+            "metrics": sorted(set(self.metrics)),
+            "metric_options": metric_options,
+        })
 
     @property
     def run_id(self) -> str:
@@ -44,12 +81,27 @@ class RunSpec:
                    tuple(d.get("metrics", ())), d.get("metric_options", {}), d.get("sweep", ""))
 
     def validate(self) -> None:
-        """Check names and config fields before any work starts (so nothing is half-written)."""
+        """Check everything a run needs before any work starts, so that nothing is spent or half-written on a
+        typo: model, config fields and ranges, dataset name and its options, metric names and options."""
+        from mmbench.evaluate import make_metric
+
         cls = MODELS.get(self.model)
-        DATASETS.get(self.dataset)
+        adapter = DATASETS.get(self.dataset)
         for m in self.metrics:
             METRICS.get(m)
         build_config(cls.Config, self.config)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise MMBenchError(f"seed must be an integer, got {self.seed!r}")
-
+        unknown = sorted(set(self.metric_options) - set(self.metrics))
+        if unknown:
+            raise MMBenchError(f"options given for metrics {unknown} that the run does not evaluate "
+                               f"({list(self.metrics)})")
+        for m in self.metrics:
+            make_metric(m, self.metric_options.get(m))
+        try:
+            inspect.signature(adapter.load).bind(split="train", **self.dataset_options)
+        except TypeError as exc:
+            raise MMBenchError(f"bad options for dataset {self.dataset!r} ({self.dataset_options}): {exc}") from None
+        check = getattr(adapter, "check_options", None)  # an adapter may check its folder without loading it
+        if check is not None:
+            check(**self.dataset_options)

@@ -29,6 +29,26 @@ class PolyMNIST:
     """PolyMNIST (Sutter et al. 2021): M views of one digit on different photo backgrounds, 3x28x28."""
 
     @staticmethod
+    def check_options(root: str | Path, modalities: int | None = None) -> None:
+        """What ``load`` would refuse, found without reading the images: both splits present, with the same
+        modalities m0..m{M-1}, and ``modalities`` within them (checked when a sweep is submitted)."""
+        found = {}
+        for split in SPLITS:
+            folder = Path(root) / split
+            if not folder.is_dir():
+                raise MMBenchError(f"PolyMNIST folder {folder} does not exist; {SOURCE_HINT}")
+            found[split] = sorted({int(m[1]) for p in folder.iterdir() if (m := _MOD_DIR.match(p.name) or
+                                                                           _MOD_PT.match(p.name))})
+            if not found[split]:
+                raise MMBenchError(f"{folder} holds neither m{{k}}/ PNG folders nor m{{k}}.pt tensors; {SOURCE_HINT}")
+        if found["train"] != found["test"]:
+            raise MMBenchError(f"PolyMNIST {root}: train has modalities {found['train']} and test {found['test']}; "
+                               "both splits must hold the same ones")
+        if modalities is not None and not 1 <= modalities <= len(found["train"]):
+            raise MMBenchError(f"{Path(root) / 'train'} has {len(found['train'])} modalities; cannot take "
+                               f"modalities={modalities}")
+
+    @staticmethod
     def load(root: str | Path, split: str = "train", modalities: int | None = None) -> MultimodalDataset:
         """Load a split; ``modalities`` keeps the first k (m0..m{k-1}), for scaling experiments."""
         root = Path(root)
