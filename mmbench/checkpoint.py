@@ -95,6 +95,8 @@ def save_checkpoint(path: Path, payload: dict, *, keep_previous: bool = False) -
     and synced first, then the old file is renamed to the previous slot, then the new one into place.
     """
     path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a save that was killed before its rename
+        stale.unlink(missing_ok=True)
     tmp = _write_temp(path, encode_checkpoint(payload))
     try:
         if keep_previous and path.is_file():

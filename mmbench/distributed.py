@@ -11,6 +11,7 @@ global batch, and DDP averages the gradients; rank 0 alone writes checkpoints, l
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import socket
@@ -71,9 +72,12 @@ def rank_device(device: torch.device, env: DistEnv) -> torch.device:
 def init_process_group(env: DistEnv, device: torch.device) -> None:
     """Join the run's process group (NCCL on CUDA, gloo on the CPU) unless it is joined already or alone."""
     if env.distributed and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=env.rank, world_size=env.world_size,
-                                device_id=device if device.type == "cuda" else None)
+        # NCCL for CUDA tensors, gloo beside it for the few CPU tensors (loss sums, RNG states) that ranks share
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+        kwargs = {}
+        if device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters:
+            kwargs["device_id"] = device  # torch >= 2.3: bind the rank to its GPU at once
+        dist.init_process_group(backend, rank=env.rank, world_size=env.world_size, **kwargs)
 
 
 def destroy_process_group() -> None:
@@ -112,6 +116,8 @@ def _entry(local_rank: int, fn: Callable, nproc: int, port: int, args: tuple) ->
                       LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     try:
         fn(*args)
+    except MMBenchError as exc:  # subclasses come back to the parent under the one name it looks for
+        raise MMBenchError(str(exc)) from None
     finally:
         destroy_process_group()
 

@@ -161,9 +161,9 @@ def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.d
         interrupted = True
         raise
     finally:
-        if env.distributed:
-            destroy_process_group()
         if env.is_main and not interrupted:
             record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             write_record(run_dir, record)
+        if env.distributed:
+            destroy_process_group()
     return record

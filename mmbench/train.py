@@ -4,8 +4,9 @@ with step checkpoints that resume mid-epoch exactly, a training log, a NaN guard
 Exact resume: a checkpoint holds the weights, the optimiser, the step, the epoch and the position inside
 it, the data-order generator's state at the start of that epoch (so the epoch's permutation is drawn
 again and its first ``position`` batches skipped), every rank's torch RNG states (CPU and CUDA), the
-running sums of the epoch's loss terms, the history and the training seconds. A run resumed from it
-computes what the uninterrupted run computes, bit for bit on the same device and world size.
+running sums of the epoch's loss terms (per rank), the history and the training seconds. A run resumed from
+it computes what the uninterrupted run computes: bit for bit on the CPU with the same world size; on GPUs up
+to the non-deterministic kernels of cuDNN and atomics-based reductions (autotuning is on for speed).
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def train(model: MultimodalVAE, data: MultimodalDataset, *, seed: int = 0, check
         optimizer.load_state_dict(state["optimizer"])
         epoch, steps, history = state["epoch"], state["steps"], state["history"]
         position, seconds_before = state.get("position", 0), state.get("seconds", 0.0)
-        sums = _Sums(state.get("sums"))
+        rank_sums = state.get("sums") or [None]
+        sums = _Sums(rank_sums[env.rank] if len(rank_sums) == env.world_size else None)
         generator.set_state(state["generator"])
         epoch_order_state = state.get("epoch_generator", state["generator"])
         rng = state.get("rng") or [{"cpu": state["torch_rng"]}]
@@ -130,7 +132,9 @@ def train(model: MultimodalVAE, data: MultimodalDataset, *, seed: int = 0, check
             log(f"resuming from {checkpoint} at epoch {epoch}, batch {position} (step {steps})")
 
     per_epoch = data.num_batches(cfg.batch_size)
-    total = cfg.epochs * per_epoch
+    last_rows = len(data) - (per_epoch - 1) * cfg.batch_size
+    dropped = 1 if env.distributed and last_rows < env.world_size else 0  # see the loop: too small to split
+    total = cfg.epochs * (per_epoch - dropped)
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     net = model
@@ -151,10 +155,11 @@ def train(model: MultimodalVAE, data: MultimodalDataset, *, seed: int = 0, check
         seconds_before += now - t0
         session_seconds += now - t0
         rng = all_gather_objects(_rng_state(device), env)
+        rank_sums = all_gather_objects(sums.state(), env)
         if checkpoint is not None and env.is_main:
             save_model(checkpoint, model, {
                 "optimizer": optimizer.state_dict(), "epoch": epoch, "position": position, "steps": steps,
-                "history": history, "sums": sums.state(), "generator": generator.get_state(),
+                "history": history, "sums": rank_sums, "generator": generator.get_state(),
                 "epoch_generator": epoch_order_state, "rng": rng,
                 "seconds": seconds_before, "world_size": env.world_size,
             }, keep_previous=True)
@@ -183,9 +188,13 @@ def train(model: MultimodalVAE, data: MultimodalDataset, *, seed: int = 0, check
                 with autocast(device, cfg.precision):
                     out = net(batch)
                 loss = out.loss.float()
-                if not torch.isfinite(loss):
+                finite = bool(torch.isfinite(loss))
+                if env.distributed:  # every rank stops together when one rank's slice is not finite
+                    finite = all_reduce_sum(torch.tensor([float(not finite)]), env).item() == 0
+                if not finite:
                     raise NonFiniteLossError(
-                        f"loss is {loss.item()} at step {steps} (epoch {epoch}); "
+                        f"loss is {loss.item() if not torch.isfinite(loss) else 'not finite on another rank'} "
+                        f"at step {steps} (epoch {epoch}); "
                         + (f"last good state is in {checkpoint}" if checkpoint else "no checkpoint was kept")
                         + "; try a smaller lr" + (" or precision = \"fp32\"" if cfg.precision != "fp32" else "")
                     )

@@ -60,7 +60,7 @@ def initial_weights(n: int, config: dict) -> dict:
     return DeterministicAE(dataset(n).modalities, build_config(DeterministicAE.Config, config)).state_dict()
 
 
-def train_deterministic(out: Path, n: int, config: dict) -> torch.nn.Module:
+def train_deterministic(out: Path, n: int, config: dict, nan_row: int | None = None) -> torch.nn.Module:
     """Train the test model in this process (one rank of a run, or alone); rank 0 saves the weights to out."""
     from mmbench.config import build_config
 
@@ -68,8 +68,11 @@ def train_deterministic(out: Path, n: int, config: dict) -> torch.nn.Module:
     init_process_group(env, torch.device("cpu"))
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = DeterministicAE(dataset(n).modalities, build_config(DeterministicAE.Config, config))
-    train(model, dataset(n), seed=1, checkpoint=Path(out) / f"ckpt-{env.world_size}.pt", env=env,
+    data = dataset(n)
+    if nan_row is not None:
+        data.x["m0"][nan_row] = float("nan")
+    model = DeterministicAE(data.modalities, build_config(DeterministicAE.Config, config))
+    train(model, data, seed=1, checkpoint=Path(out) / f"ckpt-{env.world_size}.pt", env=env,
           options=RunOptions(checkpoint_every=2, tensorboard=False), progress=False, log=lambda s: None)
     if env.is_main:
         torch.save(model.state_dict(), Path(out) / f"weights-{env.world_size}.pt")

@@ -89,6 +89,13 @@ def test_ddp_with_two_gloo_processes_equals_one_process_with_the_same_global_bat
     assert [h["loss"] for h in state["history"]] == pytest.approx([h["loss"] for h in ref], rel=1e-4)
 
 
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_one_clear_error(tmp_path):
+    config = {"latent_dim": 8, "batch_size": 12, "epochs": 1}
+    with pytest.raises(MMBenchError, match="loss is (nan|not finite on another rank) at step 0"):
+        # the first batch's second half (rank 1's slice) holds every row but the first six of the permutation
+        launch_local(ddp_helpers.train_deterministic, 2, (tmp_path, 12, config, 11))
+
+
 def test_train_with_nproc_2_runs_ddp_and_writes_one_record(polymnist_pt, tmp_path, capsys):
     assert main(_train_args(polymnist_pt, tmp_path, "--set", "max_steps=6", "--nproc", "2")) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
