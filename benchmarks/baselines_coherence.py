@@ -19,7 +19,8 @@ import pandas as pd
 
 from mmbench.data.polymnist_build import build_polymnist
 from mmbench.results import read_published, read_records, records_frame, summary_frame
-from mmbench.sweeps import load_sweep, submit
+from mmbench.submission import submit
+from mmbench.sweeps import load_sweep
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -55,28 +55,85 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if record["status"] == "finished" else 1
 
 
-def cmd_sweep_submit(args: argparse.Namespace) -> int:
-    from mmbench.sweeps import load_sweep, submit
+def _load_sweep(args: argparse.Namespace, with_run_flags: bool = False):
+    from mmbench.sweeps import load_sweep
 
-    sweep = load_sweep(Path(args.file), args.set or [], args.executor, Path(args.runs) if args.runs else None,
-                       run_flags(args))
-    print(f"sweep {sweep.name}: {len(sweep.specs)} runs, executor {sweep.executor}, device {sweep.options.device}, "
+    return load_sweep(Path(args.file), args.set or [], getattr(args, "executor", None),
+                      Path(args.runs) if args.runs else None, run_flags(args) if with_run_flags else None)
+
+
+def cmd_sweep_plan(args: argparse.Namespace) -> int:
+    from mmbench.submission import run_states
+
+    sweep = _load_sweep(args, with_run_flags=True)
+    states = run_states(sweep)
+    print(f"sweep {sweep.name}: {len(states)} runs, executor {sweep.executor.name}, device {sweep.options.device}, "
           f"records in {sweep.runs_dir}")
-    records = submit(sweep, progress=not args.no_progress)
-    failed = [r for r in records if r["status"] != "finished"]
-    print(f"{len(records) - len(failed)} finished, {len(failed)} failed")
+    _print_states(states, show_action=True)
+    todo = sum(s.action in ("submit", "resume", "retry") for s in states)
+    print(f"{todo} run(s) would be submitted" + (" as one job array" if todo > 1 and sweep.executor.name == "slurm" else ""))
+    return 0
+
+
+def _print_states(states, *, show_action: bool) -> None:
+    rows = [(s.spec.run_id, s.spec.model, _grid_point(s.spec), s.state + (f" ({s.detail})" if s.detail else ""),
+             s.job_id or "-", s.job_state or "-", s.action if show_action else "") for s in states]
+    heads = ("run", "model", "config", "state", "job", "scheduler", "action" if show_action else "")
+    widths = [max(len(str(r[i])) for r in [heads, *rows]) for i in range(len(heads))]
+    for r in [heads, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def _grid_point(spec) -> str:
+    items = {**{f"dataset.{k}": v for k, v in spec.dataset_options.items() if k != "root"}, **spec.config,
+             "seed": spec.seed}
+    return " ".join(f"{k}={v}" for k, v in items.items()) or "-"
+
+
+def cmd_sweep_submit(args: argparse.Namespace) -> int:
+    from mmbench.submission import submit
+
+    sweep = _load_sweep(args, with_run_flags=True)
+    print(f"sweep {sweep.name}: {len(sweep.specs)} runs, executor {sweep.executor.name}, device {sweep.options.device}, "
+          f"records in {sweep.runs_dir}")
+    results = submit(sweep, progress=not args.no_progress)
+    if sweep.executor.name != "inline":
+        for r in results:
+            print(f"{r['run_id']:<28} {r['status']:<9} job {r.get('job_id') or '-'}")
+        queued = [r for r in results if r["status"] == "queued"]
+        print(f"{len(queued)} queued, {len(results) - len(queued)} left alone; follow with: mmbench sweep status {args.file}")
+        return 0
+    failed = [r for r in results if r["status"] not in ("finished", "running")]
+    print(f"{sum(r['status'] == 'finished' for r in results)} finished, {len(failed)} failed"
+          + (f", {sum(r['status'] == 'running' for r in results)} running elsewhere" if any(r["status"] == "running" for r in results) else ""))
     return 1 if failed else 0
 
 
 def cmd_sweep_status(args: argparse.Namespace) -> int:
-    from mmbench.sweeps import load_sweep, status
+    from mmbench.submission import run_states
 
-    sweep = load_sweep(Path(args.file), args.set or [], None, Path(args.runs) if args.runs else None)
-    rows = status(sweep)
-    for run_id, model, st in rows:
-        print(f"{run_id:<28} {model:<12} {st}")
-    counts = {s: sum(1 for r in rows if r[2] == s) for s in ("finished", "partial", "pending", "failed")}
-    print(", ".join(f"{v} {k}" for k, v in counts.items()))
+    states = run_states(_load_sweep(args))
+    _print_states(states, show_action=False)
+    kinds = ("finished", "running", "queued", "partial", "pending", "failed")
+    print(", ".join(f"{sum(s.state == k for s in states)} {k}" for k in kinds))
+    return 0
+
+
+def cmd_sweep_cancel(args: argparse.Namespace) -> int:
+    from mmbench.submission import cancel
+
+    ids = cancel(_load_sweep(args))
+    print(f"cancelled {len(ids)} job(s): {', '.join(ids)}" if ids else "no queued or running job to cancel")
+    return 0
+
+
+def cmd_sweep_logs(args: argparse.Namespace) -> int:
+    from mmbench.submission import log_files
+
+    job_id, out, err = log_files(_load_sweep(args), args.run)
+    for name, path in (("stdout", out), ("stderr", err)):
+        print(f"==> job {job_id} {name}: {path}")
+        print(path.read_text(errors="replace") if path.is_file() else "(not written yet)")
     return 0
 
 
@@ -168,21 +225,38 @@ def build_parser() -> argparse.ArgumentParser:
     progress_flag(sp)
     sp.set_defaults(func=cmd_train)
 
-    sp = sub.add_parser("sweep", help="run sweeps described by TOML files")
+    sp = sub.add_parser("sweep", help="plan, submit and follow sweeps described by TOML files")
     ssub = sp.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
-    s = ssub.add_parser("submit", help="run every run of a sweep file (finished runs are skipped, partial ones resume)")
-    s.add_argument("file")
-    s.add_argument("--executor", choices=["inline"], default=None, help="where runs execute (default: the file's)")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sweep-file value, e.g. dataset.root=DIR")
-    s.add_argument("--runs", default=None, help="runs folder (default: the file's runs_dir or results/runs)")
+
+    def sweep_args(s, executor: bool = False):
+        s.add_argument("file", help="sweep file (TOML)")
+        if executor:
+            s.add_argument("--executor", choices=["inline", "local", "slurm"], default=None,
+                           help="where runs execute (default: the file's [executor] name)")
+        s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a sweep-file value, e.g. dataset.root=DIR")
+        s.add_argument("--runs", default=None, help="runs folder (default: the file's runs_dir or results/runs)")
+
+    s = ssub.add_parser("plan", help="show each run, its id, its state and what submit would do, submitting nothing")
+    sweep_args(s, executor=True)
+    run_flags_of(s)
+    s.set_defaults(func=cmd_sweep_plan)
+    s = ssub.add_parser("submit", help="run (inline) or queue (local, slurm: one job array) every run not finished, "
+                                       "running or queued; partial runs resume")
+    sweep_args(s, executor=True)
     run_flags_of(s)
     progress_flag(s)
     s.set_defaults(func=cmd_sweep_submit)
-    s = ssub.add_parser("status", help="show each run of a sweep: finished, partial, pending or failed")
-    s.add_argument("file")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE")
-    s.add_argument("--runs", default=None)
+    s = ssub.add_parser("status", help="each run's state with its job and the scheduler's state of that job")
+    sweep_args(s)
     s.set_defaults(func=cmd_sweep_status)
+    s = ssub.add_parser("cancel", help="cancel the sweep's queued and running jobs (runs keep their checkpoints)")
+    sweep_args(s)
+    s.set_defaults(func=cmd_sweep_cancel)
+    s = ssub.add_parser("logs", help="print the stdout and stderr of a run's last job")
+    sweep_args(s)
+    s.add_argument("run", help="run id (or a unique prefix of it)")
+    s.set_defaults(func=cmd_sweep_logs)
 
     sp = sub.add_parser("report", help="collect run records into the leaderboard (Markdown, CSV, LaTeX) and plots")
     sp.add_argument("--runs", default="results/runs", help="runs folder (default results/runs)")
@@ -219,8 +293,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler, kill) ends a command like Ctrl-C: runs stay partial and resume, never "failed"."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _interrupt_on_sigterm()
     try:
         return args.func(args)
     except MMBenchError as exc:

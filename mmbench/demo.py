@@ -16,7 +16,8 @@ def run_demo(out: Path, *, quick: bool = False, progress: bool = True, log=print
     """Run the demo sweep under ``out`` and write the report there; returns the report's paths."""
     from mmbench.data.polymnist_build import build_polymnist
     from mmbench.results import write_report
-    from mmbench.sweeps import load_sweep, submit
+    from mmbench.submission import submit
+    from mmbench.sweeps import load_sweep
 
     sweep_file = DEMO_SWEEPS[quick]
     if not sweep_file.is_file():

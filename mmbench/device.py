@@ -54,6 +54,14 @@ def resolve_device(name: str) -> torch.device:
     raise MMBenchError(f"unknown device {name!r}; allowed: {', '.join(DEVICE_CHOICES)}")
 
 
+def check_device_name(name: str) -> None:
+    """Refuse what is not a device name at all (for runs that will resolve it on another machine)."""
+    text = name.strip().lower() if isinstance(name, str) else None
+    if text in ("auto", "cpu", "cuda") or (text and text.startswith("cuda:") and text[5:].isdigit()):
+        return
+    raise MMBenchError(f"unknown device {name!r}; allowed: {', '.join(DEVICE_CHOICES)}")
+
+
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse a precision the device cannot run."""
     if precision not in PRECISIONS:

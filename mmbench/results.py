@@ -11,6 +11,9 @@ from mmbench.checkpoint import atomic_write_json
 from mmbench.errors import MMBenchError
 
 RECORD = "record.json"
+# The layout of record.json. 2: device_info, options, job, train throughput, generation; records without
+# "schema" are 1 and still read. A record of a later schema is refused (written by a newer mmbench).
+SCHEMA = 2
 SPEC_COLUMNS = ["run_id", "model", "dataset", "seed", "n_modalities", "beta", "status"]
 
 
@@ -25,6 +28,12 @@ def read_record(path: Path) -> dict:
         rec = json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
         raise MMBenchError(f"run record {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(rec, dict):
+        raise MMBenchError(f"run record {path} is not a JSON object")
+    schema = rec.get("schema", 1)
+    if not isinstance(schema, int) or not 1 <= schema <= SCHEMA:
+        raise MMBenchError(f"run record {path} has schema {schema!r}; this mmbench reads schemas 1 to {SCHEMA} "
+                           "(was it written by another version?)")
     for key in ("run_id", "status", "spec", "metrics"):
         if key not in rec:
             raise MMBenchError(f"run record {path} has no field {key!r}")

@@ -16,14 +16,15 @@ import torch
 from mmbench.checkpoint import atomic_write_json, checkpoint_exists
 from mmbench.config import build_config, config_to_dict
 from mmbench.data.base import MultimodalDataset
-from mmbench.device import check_precision, configure, describe, device_info
+from mmbench.device import check_device_name, check_precision, configure, describe, device_info
 from mmbench.distributed import DistEnv, destroy_process_group, init_process_group, launch_local, rank_device
 from mmbench.errors import MMBenchError
 from mmbench.evaluate import evaluate
 from mmbench.metrics.base import EvalContext
 from mmbench.provenance import provenance
 from mmbench.registry import DATASETS, MODELS
-from mmbench.results import RECORD, read_record, write_record
+from mmbench.locks import RunLock, owner_id
+from mmbench.results import RECORD, SCHEMA, read_record, write_record
 from mmbench.runoptions import RunOptions
 from mmbench.runspec import RunSpec
 from mmbench.throughput import GenerationMeter
@@ -63,23 +64,29 @@ def run_status(run_dir: Path) -> str:
     return "partial" if checkpoint_exists(run_dir / CHECKPOINT) else "pending"
 
 
-def prepare(spec: RunSpec, options: RunOptions) -> torch.device:
-    """Check everything the run needs from this machine before any file is written: names, config, device,
-    precision, processes. Returns the device."""
+def prepare(spec: RunSpec, options: RunOptions, *, here: bool = True) -> torch.device | None:
+    """Check everything the run needs before any file is written: names, config, dataset, metrics and, when
+    it runs ``here`` (not in a scheduler's job on another machine), this machine's device, precision support
+    and processes. Returns the device (None when not ``here``)."""
     spec.validate()
+    if not here:
+        check_device_name(options.device)
+        return None
     device = options.resolve()
     check_precision(build_config(MODELS.get(spec.model).Config, spec.config).precision, device)
     return device
 
 
 def execute(spec: RunSpec, runs_dir: Path, *, options: RunOptions | None = None, progress: bool = True,
-            log=print) -> dict | None:
+            log=print, job: dict | None = None) -> dict | None:
     """Run ``spec`` under runs_dir/<run_id>/ and return its record; a finished run is not run again.
 
     With options.nproc > 1 the run is started in that many local processes (DDP); in a process that is
     one rank of a data-parallel run (torchrun's or SLURM's environment) it trains its slice, and only rank 0
     evaluates, writes the record and returns it (the other ranks return None). A failure is recorded (status
     "failed", reason) rather than lost; an interruption (Ctrl-C, SIGTERM) leaves the run partial, to resume.
+    The run's lock is held throughout: RunLocked when another live job trains it. ``job`` (the scheduler's
+    facts: executor, restarts) goes into the record.
     """
     options = options or RunOptions()
     device = prepare(spec, options)
@@ -88,35 +95,40 @@ def execute(spec: RunSpec, runs_dir: Path, *, options: RunOptions | None = None,
     if run_status(run_dir) == "finished":
         log(f"{spec.run_id}: finished before, skipped")
         return read_record(run_dir / RECORD)
-    if options.nproc > 1 and not env.distributed:
-        launch_local(_execute_rank, options.nproc, (spec, Path(runs_dir), options, progress))
-        return read_record(run_dir / RECORD)
-    return _execute(spec, Path(runs_dir), options, rank_device(device, env), env, progress and env.is_main,
-                    log if env.is_main else _quiet)
+    with RunLock(run_dir, heartbeat=env.is_main):
+        if run_status(run_dir) == "finished":  # finished by another job while this one waited
+            log(f"{spec.run_id}: finished before, skipped")
+            return read_record(run_dir / RECORD)
+        if options.nproc > 1 and not env.distributed:
+            launch_local(_execute_rank, options.nproc, (spec, Path(runs_dir), options, progress, job))
+            return read_record(run_dir / RECORD)
+        return _execute(spec, Path(runs_dir), options, rank_device(device, env), env, progress and env.is_main,
+                        log if env.is_main else _quiet, job)
 
 
 def _quiet(*args, **kwargs) -> None:
     """The log of ranks other than 0: rank 0 speaks for the run."""
 
 
-def _execute_rank(spec: RunSpec, runs_dir: Path, options: RunOptions, progress: bool) -> None:
+def _execute_rank(spec: RunSpec, runs_dir: Path, options: RunOptions, progress: bool, job: dict | None) -> None:
     """One process of ``launch_local``: the environment names its rank."""
     env = DistEnv.from_environ()
     device = rank_device(options.resolve(), env)
     if device.type == "cpu":  # the node's cores shared between its processes, not oversubscribed
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.nproc))
-    _execute(spec, runs_dir, options, device, env, progress and env.is_main, print if env.is_main else _quiet)
+    _execute(spec, runs_dir, options, device, env, progress and env.is_main, print if env.is_main else _quiet, job)
 
 
 def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.device, env: DistEnv,
-             progress: bool, log) -> dict | None:
+             progress: bool, log, job: dict | None = None) -> dict | None:
     run_dir = runs_dir / spec.run_id
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "spec.json", spec.to_dict())
     t0 = time.perf_counter()
-    record = {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "failed", "failure": None, "metrics": [],
-              "provenance": provenance(), "options": dataclasses.asdict(options)}
+    record = {"schema": SCHEMA, "run_id": spec.run_id, "spec": spec.to_dict(), "status": "failed", "failure": None,
+              "metrics": [], "provenance": provenance(), "options": dataclasses.asdict(options),
+              "job": {"owner": owner_id(), **(job or {})}}
     interrupted = False
     try:
         init_process_group(env, device)

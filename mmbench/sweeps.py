@@ -8,7 +8,10 @@
     [evaluate]                   metrics = [...];  [evaluate.<metric>] options of one metric
     [run]                        how runs execute, not part of their ids (``RunOptions``): device,
                                  nproc, checkpoint_every, log_every, tensorboard
-    [executor]                   name = "inline" (more executors come with SLURM support)
+    [executor]                   name = "inline" | "local" | "slurm" and the resources of a cluster job
+                                 (partition, gpus_per_node, tasks_per_node, cpus_per_task, mem_gb,
+                                 timeout_min, account, qos, constraint, array_parallelism, setup,
+                                 additional, max_num_timeout, nodes, signal_delay_s): mmbench.executors
 
 Relative paths (dataset.root, sweep.runs_dir) are taken from the current folder.
 """
@@ -28,22 +31,22 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from mmbench.errors import MMBenchError
-from mmbench.run import execute, prepare, run_status
+from mmbench.executors import ExecutorSpec, check_resources, executor_from_table
 from mmbench.runoptions import RunOptions
 from mmbench.runspec import RunSpec
 
-EXECUTORS = ("inline",)
 TABLES = {"sweep", "dataset", "config", "grid", "evaluate", "run", "executor"}
 SWEEP_KEYS = {"name", "models", "seeds", "runs_dir"}
 
 
 @dataclass
 class Sweep:
+    """A parsed, validated sweep file: its runs, where they execute and with which run options."""
+
     name: str
     specs: list[RunSpec]
-    executor: str
+    executor: ExecutorSpec
     runs_dir: Path
-    executor_options: dict = field(default_factory=dict)
     options: RunOptions = field(default_factory=RunOptions)
 
 
@@ -123,13 +126,9 @@ def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | N
     if stray:
         raise MMBenchError(f"{where}: [evaluate] has unknown key(s) {stray}; use metrics = [...] and [evaluate.<metric>]")
 
-    executor_table = dict(doc.get("executor", {}))
-    executor = executor or executor_table.pop("name", "inline")
-    executor_table.pop("name", None)
-    if executor not in EXECUTORS:
-        raise MMBenchError(f"unknown executor {executor!r}; available: {', '.join(EXECUTORS)}")
-
+    executor_spec = executor_from_table(dict(doc.get("executor", {})), where, executor)
     options = run_options_from(dict(doc.get("run", {})), where, run_options)
+    check_resources(executor_spec, options, where)
 
     name = sweep.get("name", path.stem)
     specs = []
@@ -149,10 +148,12 @@ def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | N
             for seed in seeds:
                 cfg = {**config, **per_model.get(model, {}), **cfg_point}
                 specs.append(RunSpec(model, dataset_name, ds_opts, cfg, seed, tuple(metrics), metric_options, name))
+    if not specs:
+        raise MMBenchError(f"{where}: the sweep has no runs")
     for spec in specs:
         spec.validate()
     runs = Path(runs_dir or sweep.get("runs_dir", "results/runs")).expanduser().resolve()
-    return Sweep(name, specs, executor, runs, executor_table, options)
+    return Sweep(name, specs, executor_spec, runs, options)
 
 
 def run_options_from(table: dict, where: str, overrides: dict | None = None) -> RunOptions:
@@ -170,27 +171,3 @@ def _table(doc: dict, name: str, where: str) -> dict:
     if not isinstance(t, dict):
         raise MMBenchError(f"{where}: missing table [{name}]")
     return t
-
-
-def submit(sweep: Sweep, *, progress: bool = True, log=print) -> list[dict]:
-    """Run every spec of the sweep with its executor; finished runs are skipped, partial ones resume.
-
-    A failing run is recorded and the sweep goes on; the caller sees the failures in the records. What this
-    machine cannot run (device, precision, processes) is refused for the whole sweep before any run starts.
-    """
-    for spec in sweep.specs:
-        prepare(spec, sweep.options)
-    records = []
-    for i, spec in enumerate(sweep.specs, 1):
-        log(f"[{i}/{len(sweep.specs)}] {spec.run_id}")
-        try:
-            records.append(execute(spec, sweep.runs_dir, options=sweep.options, progress=progress, log=log))
-        except Exception as exc:  # recorded by execute; the sweep continues
-            log(f"{spec.run_id}: failed: {exc}")
-            records.append({"run_id": spec.run_id, "status": "failed", "failure": str(exc)})
-    return records
-
-
-def status(sweep: Sweep) -> list[tuple[str, str, str]]:
-    """(run_id, model, status) per spec."""
-    return [(s.run_id, s.model, run_status(sweep.runs_dir / s.run_id)) for s in sweep.specs]
