@@ -99,8 +99,11 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
     results = submit(sweep, progress=not args.no_progress)
     if sweep.executor.name != "inline":
         for r in results:
-            print(f"{r['run_id']:<28} {r['status']:<9} job {r.get('job_id') or '-'}")
-        queued = [r for r in results if r["status"] == "queued"]
+            if r["submitted"]:
+                print(f"{r['run_id']:<28} submitted as job {r['job_id']}")
+            else:
+                print(f"{r['run_id']:<28} left alone: {r['status']}" + (f" (job {r['job_id']})" if r["job_id"] else ""))
+        queued = [r for r in results if r["submitted"]]
         print(f"{len(queued)} queued, {len(results) - len(queued)} left alone; follow with: mmbench sweep status {args.file}")
         return 0
     failed = [r for r in results if r["status"] not in ("finished", "running")]

@@ -244,12 +244,33 @@ def make_submitit_executor(executor: ExecutorSpec, folder: Path, sweep_name: str
     return ex
 
 
+def check_slurm_accepts(executor: ExecutorSpec) -> None:
+    """Ask sbatch (--test-only: nothing is queued) whether it accepts the job's resources; its refusal
+    (an unknown partition, account or QOS, more GPUs than a node has) comes back as one line."""
+    r = executor.resources
+    args = ["sbatch", "--test-only", "--wrap", "true", f"--time={executor.get('timeout_min')}",
+            f"--ntasks-per-node={executor.get('tasks_per_node')}"]
+    flags = {"partition": "--partition", "account": "--account", "qos": "--qos", "constraint": "--constraint",
+             "cpus_per_task": "--cpus-per-task", "nodes": "--nodes"}
+    args += [f"{flag}={r[k]}" for k, flag in flags.items() if k in r]
+    if r.get("gpus_per_node"):
+        args.append(f"--gpus-per-node={r['gpus_per_node']}")
+    if "mem_gb" in r:
+        args.append(f"--mem={int(r['mem_gb'] * 1024)}MB")
+    res = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        lines = [ln.strip() for ln in (res.stderr + res.stdout).splitlines() if ln.strip()]
+        raise MMBenchError("SLURM refuses the sweep's [executor] resources: " + (lines[0] if lines else "no message"))
+
+
 def submit_jobs(executor: ExecutorSpec, specs: list[RunSpec], runs_dir: Path, sweep_name: str,
                 options: RunOptions) -> dict[str, str]:
     """Submit ``specs`` as one job array (one job when there is one run); {run_id: job id}, also recorded in
-    the sweep's jobs.json. SLURM's refusal comes back as one line."""
+    the sweep's jobs.json. SLURM's refusal comes back as one line, before anything is queued."""
     folder = sweep_folder(runs_dir, sweep_name)
     ex = make_submitit_executor(executor, folder, sweep_name)
+    if executor.name == "slurm":
+        check_slurm_accepts(executor)
     distributed = executor.get("tasks_per_node") > 1
     jobs_fns = [RunJob(s, runs_dir, options, distributed, executor.get("max_num_timeout")) for s in specs]
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from mmbench.checkpoint import atomic_write_json, checkpoint_exists
+from mmbench.checkpoint import atomic_write_json, checkpoint_exists, load_checkpoint
 from mmbench.config import build_config, config_to_dict
 from mmbench.data.base import MultimodalDataset
 from mmbench.device import check_device_name, check_precision, configure, describe, device_info
@@ -106,6 +106,36 @@ def execute(spec: RunSpec, runs_dir: Path, *, options: RunOptions | None = None,
                         log if env.is_main else _quiet, job)
 
 
+EXECUTIONS = "executions.jsonl"
+
+
+def _append_execution(run_dir: Path, job: dict, checkpoint: Path) -> None:
+    step = 0
+    if checkpoint_exists(checkpoint):
+        try:
+            step = load_checkpoint(checkpoint)["steps"]
+        except MMBenchError:
+            step = -1
+    entry = {**job, "host": os.uname().nodename, "pid": os.getpid(), "from_step": step,
+             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    with open(run_dir / EXECUTIONS, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def executions(run_dir: Path) -> list[dict]:
+    """Every start of a run's training: job owner, restarts, host, pid, the step it resumed from."""
+    path = Path(run_dir) / EXECUTIONS
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
 def _quiet(*args, **kwargs) -> None:
     """The log of ranks other than 0: rank 0 speaks for the run."""
 
@@ -130,6 +160,8 @@ def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.d
               "metrics": [], "provenance": provenance(), "options": dataclasses.asdict(options),
               "job": {"owner": owner_id(), **(job or {})}}
     interrupted = False
+    if env.is_main:  # who trained this run, from which step: one line per start (requeues included)
+        _append_execution(run_dir, record["job"], run_dir / CHECKPOINT)
     try:
         init_process_group(env, device)
         configure(device, build_config(MODELS.get(spec.model).Config, spec.config).precision)

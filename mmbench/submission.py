@@ -81,8 +81,8 @@ def submit(sweep: Sweep, *, progress: bool = True, log=print) -> list[dict]:
     """Run (inline) or queue (local, slurm) every run of the sweep that is not finished, running or queued.
 
     Everything is validated first (the sweep's runs, and this machine's device for inline runs), so nothing
-    is submitted half-way. Returns one dict per run: run_id, status (a record's status, "queued" with a
-    job_id, or "skipped"/"running").
+    is submitted half-way. Returns one dict per run: run_id, status (inline: the record's; otherwise the
+    run's state, "queued" for what this call submitted), job_id and whether this call submitted it.
     """
     inline = sweep.executor.name == "inline"
     for spec in sweep.specs:
@@ -93,11 +93,12 @@ def submit(sweep: Sweep, *, progress: bool = True, log=print) -> list[dict]:
     with submission_lock(folder):
         states = run_states(sweep)
         todo = [s.spec for s in states if s.action in ("submit", "resume", "retry")]
-        out = [{"run_id": s.spec.run_id, "status": s.state, "job_id": s.job_id} for s in states
+        out = [{"run_id": s.spec.run_id, "status": s.state, "job_id": s.job_id, "submitted": False} for s in states
                if s.action in ("skip", "leave")]
         if todo:
             ids = submit_jobs(sweep.executor, todo, sweep.runs_dir, sweep.name, sweep.options)
-            out += [{"run_id": run_id, "status": "queued", "job_id": job_id} for run_id, job_id in ids.items()]
+            out += [{"run_id": run_id, "status": "queued", "job_id": job_id, "submitted": True}
+                    for run_id, job_id in ids.items()]
     return out
 
 
