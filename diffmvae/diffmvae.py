@@ -92,6 +92,10 @@ class DiffMVAEStarConfig(DiffMVAEConfig):
 
     sampler_steps: int = 50
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range(self, "sampler_steps", lo=1, hi=1000)  # DDIM visits at most the schedule's T = 1000 steps
+
 
 class _DiffusionMVAE(MultimodalVAE):
     """Shared body of both variants; subclasses choose the process."""

@@ -2,7 +2,8 @@
 
     [sweep]                      name, models, seeds, runs_dir (default results/runs)
     [dataset]                    name and the adapter's options (root, modalities, ...)
-    [config]                     overrides for every model;  [config.<model>] for one model
+    [config]                     overrides for every model;  [config.<model>] for one model, also
+                                 winning over [grid] (a model that pins a grid field runs once)
     [grid]                       lists whose cartesian product makes the runs: any config field,
                                  or "dataset.<option>" (e.g. "dataset.modalities" = [2, 3, 4, 5])
     [evaluate]                   metrics = [...];  [evaluate.<metric>] options of one metric
@@ -146,12 +147,14 @@ def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | N
             ds_opts["root"] = str(Path(ds_opts["root"]).expanduser().resolve())
         for model in models:
             for seed in seeds:
-                cfg = {**config, **per_model.get(model, {}), **cfg_point}
+                cfg = {**config, **cfg_point, **per_model.get(model, {})}
                 specs.append(RunSpec(model, dataset_name, ds_opts, cfg, seed, tuple(metrics), metric_options, name))
     if not specs:
         raise MMBenchError(f"{where}: the sweep has no runs")
     for spec in specs:
         spec.validate()
+    unique = {s.run_id: s for s in specs}  # a model whose [config.<model>] pins a grid field runs once per value
+    specs = list(unique.values())
     runs = Path(runs_dir or sweep.get("runs_dir", "results/runs")).expanduser().resolve()
     return Sweep(name, specs, executor_spec, runs, options)
 
