@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up mmbench in ./.venv on a fresh machine: CPU PyTorch first (pinned, so pip takes the local CPU
-# build rather than downloading CUDA packages), then mmbench with its build and test extras.
+# build rather than downloading CUDA packages; torchvision 0.28.0 is the release that matches it, pulled by
+# pytorch-fid), then mmbench with its build and test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -9,5 +10,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q "torchvision==0.28.0"
 .venv/bin/python -m pip install -q -e ".[build,test]"
 echo "mmbench is installed in $(pwd)/.venv (activate with: source .venv/bin/activate)"

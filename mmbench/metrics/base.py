@@ -13,13 +13,17 @@ from mmbench.data.base import MultimodalDataset
 @dataclass(frozen=True)
 class MetricRow:
     """One number: metric, target modality ("*" for an average), given modalities ("m0+m1"; "" when
-    unconditional; "*" for an average), n_given (0 when unconditional), value."""
+    unconditional; "*" for an average), n_given (0 when unconditional), value, the number of samples it
+    was computed from (None when not sampled) and the prior unconditional samples came from ("" when none;
+    "gaussian" for the model's own p(z), or a fitted prior's kind)."""
 
     metric: str
     target: str
     given: str
     n_given: int
     value: float
+    n_samples: int | None = None
+    prior: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,3 +41,5 @@ class EvalContext:
     progress: bool = True
     options: dict = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # where unconditional z come from: name -> None (the model's own p(z)) or sampler(n, generator) -> z (n, D)
+    priors: dict = field(default_factory=lambda: {"gaussian": None})
