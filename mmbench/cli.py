@@ -151,6 +151,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mmbench.evalrun import evaluate_run
+
+    from mmbench.sweeps import apply_overrides
+
+    rows = evaluate_run(Path(args.run), args.metrics, n_samples=args.n_samples, priors=args.prior or [],
+                        fid_weights=args.fid_weights, device=args.device, unconditional_only=args.unconditional_only,
+                        options=apply_overrides({}, args.option or []), progress=not args.no_progress)
+    summary = [r for r in rows if r.target == "*" or r.metric == "classifier_accuracy"]
+    for r in summary:
+        where = "unconditional" if r.n_given == 0 else f"{r.n_given} given"
+        prior = f" ({r.prior})" if r.prior else ""
+        print(f"{r.metric:<20} {r.target:<4} {where:<14}{prior:<12} {r.value:.4f}")
+    print(f"{len(rows)} rows added to {Path(args.run) / 'record.json'}")
+    return 0
+
+
 def cmd_prior_fit(args: argparse.Namespace) -> int:
     from mmbench.priorfit import fit_prior
     from mmbench.sweeps import apply_overrides
@@ -159,7 +176,8 @@ def cmd_prior_fit(args: argparse.Namespace) -> int:
                      progress=not args.no_progress)
     width = max(len(r.metric) for r in rows)
     for r in rows:
-        print(f"{r.metric:<{width}}  {r.value:.4f}")
+        if r.target == "*":
+            print(f"{r.metric:<{width}}  {r.prior:<10} {r.value:.4f}")
     print(f"prior saved to {Path(args.run) / f'prior-{args.kind}.pt'}; rows added to {Path(args.run) / 'record.json'}")
     return 0
 
@@ -267,6 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--published", default=str(DEFAULT_PUBLISHED), help="CSV of paper-reported numbers")
     sp.add_argument("--no-published", action="store_true", help="leave the paper rows out")
     sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("eval", help="evaluate a finished run (again, or with new metrics) without retraining")
+    sp.add_argument("run", help="a run folder (runs/<run_id>) holding checkpoint.pt and record.json")
+    sp.add_argument("--metrics", nargs="+", default=None, help="metrics (default: the run's; mmbench list metrics)")
+    sp.add_argument("--n-samples", type=int, default=None, help="FID samples (default 10,000, as the paper)")
+    sp.add_argument("--prior", action="append", metavar="KIND",
+                    help="also generate unconditionally from prior-KIND.pt (after mmbench prior fit); repeatable")
+    sp.add_argument("--fid-weights", default=None, metavar="PATH",
+                    help="pt_inception-2015-12-05-6726825d.pth (default: $MMBENCH_FID_WEIGHTS, then the torch hub cache)")
+    sp.add_argument("--unconditional-only", action="store_true", help="skip conditional generation")
+    sp.add_argument("--option", action="append", metavar="METRIC.KEY=VALUE",
+                    help="a metric option for this evaluation, e.g. --option fid.dims=768 --option fid.max_subsets=2")
+    device_flag(sp, "auto")
+    progress_flag(sp)
+    sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("prior", help="priors over z fitted on a finished run's encoder")
     psub = sp.add_subparsers(dest="prior_command", required=True, metavar="ACTION")

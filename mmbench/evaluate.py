@@ -19,13 +19,18 @@ def make_metric(name: str, options: Mapping | None = None):
 
 
 def evaluate(model: MultimodalVAE, ctx: EvalContext, metrics: Sequence[str],
-             metric_options: Mapping[str, Mapping] | None = None) -> list[MetricRow]:
-    """Every named metric on ``model``; options per metric name come from the run spec."""
+             metric_options: Mapping[str, Mapping] | None = None, provenance: dict | None = None) -> list[MetricRow]:
+    """Every named metric on ``model``; options per metric name come from the run spec. Every metric is built
+    (its options checked, its weights found) before the first one runs. Metrics that say where their numbers
+    come from (a ``provenance`` attribute: weights, classifiers) fill ``provenance`` by name."""
     metric_options = metric_options or {}
     unknown = sorted(set(metric_options) - set(metrics))
     if unknown:
         raise MMBenchError(f"options given for metrics {unknown} that the run does not evaluate ({list(metrics)})")
+    built = [(name, make_metric(name, metric_options.get(name))) for name in metrics]
     rows: list[MetricRow] = []
-    for name in metrics:
-        rows += make_metric(name, metric_options.get(name))(model, ctx)
+    for name, metric in built:
+        rows += metric(model, ctx)
+        if provenance is not None and getattr(metric, "provenance", None):
+            provenance[name] = metric.provenance
     return rows

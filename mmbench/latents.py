@@ -10,10 +10,13 @@ from mmbench.model import MultimodalVAE
 
 
 @torch.no_grad()
-def encoder_latents(model: MultimodalVAE, data: MultimodalDataset, *, batch_size: int = 500) -> Tensor:
-    """Posterior means of the full set, E[q(z | x_1..M)], for every example (N, D)."""
+def encoder_latents(model: MultimodalVAE, data: MultimodalDataset, *, batch_size: int = 500, sample: bool = False,
+                    generator: torch.Generator | None = None) -> Tensor:
+    """Posterior means of the full set, E[q(z | x_1..M)], for every example (N, D); with ``sample`` one draw
+    z ~ q(z | x_1..M) per example instead (a sample of the aggregate posterior)."""
     model.eval()
-    return torch.cat([model.encode(b["x"]).mu for b in data.batches(batch_size)])
+    q = [model.encode(b["x"]) for b in data.batches(batch_size)]
+    return torch.cat([p.rsample(generator=generator) if sample else p.mu for p in q])
 
 
 def _sqrtm_psd(c: Tensor) -> Tensor:

@@ -58,8 +58,12 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
             "status": rec["status"],
         }
         for m in rec["metrics"]:
-            rows.append({**base, **m})
-    cols = SPEC_COLUMNS + ["metric", "target", "given", "n_given", "value"]
+            row = {**base, **m}
+            if "@prior:" in str(row["metric"]):  # records of schema 1 named the prior inside the metric
+                row["metric"], row["prior"] = row["metric"].split("@prior:", 1)
+            row["prior"] = row.get("prior") or ""
+            rows.append(row)
+    cols = SPEC_COLUMNS + ["metric", "target", "given", "n_given", "value", "n_samples", "prior"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -77,7 +81,8 @@ def read_published(path: Path) -> pd.DataFrame:
 
 def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Averaged coherence per (model, dataset, n_modalities, beta, n_given): mean, std and count over seeds."""
-    done = df[(df.status == "finished") & (df.metric == "coherence") & (df.target == "*")]
+    done = df[(df.status == "finished") & (df.metric == "coherence") & (df.target == "*")
+              & df.prior.isin(["", "gaussian"])]
     keys = ["model", "dataset", "n_modalities", "beta", "n_given"]
     if done.empty:
         return pd.DataFrame(columns=keys + ["mean", "std", "seeds"])
@@ -124,11 +129,14 @@ def _prior_label(name: str) -> str:
 
 def prior_ablation(df: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 4's ablation: per model and prior over z (N(0, I) or one fitted by ``mmbench prior fit``), the
-    metrics recorded as ``<metric>@prior:<name>``, mean over seeds; paper rows beside."""
-    done = df[(df.status == "finished") & df.metric.str.contains("@prior:", regex=False)].copy()
+    unconditional rows of runs that have a fitted prior (rows whose ``prior`` is set), mean over seeds and, for
+    FID, over modalities; paper rows beside."""
+    fitted = set(df.loc[~df.prior.isin(["", "gaussian"]), "run_id"])
+    done = df[(df.status == "finished") & df.run_id.isin(fitted) & (df.prior != "") & (df.n_given == 0)
+              & (df.target == "*")].copy()
     table: dict[tuple, dict] = {}
     if not done.empty:
-        done[["base", "prior"]] = done.metric.str.split("@prior:", n=1, expand=True)
+        done["base"] = done.metric
         keys = ["model", "dataset", "n_modalities", "prior", "base"]
         g = done.groupby(keys, dropna=False)["value"].agg(["mean", "count"]).reset_index()
         for r in g.itertuples():

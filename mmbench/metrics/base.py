@@ -43,3 +43,4 @@ class EvalContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     # where unconditional z come from: name -> None (the model's own p(z)) or sampler(n, generator) -> z (n, D)
     priors: dict = field(default_factory=lambda: {"gaussian": None})
+    unconditional_only: bool = False  # metrics skip their conditional part (prior comparisons)

@@ -96,3 +96,33 @@ def classifiers_for(train: MultimodalDataset, test: MultimodalDataset, cache_dir
         classifiers[name], accuracies[name] = clf, acc
     log("coherence classifiers, test accuracy: " + ", ".join(f"{k} {v:.1%}" for k, v in accuracies.items()))
     return classifiers, accuracies
+
+
+PUBLISHED_NAME = "pretrained_img_to_digit_clf_{modality}"
+
+
+def published_classifiers(folder: Path, test: MultimodalDataset, *, min_accuracy: float = 0.8,
+                          device: torch.device | str = "cpu") -> tuple[dict[str, DigitClassifier], dict[str, float]]:
+    """MoPoE's published PolyMNIST classifiers (``pretrained_img_to_digit_clf_m{k}``: state dicts of their
+    ``ClfImg``, whose ``encoder`` Sequential has DigitClassifier's layers at the same indices), with their test
+    accuracies; a missing or foreign file is one line naming it."""
+    classifiers, accuracies = {}, {}
+    for name in test.modality_names:
+        path = Path(folder) / PUBLISHED_NAME.format(modality=name)
+        if not path.is_file():
+            raise MMBenchError(f"published classifier {path} does not exist; the folder must hold MoPoE's "
+                               f"{PUBLISHED_NAME.format(modality='m{k}')} for every modality")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            clf = DigitClassifier()
+            clf.load_state_dict({k.replace("encoder.", "net.", 1): v for k, v in state.items()}, strict=True)
+        except Exception as exc:
+            raise MMBenchError(f"{path} is not a MoPoE PolyMNIST classifier state dict ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+        clf.to(device).eval()
+        acc = accuracy(clf, test.x[name], test.y)
+        if acc < min_accuracy:
+            raise MMBenchError(f"published classifier {path} reaches only {acc:.1%} on {name}'s test split: is it the "
+                               "classifier of this modality (and of this dataset)?")
+        classifiers[name], accuracies[name] = clf, acc
+    return classifiers, accuracies

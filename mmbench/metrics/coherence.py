@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
@@ -11,7 +13,7 @@ from torch import nn
 from mmbench.data.base import MultimodalDataset
 from mmbench.errors import MMBenchError
 from mmbench.metrics.base import EvalContext, MetricRow
-from mmbench.metrics.classifier import classifiers_for
+from mmbench.metrics.classifier import classifiers_for, published_classifiers
 from mmbench.model import MultimodalVAE
 from mmbench.registry import register_metric
 
@@ -66,22 +68,35 @@ def unconditional_coherence(model: MultimodalVAE, classifiers: Mapping[str, nn.M
 class CoherenceMetric:
     """Conditional coherence per number of observed modalities and unconditional coherence (digit classifiers)."""
 
-    def __init__(self, classifier_epochs: int = 20, n_unconditional: int = 1000, max_test: int = 0):
+    def __init__(self, classifier_epochs: int = 20, n_unconditional: int = 1000, max_test: int = 0,
+                 classifiers: str | None = None):
         if classifier_epochs < 1 or n_unconditional < 1 or max_test < 0:
             raise MMBenchError("coherence options: classifier_epochs and n_unconditional must be >= 1, max_test >= 0")
+        if classifiers is not None and not Path(classifiers).expanduser().is_dir():
+            raise MMBenchError(f"coherence option classifiers = {classifiers!r} is not a folder; it takes the folder of "
+                               "MoPoE's published PolyMNIST classifiers (pretrained_img_to_digit_clf_m0, ...)")
         self.classifier_epochs = classifier_epochs
         self.n_unconditional = n_unconditional
         self.max_test = max_test
+        self.classifiers = classifiers
+        self.provenance = {"classifiers": str(Path(classifiers).expanduser()) if classifiers else "trained by mmbench"}
 
     def __call__(self, model: MultimodalVAE, ctx: EvalContext) -> list[MetricRow]:
         if not torch.is_tensor(ctx.test.y) or ctx.test.y.ndim != 1:
             raise MMBenchError(f"coherence needs one class label per example; dataset {ctx.test.name!r} has none")
-        classifiers, accs = classifiers_for(ctx.train, ctx.test, ctx.cache_dir / "classifiers",
-                                            epochs=self.classifier_epochs, seed=0, progress=ctx.progress,
-                                            device=ctx.device)
+        if self.classifiers:
+            classifiers, accs = published_classifiers(Path(self.classifiers).expanduser(), ctx.test, device=ctx.device)
+        else:
+            classifiers, accs = classifiers_for(ctx.train, ctx.test, ctx.cache_dir / "classifiers",
+                                                epochs=self.classifier_epochs, seed=0, progress=ctx.progress,
+                                                device=ctx.device)
         test = ctx.test.head(self.max_test) if self.max_test else ctx.test
         g = torch.Generator().manual_seed(ctx.seed)
         rows = [MetricRow("classifier_accuracy", m, "", 0, a) for m, a in accs.items()]
-        rows += conditional_coherence(model, test, classifiers, generator=g)
-        rows.append(unconditional_coherence(model, classifiers, n_samples=self.n_unconditional, generator=g))
+        if not ctx.unconditional_only:
+            rows += conditional_coherence(model, test, classifiers, generator=g)
+        for prior, sampler in ctx.priors.items():
+            z = None if sampler is None else sampler(self.n_unconditional, g)
+            row = unconditional_coherence(model, classifiers, n_samples=self.n_unconditional, z=z, generator=g)
+            rows.append(dataclasses.replace(row, n_samples=self.n_unconditional, prior=prior))
         return rows

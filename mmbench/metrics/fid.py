@@ -102,7 +102,8 @@ class FIDMetric:
         if not images:
             raise MMBenchError(f"fid needs image modalities; dataset {ctx.test.name!r} has none")
         names = model.modality_names
-        if self.conditional and len(names) > 1 and self.n_samples > len(ctx.test):
+        conditional = self.conditional and len(names) > 1 and not ctx.unconditional_only
+        if conditional and self.n_samples > len(ctx.test):
             raise MMBenchError(f"conditional FID generates from test tuples: n_samples = {self.n_samples} is more than "
                                f"the {len(ctx.test)} of the test split; lower the fid option n_samples")
         net = InceptionFeatures(self.weights, self.dims).to(ctx.device)
@@ -125,7 +126,7 @@ class FIDMetric:
                 values = {m: frechet_distance(*acc[m].statistics(), *real[m]) for m in images}
                 rows += [MetricRow("fid", m, "", 0, v, self.n_samples, prior) for m, v in values.items()]
                 rows.append(MetricRow("fid", "*", "", 0, float(np.mean(list(values.values()))), self.n_samples, prior))
-        if self.conditional and len(names) > 1:
+        if conditional:
             test = ctx.test.head(self.n_samples)
             for n in range(1, len(names)):
                 per_target: dict[str, list[float]] = {}
