@@ -109,14 +109,14 @@ def test_eval_adds_rows_to_a_finished_run_and_refuses_bad_input_leaving_the_reco
     torch.manual_seed(0)
     torch.save(build_fid_inception().state_dict(), weights)
     fid = ["--metrics", "fid", "probe", "--fid-weights", str(weights), "--option", "fid.dims=64",
-           "--option", "fid.max_subsets=1", "--option", "fid.batch_size=100", "--option", "probe.max_train=300",
-           "--n-samples", "100", "--no-progress"]
+           "--option", "fid.max_subsets=1", "--option", "fid.batch_size=64", "--option", "probe.max_train=300",
+           "--n-samples", "64", "--no-progress"]
     assert main(["eval", str(run), *fid]) == 0
     assert "rows added to" in capsys.readouterr().out
     rec = read_records(out / "runs")[0]
     rows = pd.DataFrame(rec["metrics"])
     fid_rows = rows[rows.metric == "fid"]
-    assert set(fid_rows.n_given) == {0, 1, 2, 3, 4} and (fid_rows.n_samples == 100).all()
+    assert set(fid_rows.n_given) == {0, 1, 2, 3, 4} and (fid_rows.n_samples == 64).all()
     assert set(rows[rows.metric == "probe"].n_given) == {1, 2, 3, 4, 5}
     assert len(rows[rows.metric == "coherence"]) == 80  # the training-time rows are kept
     assert rec["metric_provenance"]["fid"]["standard_weights"] is False

@@ -3,6 +3,8 @@ weights' loading and refusals, FID rows, coherence by hand count, F1 against sci
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -169,3 +171,60 @@ def test_the_probe_metric_gives_a_row_per_subset_and_size(tmp_path):
     rows = LinearProbe()(model, EvalContext(data, data, tmp_path, progress=False))
     assert len([r for r in rows if r.given != "*"]) == 7 and {r.n_given for r in rows} == {1, 2, 3}
     assert all(0.0 <= r.value <= 1.0 for r in rows) and all(isinstance(r, MetricRow) for r in rows)
+
+
+class _FixedCLIP(torch.nn.Module):
+    """Embeddings chosen by the test: image i -> e_i, text i -> a known vector, so the score is known."""
+
+    def __init__(self, img, txt):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(1))
+        self.visual = type("V", (), {"image_size": 8})()
+        self.img, self.txt = img, txt
+
+    def encode_image(self, x):
+        return self.img[: len(x)]
+
+    def encode_text(self, tokens):
+        return self.txt[: len(tokens)]
+
+
+def test_clip_score_is_100_times_the_mean_cosine_clipped_at_zero():
+    from mmbench.metrics.clip_score import clip_score
+
+    img = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    txt = torch.tensor([[1.0, 0.0], [1.0, 1.0], [-1.0, -1.0]])
+    tokenizer = lambda texts: torch.zeros(len(texts), 3, dtype=torch.long)  # noqa: E731
+    expected = 100 * (1.0 + np.sqrt(0.5) - 1.0) / 3
+    assert clip_score(_FixedCLIP(img, txt), tokenizer, torch.rand(3, 3, 8, 8), ["a", "b", "c"]) == pytest.approx(expected)
+    assert clip_score(_FixedCLIP(img, -txt), tokenizer, torch.rand(3, 3, 8, 8), ["a", "b", "c"]) == 0.0
+
+
+def test_clip_checkpoints_load_from_a_local_file_or_are_refused(tmp_path, monkeypatch):
+    """A tiny open_clip architecture registered by the test, its random initial weights saved by the test
+    (they mean nothing): the loading path, the tokenizer shipped with open_clip, and a finite score."""
+    open_clip = pytest.importorskip("open_clip")
+    from mmbench.metrics.clip_score import CLIPScoreMetric, clip_score, load_clip
+
+    monkeypatch.delenv("MMBENCH_CLIP_CHECKPOINT", raising=False)
+    config = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "mmbench-test-tiny.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "mmbench-test-tiny.json")
+    torch.manual_seed(0)
+    path = tmp_path / "tiny-random.pt"
+    torch.save(open_clip.create_model("mmbench-test-tiny").state_dict(), path)
+    with pytest.raises(MMBenchError, match="CLIP score needs a local open_clip checkpoint"):
+        CLIPScoreMetric(model="mmbench-test-tiny")
+    with pytest.raises(MMBenchError, match="CLIP checkpoint .*missing.pt does not exist"):
+        load_clip("mmbench-test-tiny", tmp_path / "missing.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"w": torch.zeros(2)}, other)
+    with pytest.raises(MMBenchError, match="other.pt is not a mmbench-test-tiny checkpoint"):
+        load_clip("mmbench-test-tiny", other)
+    model, _, tokenizer = load_clip("mmbench-test-tiny", path)
+    score = clip_score(model, tokenizer, torch.rand(4, 3, 64, 64), ["a red bird", "a small bird", "x", "y"])
+    assert 0.0 <= score <= 100.0
+    model_, data = _trained_tiny()
+    with pytest.raises(MMBenchError, match="clip_score needs an image and a text"):
+        CLIPScoreMetric(model="mmbench-test-tiny", checkpoint=str(path))(model_, EvalContext(data, data, tmp_path))
