@@ -168,11 +168,15 @@ class MMVAEPlus(MultimodalVAE):
         pw = self.standard_prior(self.config.private_dim, self.device)
         return {m: pw.rsample((n,), generator=generator) for m in targets}
 
+    def sample_prior(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ p(z) = Laplace(0, 1 + eta), shape (n, D)."""
+        return self.standard_prior(self.latent_dim, self.device).rsample((n,), generator=generator)
+
     @torch.no_grad()
     def generate(self, n: int, z: Tensor | None = None, *, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """z ~ p(z) (or the given z), w_m ~ p(w) for every modality."""
         if z is None:
-            z = self.standard_prior(self.latent_dim, self.device).rsample((n,), generator=generator)
+            z = self.sample_prior(n, generator=generator)
         elif z.shape != (n, self.latent_dim):
             raise MMBenchError(f"z has shape {tuple(z.shape)}, expected ({n}, {self.latent_dim})")
         return self._decode_with(z, self.modality_names, self._sample_private(n, self.modality_names, generator))

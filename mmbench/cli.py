@@ -159,7 +159,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rows = evaluate_run(Path(args.run), args.metrics, n_samples=args.n_samples, priors=args.prior or [],
                         fid_weights=args.fid_weights, device=args.device, unconditional_only=args.unconditional_only,
                         options=apply_overrides({}, args.option or []), progress=not args.no_progress)
-    summary = [r for r in rows if r.target == "*" or r.metric == "classifier_accuracy"]
+    summary = [r for r in rows if (r.target == "*" and r.given in ("*", "")) or r.metric == "classifier_accuracy"]
     for r in summary:
         where = "unconditional" if r.n_given == 0 else f"{r.n_given} given"
         prior = f" ({r.prior})" if r.prior else ""

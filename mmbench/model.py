@@ -5,7 +5,7 @@ Metrics, evaluation, the auxiliary score prior and plots use only these methods:
     encode(x, subset) -> Gaussian              q(z | x_subset), the shared latent
     decode(z, modalities, *, generator) -> {m: Tensor}   decoder means (samples for diffusion decoders)
     loss(batch) -> LossOutput                  the model's training objective
-    generate(n, z=None) -> {m: Tensor}         unconditional; z from N(0, I) or any given prior
+    generate(n, z=None) -> {m: Tensor}         unconditional; z from sample_prior (N(0, I)) or any given prior
     cond_generate(x, given, targets) -> {m: Tensor}
 
 Models with more latents (MMVAE+'s private w_m) expose the shared z here and draw private latents
@@ -82,6 +82,10 @@ class MultimodalVAE(nn.Module, abc.ABC):
         zeros = torch.zeros(n, self.latent_dim, device=self.device)
         return Gaussian(zeros, zeros)
 
+    def sample_prior(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """n draws z ~ p(z), shape (n, D): ``prior(n)``'s unless a model's p(z) is not Gaussian (MMVAE+'s Laplace)."""
+        return self.prior(n).rsample(generator=generator)
+
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.config.lr)
 
@@ -121,7 +125,7 @@ class MultimodalVAE(nn.Module, abc.ABC):
     def generate(self, n: int, z: Tensor | None = None, *, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Unconditional samples of every modality, z ~ p(z) unless z (n, D) is given (e.g. a score prior)."""
         if z is None:
-            z = self.prior(n).rsample(generator=generator)
+            z = self.sample_prior(n, generator=generator)
         elif z.shape != (n, self.latent_dim):
             raise MMBenchError(f"z has shape {tuple(z.shape)}, expected ({n}, {self.latent_dim})")
         return self.decode(z.to(self.device), generator=generator)

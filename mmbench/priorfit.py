@@ -4,7 +4,7 @@
 The prior is fitted on posterior means of the full set over the training split and saved beside the run
 (``prior-<kind>.pt``). It is then compared with the aggregate posterior of the test split, latents *sampled*
 from q(z | x) for every test tuple (posterior means alone would favour a prior fitted on means). Rows, per
-prior (``prior`` = "gaussian" for p(z), or the fitted kind): ``latent_frechet`` (Fréchet distance between
+prior (``prior`` = "gaussian" for the model's own p(z), N(0, I) or MMVAE+'s Laplace, or the fitted kind): ``latent_frechet`` (Fréchet distance between
 Gaussian fits), ``latent_mean_error`` (distance between means) and ``latent_cov_error`` (relative Frobenius
 distance between covariances); then, for the run's coherence and FID metrics, their unconditional rows with
 z from each prior (``mmbench eval RUN --prior KIND --unconditional-only``), which is Table 4.
@@ -46,7 +46,7 @@ def fit_prior(run_dir: Path, kind: str = "score", overrides: dict | None = None,
     g = torch.Generator().manual_seed(spec.seed)
     target = encoder_latents(model, test, sample=True, generator=g)  # the aggregate posterior
     n = len(target)
-    samples = {kind: prior.sample(n, generator=g), "gaussian": model.prior(n).rsample(generator=g)}
+    samples = {kind: prior.sample(n, generator=g), "gaussian": model.sample_prior(n, generator=g)}
     rows = []
     for name, z in samples.items():
         mean_err, cov_err = moment_errors(z, target)

@@ -11,31 +11,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-def _torchvision_on_cpu_torch() -> None:
-    """The test environment's CPU torch beside torchvision 0.28.0, whose wheel is built for CUDA: its import
-    fails with "operator torchvision::nms does not exist" unless the two detection ops are declared first
-    (DESIGN.md, environment facts). Set-up of this environment only, never the product's import path."""
-    import sys
-
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        return
-    except RuntimeError as exc:
-        if "nms" not in str(exc):
-            raise
-        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-            del sys.modules[name]
-        lib = torch.library.Library("torchvision", "FRAGMENT")
-        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        lib.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
-        _torchvision_on_cpu_torch.library = lib  # kept alive for the session
-        import torchvision  # noqa: F401,F811
-
-
-_torchvision_on_cpu_torch()
-
-
 @pytest.fixture(scope="session")
 def polymnist_png(tmp_path_factory):
     from mmbench.data.polymnist_build import build_polymnist

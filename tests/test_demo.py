@@ -105,6 +105,12 @@ def test_eval_adds_rows_to_a_finished_run_and_refuses_bad_input_leaving_the_reco
         assert len(err) == 1 and message in err[0], err
         assert (run / "record.json").read_text() == before  # the record is left as it was
 
+    no_checkpoint = tmp_path / "copy"
+    shutil.copytree(run, no_checkpoint)
+    (no_checkpoint / "checkpoint.pt").unlink()
+    assert main(["eval", str(no_checkpoint), "--metrics", "probe"]) == 2
+    assert "has no encoder checkpoint" in capsys.readouterr().err
+
     weights = tmp_path / "test-inception-random-values.pth"  # the architecture's init: the values mean nothing
     torch.manual_seed(0)
     torch.save(build_fid_inception().state_dict(), weights)
