@@ -45,10 +45,11 @@ PRESETS = {
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
-    """Sinusoidal embedding of t (N,); continuous t in (0, 1] is scaled by 1000 to DDPM's range."""
-    t = t.float()
-    if t.numel() and t.max() <= 1.0:
-        t = t * 1000.0
+    """Sinusoidal embedding of t (N,). The process decides the scale through t's type, never its values:
+    integer t are DDPM's discrete timesteps 0..T-1 and are embedded as they are; floating-point t are the
+    VP-SDE's continuous times in (0, 1] and are scaled by 1000 to the same range. (Guessing from the values
+    embedded a discrete batch of 0s and 1s, ancestral sampling's last step, as t = 1000.)"""
+    t = t.float() * 1000.0 if t.is_floating_point() else t.float()
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     args = t[:, None] * freqs[None]

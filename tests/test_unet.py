@@ -37,3 +37,21 @@ def test_a_conditioned_unet_refuses_a_missing_z():
     net = UNet(UNetConfig(dims=1, channels=1, base=8, mults=(1, 2), cond_dim=3))
     with pytest.raises(MMBenchError, match="pass z"):
         net(torch.randn(2, 8), torch.tensor([1, 2]))
+
+
+def test_the_timestep_embedding_follows_the_process_not_the_values():
+    import math
+
+    from diffmvae.unet import timestep_embedding
+
+    def reference(values, dim=8):
+        half = dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+        args = torch.tensor(values, dtype=torch.float32)[:, None] * freqs[None]
+        return torch.cat([args.sin(), args.cos()], -1)
+
+    discrete = torch.tensor([0, 1, 999])
+    assert torch.allclose(timestep_embedding(discrete, 8), reference([0.0, 1.0, 999.0]))
+    assert torch.allclose(timestep_embedding(torch.tensor([0, 1]), 8), reference([0.0, 1.0]))  # not t = 1000
+    continuous = torch.tensor([1e-3, 0.5, 1.0])
+    assert torch.allclose(timestep_embedding(continuous, 8), reference([1.0, 500.0, 1000.0]), atol=1e-5)
