@@ -95,3 +95,19 @@ def test_stratified_assignment_gives_contiguous_blocks_sized_by_weight():
     assert a.tolist() == [0] * 5 + [1] * 3 + [2] * 2
     a = stratified_assignment(7, torch.full((3,), 1 / 3))
     assert len(a) == 7 and sorted(torch.bincount(a).tolist()) == [2, 2, 3]
+    assert torch.equal(a, a.sort().values)  # contiguous blocks
+
+
+def test_stratified_assignment_weights_are_right_in_expectation():
+    g = torch.Generator().manual_seed(0)
+    weights = torch.full((31,), 1 / 31)  # MoPoE's 31 subsets of 5 modalities, batch 32: one row left over
+    counts = torch.zeros(31)
+    n = 4000
+    for _ in range(n):
+        counts += torch.bincount(stratified_assignment(32, weights, generator=g), minlength=31)
+    share = counts / (32 * n)
+    assert torch.allclose(share, torch.full((31,), 1 / 31), atol=0.0015)  # the first subset is not favoured
+    uneven = torch.tensor([0.55, 0.3, 0.15])
+    counts = sum(torch.bincount(stratified_assignment(7, uneven, generator=g), minlength=3) for _ in range(n))
+    assert torch.allclose(counts / (7 * n), uneven.float(), atol=0.01)
+    assert all(len(stratified_assignment(b, uneven, generator=g)) == b for b in range(1, 40))
