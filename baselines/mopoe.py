@@ -15,7 +15,8 @@ from mmbench.fusion import (
 )
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import LIKELIHOODS, Modality
-from mmbench.objectives import ESTIMATORS, mixture_elbo
+from mmbench.errors import MMBenchError
+from mmbench.objectives import ESTIMATORS, KL_ESTIMATORS, mixture_elbo, stratified_mixture_elbo
 from mmbench.registry import register_model
 from mmbench.unimodal import UnimodalParts
 
@@ -28,6 +29,9 @@ class MoPoEConfig(TrainConfig):
                       code), "all" or "none".
     estimator:        "stratified" (the reference code: each batch row decodes one subset's sample)
                       or "enumerate" (every subset decodes every row; cost grows with 2^M).
+    kl_estimator:     "exact" (the reference code: every row's KL averaged over all 2^M-1 subset
+                      posteriors, S x B x D tensors) or "stratified" (each row's KL for its assigned subset
+                      only: the same expectation at a cost linear in M; needs estimator "stratified").
     likelihood_scale: fixed scale of the Laplace (or Normal) likelihood.
     likelihood:       "" keeps each modality's own likelihood (Laplace for PolyMNIST); or one for all.
     """
@@ -39,6 +43,7 @@ class MoPoEConfig(TrainConfig):
     epochs: int = 300
     prior_expert: str = "full_set"
     estimator: str = "stratified"
+    kl_estimator: str = "exact"
     likelihood_scale: float = 0.75
     likelihood: str = ""
 
@@ -46,6 +51,10 @@ class MoPoEConfig(TrainConfig):
         super().__post_init__()
         check_choice(self, "prior_expert", PRIOR_EXPERT_RULES)
         check_choice(self, "estimator", ESTIMATORS)
+        check_choice(self, "kl_estimator", KL_ESTIMATORS)
+        if self.kl_estimator == "stratified" and self.estimator != "stratified":
+            raise MMBenchError(f"{type(self).__name__}.kl_estimator = 'stratified' needs estimator = 'stratified' "
+                               f"(got {self.estimator!r})")
         check_range(self, "likelihood_scale", lo=0.0, lo_open=True)
         check_choice(self, "likelihood", ("", *LIKELIHOODS))
 
@@ -82,11 +91,15 @@ class MoPoE(MultimodalVAE):
         """-ELBO of eq. 3 over all non-empty subsets, uniform w_A, beta-weighted KL."""
         x = batch["x"]
         names = self.modality_names
-        posteriors = subset_posteriors(self.parts.experts(x, names), self.mask, self.prior_flags)
-        out = mixture_elbo(
-            posteriors, self.weights, lambda z, rows: self.parts.log_likelihoods(x, z, rows, names),
-            beta=self.config.beta, estimator=self.config.estimator,
-        )
+        experts = self.parts.experts(x, names)
+        log_likelihood = lambda z, rows: self.parts.log_likelihoods(x, z, rows, names)  # noqa: E731
+        if self.config.kl_estimator == "stratified":
+            out = stratified_mixture_elbo(experts, self.mask, self.prior_flags, self.weights, log_likelihood,
+                                          beta=self.config.beta)
+        else:
+            posteriors = subset_posteriors(experts, self.mask, self.prior_flags)
+            out = mixture_elbo(posteriors, self.weights, log_likelihood, beta=self.config.beta,
+                               estimator=self.config.estimator)
         loss = -out.elbo.mean()
         terms = {"kl": out.kl.mean().item(), **{f"rec/{m}": -v.mean().item() for m, v in out.log_likelihood.items()}}
         return LossOutput(loss, terms)

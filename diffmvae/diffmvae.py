@@ -37,7 +37,7 @@ from mmbench.fusion import (
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import Modality
 from mmbench.nets import default_decoder, default_encoder
-from mmbench.objectives import ESTIMATORS, Likelihood, mixture_elbo
+from mmbench.objectives import ESTIMATORS, KL_ESTIMATORS, Likelihood, mixture_elbo, stratified_mixture_elbo
 from mmbench.registry import register_model
 from mmbench.unimodal import stacked_experts
 
@@ -52,6 +52,8 @@ class DiffMVAEConfig(TrainConfig):
     sampler_steps:     Euler-Maruyama steps (Diff-MVAE) or DDIM steps (Diff-MVAE*).
     ddim_eta:          DDIM's eta (Diff-MVAE* only).
     average_over_dims: divide each modality's log-likelihood / score-matching term by its dimension.
+    estimator, kl_estimator: as MoPoE's (``kl_estimator = "stratified"``: each row's KL for its assigned subset,
+                       cost linear in the number of modalities).
     warmup_epochs:     KL annealing from 0 to beta over this many epochs (0: none, the paper's setting). On
                        PolyMNIST at a CPU budget the KL term, though weighted 1e-5, is the only consistent
                        gradient the encoder gets while the UNets still ignore z, and under Adam it pulls every
@@ -72,6 +74,7 @@ class DiffMVAEConfig(TrainConfig):
     average_over_dims: bool = True
     prior_expert: str = "full_set"
     estimator: str = "stratified"
+    kl_estimator: str = "exact"
     likelihood_scale: float = 0.75
     warmup_epochs: float = 0.0
 
@@ -84,6 +87,10 @@ class DiffMVAEConfig(TrainConfig):
         check_range(self, "likelihood_scale", lo=0.0, lo_open=True)
         check_choice(self, "prior_expert", PRIOR_EXPERT_RULES)
         check_choice(self, "estimator", ESTIMATORS)
+        check_choice(self, "kl_estimator", KL_ESTIMATORS)
+        if self.kl_estimator == "stratified" and self.estimator != "stratified":
+            raise MMBenchError(f"{type(self).__name__}.kl_estimator = 'stratified' needs estimator = 'stratified' "
+                               f"(got {self.estimator!r})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,10 +182,15 @@ class _DiffusionMVAE(MultimodalVAE):
     def loss(self, batch) -> LossOutput:
         """-(eq. 23): the subset-mixture ELBO with diffusion surrogates, beta-weighted KL."""
         x = batch["x"]
-        posteriors = subset_posteriors(self.experts(x, self.modality_names), self.mask, self.prior_flags)
-        out = mixture_elbo(posteriors, self.weights, lambda z, rows: self.log_likelihoods(x, z, rows),
-                           beta=self.kl_weight(),
-                           estimator=self.config.estimator)
+        experts = self.experts(x, self.modality_names)
+        log_likelihood = lambda z, rows: self.log_likelihoods(x, z, rows)  # noqa: E731
+        if self.config.kl_estimator == "stratified":
+            out = stratified_mixture_elbo(experts, self.mask, self.prior_flags, self.weights, log_likelihood,
+                                          beta=self.kl_weight())
+        else:
+            posteriors = subset_posteriors(experts, self.mask, self.prior_flags)
+            out = mixture_elbo(posteriors, self.weights, log_likelihood, beta=self.kl_weight(),
+                               estimator=self.config.estimator)
         terms = {"kl": out.kl.mean().item(), **{f"term/{m}": v.mean().item() for m, v in out.log_likelihood.items()}}
         return LossOutput(-out.elbo.mean(), terms)
 

@@ -163,3 +163,41 @@ def test_likelihoods_match_torch_distributions():
     with pytest.raises(MMBenchError, match="scale"):
         Likelihood("laplace", 0.0)
     assert math.isfinite(Likelihood("laplace").log_prob(x, loc).sum().item())
+
+
+def test_the_stratified_kl_agrees_with_the_exact_average_in_expectation():
+    from mmbench.fusion import Gaussian, kl_normal, subset_mask, subset_posteriors, subset_weights, subsets
+    from mmbench.objectives import stratified_mixture_elbo
+
+    g = torch.Generator().manual_seed(0)
+    names = ["a", "b", "c", "d"]
+    family = subsets(names)
+    mask = subset_mask(family, names).T.contiguous()
+    flags = torch.tensor([float(len(s) == len(names)) for s in family])
+    weights = subset_weights(family)
+    experts = Gaussian(torch.randn(4, 6, 3, generator=g), torch.randn(4, 6, 3, generator=g) * 0.5)
+    exact = (weights[:, None] * kl_normal(subset_posteriors(experts, mask, flags))).sum(0)  # (B,)
+    zero = lambda z, rows: {"a": torch.zeros(len(rows))}  # noqa: E731
+    draws = torch.stack([stratified_mixture_elbo(experts, mask, flags, weights, zero, generator=g).kl
+                         for _ in range(3000)])
+    assert torch.allclose(draws.mean(0), exact, rtol=0.05)
+    assert draws.std(0).max() > 0  # a real estimator: rows change subsets between batches
+
+
+@pytest.mark.parametrize("name", ["mopoe", "diffmvae_star"])
+def test_models_train_with_the_stratified_kl_and_refuse_it_without_stratified_rows(name):
+    from conftest import tiny_dataset
+    from mmbench.config import build_config
+    from mmbench.registry import MODELS
+
+    data = tiny_dataset(16)
+    cls = MODELS.get(name)
+    small = {"latent_dim": 8, "kl_estimator": "stratified"}
+    if name.startswith("diffmvae"):
+        small.update(unet_base=8, unet_mults=[1, 2])
+    model = cls(data.modalities, build_config(cls.Config, small))
+    out = model.loss(data.batch(torch.arange(16)))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and out.terms["kl"] >= 0
+    with pytest.raises(MMBenchError, match="kl_estimator = 'stratified' needs estimator = 'stratified'"):
+        build_config(cls.Config, {**small, "estimator": "enumerate"})
