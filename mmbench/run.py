@@ -29,6 +29,7 @@ from mmbench.runoptions import RunOptions
 from mmbench.runspec import RunSpec
 from mmbench.throughput import GenerationMeter
 from mmbench.train import train
+from mmbench.trainlog import read_log
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -124,16 +125,7 @@ def _append_execution(run_dir: Path, job: dict, checkpoint: Path) -> None:
 
 def executions(run_dir: Path) -> list[dict]:
     """Every start of a run's training: job owner, restarts, host, pid, the step it resumed from."""
-    path = Path(run_dir) / EXECUTIONS
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    return read_log(Path(run_dir) / EXECUTIONS)
 
 
 def _quiet(*args, **kwargs) -> None:

@@ -18,7 +18,8 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 def read_log(path: Path) -> list[dict]:
-    """The log's entries; a line torn by a kill mid-write (the last one) is skipped."""
+    """The entries of a JSON-lines file (the training log, a run's executions); a line torn by a kill
+    mid-write (the last one) is skipped."""
     path = Path(path)
     if not path.is_file():
         return []

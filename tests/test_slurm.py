@@ -69,14 +69,6 @@ timeout_min = 10
     return path
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        time.sleep(0.5)
-
-
 def run_dirs(runs: Path) -> list[Path]:
     return sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -125,7 +117,7 @@ def test_a_job_requeued_mid_training_resumes_to_the_result_of_an_uninterrupted_r
     assert main(["sweep", "submit", str(sweep), "--runs", str(tmp_path / "requeued"), "--no-progress"]) == 0
     job_id = next(iter(read_jobs(sweep_folder(tmp_path / "requeued", "requeue")).values()))["job_id"]
     run = tmp_path / "requeued"
-    wait_for(lambda: any(checkpoint_exists(d / "checkpoint.pt") for d in run_dirs(run)), 120, "a first checkpoint")
+    LocalSlurm._wait(lambda: any(checkpoint_exists(d / "checkpoint.pt") for d in run_dirs(run)), 120, "a first checkpoint")
     res = cluster.scontrol("requeue", job_id)
     assert res.returncode == 0, res.stderr
     cluster.wait_empty(420)
