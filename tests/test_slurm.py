@@ -4,7 +4,6 @@ submitted through the code path users use: ``mmbench sweep submit`` with the slu
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
