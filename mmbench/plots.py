@@ -15,7 +15,8 @@ def plot_conditional(summary: pd.DataFrame, published: pd.DataFrame | None, out:
     """Coherence (%) vs observed modalities: one line per model (± std over seeds), paper numbers dashed."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     cond = summary[summary.n_given > 0]
-    for i, ((model, n_mod, beta), g) in enumerate(cond.groupby(["model", "n_modalities", "beta"], dropna=False)):
+    keys = ["model", "n_modalities", "beta"] + (["setting"] if "setting" in cond else [])
+    for i, ((model, n_mod, beta, *_), g) in enumerate(cond.groupby(keys, dropna=False)):  # one line per experiment
         g = g.sort_values("n_given")
         color = f"C{i % 10}"
         label = f"{model} (M={n_mod:g}, β={beta:g})" if not pd.isna(beta) else model

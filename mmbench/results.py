@@ -55,7 +55,8 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
         base = {
             "run_id": rec["run_id"], "model": spec["model"], "dataset": spec["dataset"], "seed": spec["seed"],
             "n_modalities": rec.get("n_modalities"), "beta": rec.get("config", {}).get("beta"),
-            "status": rec["status"],
+            "status": rec["status"], "setting": spec_setting(spec),
+            "git": rec.get("provenance", {}).get("git", "unknown"),
         }
         for m in rec["metrics"]:
             row = {**base, **m}
@@ -63,8 +64,43 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
                 row["metric"], row["prior"] = row["metric"].split("@prior:", 1)
             row["prior"] = row.get("prior") or ""
             rows.append(row)
-    cols = SPEC_COLUMNS + ["metric", "target", "given", "n_given", "value", "n_samples", "prior"]
+    cols = SPEC_COLUMNS + ["setting", "git", "metric", "target", "given", "n_given", "value", "n_samples", "prior"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def spec_setting(spec: dict) -> str:
+    """The experiment a run belongs to: its whole spec except the seed (and where it was submitted from), as
+    canonical JSON. Runs are averaged together only when this is equal."""
+    return json.dumps({k: v for k, v in spec.items() if k not in ("seed", "sweep", "run_id")}, sort_keys=True,
+                      default=str)
+
+
+def _flat(setting: str) -> dict:
+    out: dict = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = json.dumps(value, default=str)
+
+    d = json.loads(setting)
+    walk("", {**d.get("config", {}), "dataset": d.get("dataset_options", {}), "metrics": d.get("metrics", []),
+              "metric": d.get("metric_options", {})})
+    return out
+
+
+def setting_labels(settings: list[str]) -> dict[str, str]:
+    """For the settings of one model on one dataset, a label naming the fields where they differ ("" when
+    there is one setting), e.g. "epochs=27 latent_dim=64"."""
+    unique = sorted(set(settings))
+    if len(unique) < 2:
+        return {u: "" for u in unique}
+    flats = {u: _flat(u) for u in unique}
+    keys = sorted({k for f in flats.values() for k in f})
+    differing = [k for k in keys if len({f.get(k) for f in flats.values()}) > 1]
+    return {u: " ".join(f"{k}={flats[u].get(k, '-')}" for k in differing) for u in unique}
 
 
 def read_published(path: Path) -> pd.DataFrame:
@@ -83,11 +119,13 @@ def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Averaged coherence per (model, dataset, n_modalities, beta, n_given): mean, std and count over seeds."""
     done = df[(df.status == "finished") & (df.metric == "coherence") & (df.target == "*")
               & df.prior.isin(["", "gaussian"])]
-    keys = ["model", "dataset", "n_modalities", "beta", "n_given"]
+    keys = ["model", "dataset", "n_modalities", "beta", "setting", "n_given"]
     if done.empty:
-        return pd.DataFrame(columns=keys + ["mean", "std", "seeds"])
-    g = done.groupby(keys, dropna=False)["value"]
-    out = g.agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "seeds"})
+        return pd.DataFrame(columns=keys + ["mean", "std", "seeds", "revisions"])
+    g = done.groupby(keys, dropna=False)
+    out = g["value"].agg(["mean", "std"]).reset_index()
+    out["seeds"] = g["seed"].nunique().values  # distinct seeds, not rows
+    out["revisions"] = g["git"].nunique().values
     out["std"] = out["std"].fillna(0.0)
     return out
 
@@ -98,25 +136,34 @@ def _column(n_given: int) -> str:
 
 def leaderboard(df: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
     """Coherence (%) per model and number of observed modalities, mean ± std over seeds (the mean alone for
-    one seed), paper rows beside."""
+    one seed), paper rows beside. Runs are averaged only within one experiment (the whole spec but the seed);
+    where one model has several, a "setting" column names the fields in which they differ, and a cell that
+    mixes code revisions says so. Seeds count distinct seed values."""
     s = summary_frame(df)
+    labels: dict[str, str] = {}
+    for _, grp in s.groupby(["model", "dataset"]):
+        labels.update(setting_labels(list(grp.setting)))
     table: dict[tuple, dict] = {}
     for r in s.itertuples():
         beta = "" if pd.isna(r.beta) else f"{r.beta:g}"
+        note = labels.get(r.setting, "") + (" (mixed code revisions)" if r.revisions > 1 else "")
         key = (r.model, "mmbench", r.dataset, int(r.n_modalities) if not pd.isna(r.n_modalities) else "", beta,
-               int(r.seeds))
+               note.strip(), int(r.seeds))
         cell = f"{100 * r.mean:.1f}" + (f" ± {100 * r.std:.1f}" if r.seeds > 1 else "")
         table.setdefault(key, {})[_column(int(r.n_given))] = cell
     if published is not None:
         for (model, dataset, source), grp in published[published.metric == "coherence"].groupby(
                 ["model", "dataset", "source"]):
-            key = (model, f"paper: {source}", dataset, "", "", "")
+            key = (model, f"paper: {source}", dataset, "", "", "", "")
             for r in grp.itertuples():
                 table.setdefault(key, {})[_column(int(r.n_given))] = f"{float(r.value):.1f}"
     cols = sorted({c for v in table.values() for c in v}, key=lambda c: (c == "unconditional", c))
-    rows = [dict(zip(["model", "source", "dataset", "M", "beta", "seeds"], k), **{c: v.get(c, "") for c in cols})
-            for k, v in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1] != "mmbench", kv[0][1]))]
-    return pd.DataFrame(rows)
+    rows = [dict(zip(["model", "source", "dataset", "M", "beta", "setting", "seeds"], k), **{c: v.get(c, "") for c in cols})
+            for k, v in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1] != "mmbench", kv[0][1], kv[0][5]))]
+    board = pd.DataFrame(rows)
+    if not board.empty and (board["setting"] == "").all():
+        board = board.drop(columns="setting")  # one experiment per model: nothing to tell apart
+    return board
 
 
 PRIOR_METRICS = {"latent_frechet": "latent Fréchet", "latent_mean_error": "mean error",

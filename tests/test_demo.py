@@ -161,3 +161,21 @@ def test_coherence_with_mopoe_published_classifiers(finished_demo, tmp_path, cap
     (published / "pretrained_img_to_digit_clf_m0").write_bytes(b"not a state dict")
     assert main(["eval", str(run), "--metrics", "coherence", "--no-progress"]) == 2
     assert "pretrained_img_to_digit_clf_m0 is not a MoPoE PolyMNIST classifier state dict" in capsys.readouterr().err
+
+
+def test_the_leaderboard_never_averages_different_experiments():
+    from mmbench.results import leaderboard, records_frame
+
+    def record(run_id, seed, epochs, value, git="abc"):
+        spec = {"model": "mopoe", "dataset": "polymnist", "dataset_options": {"root": "/d"}, "seed": seed,
+                "config": {"epochs": epochs, "latent_dim": 512}, "metrics": ["coherence"], "metric_options": {}}
+        return {"run_id": run_id, "status": "finished", "spec": spec, "n_modalities": 5, "config": {"beta": 2.5},
+                "provenance": {"git": git},
+                "metrics": [{"metric": "coherence", "target": "*", "given": "*", "n_given": 1, "value": value}]}
+
+    board = leaderboard(records_frame([record("a", 0, 27, 0.40), record("b", 1, 27, 0.50), record("c", 1, 27, 0.50),
+                                       record("d", 0, 300, 0.80, git="def"), record("e", 1, 300, 0.70)]))
+    rows = {r.setting: r for r in board.itertuples()}
+    assert set(rows) == {"epochs=27", "epochs=300 (mixed code revisions)"}
+    assert rows["epochs=27"].seeds == 2 and rows["epochs=27"]._8 == "46.7 ± 5.8"  # seeds 0 and 1, three runs
+    assert rows["epochs=300 (mixed code revisions)"]._8 == "75.0 ± 7.1"
