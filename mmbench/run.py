@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from mmbench.checkpoint import atomic_write_json, checkpoint_exists, load_checkpoint
+from mmbench.checkpoint import atomic_write_json, checkpoint_exists
 from mmbench.config import build_config, config_to_dict
 from mmbench.data.base import MultimodalDataset
 from mmbench.device import check_device_name, check_precision, configure, describe, device_info
@@ -110,13 +110,8 @@ def execute(spec: RunSpec, runs_dir: Path, *, options: RunOptions | None = None,
 EXECUTIONS = "executions.jsonl"
 
 
-def _append_execution(run_dir: Path, job: dict, checkpoint: Path) -> None:
-    step = 0
-    if checkpoint_exists(checkpoint):
-        try:
-            step = load_checkpoint(checkpoint)["steps"]
-        except MMBenchError:
-            step = -1
+def _append_execution(run_dir: Path, job: dict, step: int) -> None:
+    """One line of RUN/executions.jsonl: who starts training the run now, from which step."""
     entry = {**job, "host": os.uname().nodename, "pid": os.getpid(), "from_step": step,
              "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     with open(run_dir / EXECUTIONS, "a") as f:
@@ -152,8 +147,9 @@ def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.d
               "metrics": [], "provenance": provenance(), "options": dataclasses.asdict(options),
               "job": {"owner": owner_id(), **(job or {})}}
     interrupted = False
-    if env.is_main:  # who trained this run, from which step: one line per start (requeues included)
-        _append_execution(run_dir, record["job"], run_dir / CHECKPOINT)
+    # who trains this run, from which step (the trainer knows it once it has read the checkpoint): one line per
+    # start, requeues included
+    started = (lambda step: _append_execution(run_dir, record["job"], step)) if env.is_main else None
     try:
         init_process_group(env, device)
         configure(device, build_config(MODELS.get(spec.model).Config, spec.config).precision)
@@ -170,7 +166,7 @@ def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.d
         log(f"{spec.run_id}: {spec.model} on {spec.dataset} ({len(train_data)} train, {len(test_data)} test, "
             f"M={len(train_data.modalities)}, seed {spec.seed}) on {record['device']}, {config.precision}")
         result = train(model, train_data, seed=spec.seed, checkpoint=run_dir / CHECKPOINT, options=options,
-                       device=device, env=env, progress=progress, log=log)
+                       device=device, env=env, progress=progress, log=log, started=started)
         record["train"] = {"steps": result.steps, "epochs": result.epochs, "seconds": result.seconds,
                            "history": result.history, "examples_per_s": result.examples_per_s,
                            "s_per_step": result.s_per_step}

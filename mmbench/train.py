@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -44,11 +45,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     examples_per_s: float = 0.0
     s_per_step: float = 0.0
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -88,14 +84,15 @@ class _Sums:
 
 def train(model: MultimodalVAE, data: MultimodalDataset, *, seed: int = 0, checkpoint: Path | None = None,
           options: RunOptions | None = None, device: torch.device | str = "cpu", env: DistEnv | None = None,
-          progress: bool = True, log=print) -> TrainResult:
+          progress: bool = True, log=print, started: Callable[[int], None] | None = None) -> TrainResult:
     """Train ``model`` on ``data`` for config.epochs (stopping early at config.max_steps if set).
 
     ``device`` is where the model, the optimiser state and the batches live (``data`` already placed there,
     or with its ``batch_device`` set). In a data-parallel run (``env`` with world_size > 1 and the process
     group joined) each rank takes its slice of every global batch of config.batch_size rows. With
     ``checkpoint`` the state is saved every options.checkpoint_every steps and at the end (rank 0; the
-    previous checkpoint kept) and a run finds and resumes from it; the log goes beside it.
+    previous checkpoint kept) and a run finds and resumes from it; the log goes beside it. ``started`` is
+    called once, before the first step, with the step training starts from (0, or the resumed checkpoint's).
     """
     cfg = model.config
     options = options or RunOptions()
@@ -131,6 +128,8 @@ def train(model: MultimodalVAE, data: MultimodalDataset, *, seed: int = 0, check
         if env.is_main:
             log(f"resuming from {checkpoint} at epoch {epoch}, batch {position} (step {steps})")
 
+    if started is not None:
+        started(steps)
     per_epoch = data.num_batches(cfg.batch_size)
     last_rows = len(data) - (per_epoch - 1) * cfg.batch_size
     dropped = 1 if env.distributed and last_rows < env.world_size else 0  # see the loop: too small to split
