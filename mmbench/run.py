@@ -16,7 +16,7 @@ import torch
 from mmbench.checkpoint import atomic_write_json, checkpoint_exists
 from mmbench.config import build_config, config_to_dict
 from mmbench.data.base import MultimodalDataset
-from mmbench.device import check_device_name, check_precision, configure, describe, device_info
+from mmbench.device import check_precision, configure, describe, device_info
 from mmbench.distributed import DistEnv, destroy_process_group, init_process_group, launch_local, rank_device
 from mmbench.errors import MMBenchError
 from mmbench.evaluate import evaluate
@@ -65,17 +65,18 @@ def run_status(run_dir: Path) -> str:
     return "partial" if checkpoint_exists(run_dir / CHECKPOINT) else "pending"
 
 
-def prepare(spec: RunSpec, options: RunOptions, *, here: bool = True) -> torch.device | None:
-    """Check everything the run needs before any file is written: names, config, dataset, metrics and, when
-    it runs ``here`` (not in a scheduler's job on another machine), this machine's device, precision support
-    and processes. Returns the device (None when not ``here``)."""
-    spec.validate()
-    if not here:
-        check_device_name(options.device)
-        return None
+def check_machine(spec: RunSpec, options: RunOptions) -> torch.device:
+    """This machine's device for the run, checked with its processes and the precision the config asks for."""
     device = options.resolve()
     check_precision(build_config(MODELS.get(spec.model).Config, spec.config).precision, device)
     return device
+
+
+def prepare(spec: RunSpec, options: RunOptions) -> torch.device:
+    """Check everything the run needs before any file is written: names, config, dataset, metrics, and this
+    machine's device, precision support and processes. Returns the device."""
+    spec.validate()
+    return check_machine(spec, options)
 
 
 def execute(spec: RunSpec, runs_dir: Path, *, options: RunOptions | None = None, progress: bool = True,
@@ -139,11 +140,14 @@ def _execute_rank(spec: RunSpec, runs_dir: Path, options: RunOptions, progress: 
 def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.device, env: DistEnv,
              progress: bool, log, job: dict | None = None) -> dict | None:
     run_dir = runs_dir / spec.run_id
+    spec_dict = spec.to_dict()
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "spec.json", spec.to_dict())
+        atomic_write_json(run_dir / "spec.json", spec_dict)
     t0 = time.perf_counter()
-    record = {"schema": SCHEMA, "run_id": spec.run_id, "spec": spec.to_dict(), "status": "failed", "failure": None,
+    cls = MODELS.get(spec.model)
+    config = build_config(cls.Config, spec.config)
+    record = {"schema": SCHEMA, "run_id": spec.run_id, "spec": spec_dict, "status": "failed", "failure": None,
               "metrics": [], "provenance": provenance(), "options": dataclasses.asdict(options),
               "job": {"owner": owner_id(), **(job or {})}}
     interrupted = False
@@ -152,13 +156,11 @@ def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.d
     started = (lambda step: _append_execution(run_dir, record["job"], step)) if env.is_main else None
     try:
         init_process_group(env, device)
-        configure(device, build_config(MODELS.get(spec.model).Config, spec.config).precision)
+        configure(device, config.precision)
         info = device_info(device, env.world_size)
         record["device"], record["device_info"] = describe(info), info
         train_data = load_split(spec, "train").to(device)
         test_data = load_split(spec, "test").to(device)
-        cls = MODELS.get(spec.model)
-        config = build_config(cls.Config, spec.config)
         record["config"] = config_to_dict(config)
         record["n_modalities"] = len(train_data.modalities)
         torch.manual_seed(spec.seed)

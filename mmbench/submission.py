@@ -19,7 +19,7 @@ from mmbench.executors import (ACTIVE_STATES, cancel_jobs, job_log_paths, read_j
 from mmbench.locks import lock_state, read_lock
 from mmbench.provenance import git_revision
 from mmbench.results import RECORD, read_record
-from mmbench.run import execute, prepare, run_status
+from mmbench.run import check_machine, execute, run_status
 from mmbench.runspec import RunSpec
 from mmbench.sweeps import Sweep
 
@@ -80,14 +80,13 @@ def run_states(sweep: Sweep) -> list[RunState]:
 def submit(sweep: Sweep, *, progress: bool = True, log=print) -> list[dict]:
     """Run (inline) or queue (local, slurm) every run of the sweep that is not finished, running or queued.
 
-    Everything is validated first (the sweep's runs, and this machine's device for inline runs), so nothing
-    is submitted half-way. Returns one dict per run: run_id, status (inline: the record's; otherwise the
+    Everything is validated first (the sweep's runs by ``load_sweep``, and this machine's device for inline
+    runs), so nothing is submitted half-way. Returns one dict per run: run_id, status (inline: the record's; otherwise the
     run's state, "queued" for what this call submitted), job_id and whether this call submitted it.
     """
-    inline = sweep.executor.name == "inline"
-    for spec in sweep.specs:
-        prepare(spec, sweep.options, here=inline)
-    if inline:
+    if sweep.executor.name == "inline":  # the runs were validated by load_sweep; this machine runs them
+        for spec in sweep.specs:
+            check_machine(spec, sweep.options)
         return _run_inline(sweep, progress=progress, log=log)
     folder = sweep_folder(sweep.runs_dir, sweep.name)
     with submission_lock(folder):
