@@ -18,19 +18,29 @@ def make_metric(name: str, options: Mapping | None = None):
         raise MMBenchError(f"bad options for metric {name!r}: {exc}") from exc
 
 
-def evaluate(model: MultimodalVAE, ctx: EvalContext, metrics: Sequence[str],
-             metric_options: Mapping[str, Mapping] | None = None, provenance: dict | None = None) -> list[MetricRow]:
-    """Every named metric on ``model``; options per metric name come from the run spec. Every metric is built
-    (its options checked, its weights found) before the first one runs. Metrics that say where their numbers
-    come from (a ``provenance`` attribute: weights, classifiers) fill ``provenance`` by name."""
+def build_metrics(metrics: Sequence[str], metric_options: Mapping[str, Mapping] | None = None) -> list[tuple[str, object]]:
+    """(name, metric) for every named metric, built with its options (checked, weights found) before any runs."""
     metric_options = metric_options or {}
     unknown = sorted(set(metric_options) - set(metrics))
     if unknown:
         raise MMBenchError(f"options given for metrics {unknown} that the run does not evaluate ({list(metrics)})")
-    built = [(name, make_metric(name, metric_options.get(name))) for name in metrics]
+    return [(name, make_metric(name, metric_options.get(name))) for name in metrics]
+
+
+def run_metrics(model: MultimodalVAE, ctx: EvalContext, built: Sequence[tuple[str, object]],
+                provenance: dict | None = None) -> list[MetricRow]:
+    """The rows of built metrics on ``model``. Metrics that say where their numbers come from (a ``provenance``
+    attribute: weights, classifiers) fill ``provenance`` by name."""
     rows: list[MetricRow] = []
     for name, metric in built:
         rows += metric(model, ctx)
         if provenance is not None and getattr(metric, "provenance", None):
             provenance[name] = metric.provenance
     return rows
+
+
+def evaluate(model: MultimodalVAE, ctx: EvalContext, metrics: Sequence[str],
+             metric_options: Mapping[str, Mapping] | None = None, provenance: dict | None = None) -> list[MetricRow]:
+    """Every named metric on ``model``; options per metric name come from the run spec. Every metric is built
+    before the first one runs (``build_metrics``), then run (``run_metrics``)."""
+    return run_metrics(model, ctx, build_metrics(metrics, metric_options), provenance)

@@ -18,7 +18,7 @@ import torch
 
 from mmbench.config import build_config
 from mmbench.device import resolve_device
-from mmbench.evalrun import evaluate_run, merge_rows
+from mmbench.evalrun import evaluate_loaded, merge_rows, metrics_for
 from mmbench.latents import encoder_latents, gaussian_fit_distance, moment_errors
 from mmbench.metrics.base import MetricRow
 from mmbench.registry import PRIORS
@@ -37,6 +37,8 @@ def fit_prior(run_dir: Path, kind: str = "score", overrides: dict | None = None,
     where = resolve_device(device)
     model, spec = load_trained_run(run_dir, "fitting a prior on its encoder", where)
     read_record(run_dir / RECORD)  # a finished run: refused before the fit when it has no record
+    table4 = metrics_for(spec, [m for m in spec.metrics if m in TABLE4_METRICS]) \
+        if any(m in TABLE4_METRICS for m in spec.metrics) else []
     train, test = load_split(spec, "train").to(where), load_split(spec, "test").to(where)
     prior = cls(model.latent_dim, config)
     log(f"fitting the {kind} prior on {len(train)} encoder latents of run {run_dir.name}")
@@ -56,8 +58,7 @@ def fit_prior(run_dir: Path, kind: str = "score", overrides: dict | None = None,
     record = read_record(run_dir / RECORD)
     merge_rows(record, rows)
     write_record(run_dir, record)
-    table4 = [m for m in spec.metrics if m in TABLE4_METRICS]
-    if table4:
-        rows += evaluate_run(run_dir, table4, priors=[kind], device=device, unconditional_only=True,
-                             progress=progress, log=log)
+    if table4:  # the same model and splits, no second load
+        rows += evaluate_loaded(run_dir, model, spec, train, test, table4, priors=[kind], device=where,
+                                unconditional_only=True, progress=progress, log=log)
     return rows

@@ -24,7 +24,7 @@ from mmbench.data.base import MultimodalDataset
 from mmbench.errors import MMBenchError
 from mmbench.metrics.base import EvalContext, MetricRow
 from mmbench.metrics.classifier import fingerprint
-from mmbench.metrics.frechet import frechet_distance, gaussian_statistics
+from mmbench.metrics.frechet import frechet_distance
 from mmbench.metrics.inception import DIMS, InceptionFeatures, find_weights
 from mmbench.model import MultimodalVAE
 from mmbench.registry import register_metric

@@ -12,6 +12,7 @@ size (2048: pool3, the standard FID).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -39,6 +40,13 @@ class FIDWeights:
         return self.sha256.startswith(STANDARD_DIGEST)
 
 
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The file's digest, read once per version of the file (every run of a sweep builds its FID metric when
+    the sweep is validated, and the weights are ~100 MB)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def find_weights(path: str | Path | None = None) -> FIDWeights:
     """The weights file to use, checked; one line naming the file and where to get it when there is none."""
     candidates = [Path(path).expanduser()] if path else []
@@ -48,7 +56,8 @@ def find_weights(path: str | Path | None = None) -> FIDWeights:
         candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / STANDARD_NAME)
     for c in candidates:
         if c.is_file():
-            digest = hashlib.sha256(c.read_bytes()).hexdigest()
+            stat = c.stat()
+            digest = _sha256(str(c.resolve()), stat.st_size, stat.st_mtime_ns)
             if c.name == STANDARD_NAME and not digest.startswith(STANDARD_DIGEST):
                 raise MMBenchError(f"FID weights {c} have the standard name but not its digest (sha256 {digest[:8]}..., "
                                    f"expected {STANDARD_DIGEST}...): the file is damaged or another network; get it "
