@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 from mmbench.checkpoint import atomic_write_json
 from mmbench.errors import MMBenchError
+from mmbench.locks import process_alive
 from mmbench.runoptions import RunOptions
 from mmbench.runspec import RunSpec
 
@@ -187,26 +188,26 @@ def submission_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+UNREACHABLE = "UNREACHABLE"  # the scheduler could not be asked (no squeue here, or it failed)
+
+
 def scheduler_states(executor: str, job_ids: list[str]) -> dict[str, str]:
-    """{job id: state} as the scheduler reports it now ("UNKNOWN" when it does not know the job any more)."""
+    """{job id: state} as the scheduler reports it now: "UNKNOWN" when it does not know the job any more,
+    UNREACHABLE when it could not be asked."""
     if not job_ids:
         return {}
     if executor == "local":
-        out = {}
-        for j in job_ids:
-            try:
-                os.kill(int(j), 0)
-                out[j] = "RUNNING"
-            except (ValueError, ProcessLookupError):
-                out[j] = "ENDED"
-            except PermissionError:
-                out[j] = "RUNNING"
-        return out
+        return {j: "RUNNING" if j.isdigit() and process_alive(int(j)) else "ENDED" for j in job_ids}
     if shutil.which("squeue") is None:
-        return {j: "UNKNOWN" for j in job_ids}
+        return {j: UNREACHABLE for j in job_ids}
     arrays = sorted({j.split("_")[0] for j in job_ids})
-    res = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(arrays), "-o", "%i %T"],
-                         capture_output=True, text=True, timeout=60)
+    try:
+        res = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(arrays), "-o", "%i %T"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return {j: UNREACHABLE for j in job_ids}
+    if res.returncode != 0 and "Invalid job id" not in res.stderr:
+        return {j: UNREACHABLE for j in job_ids}
     seen = dict(line.split()[:2] for line in res.stdout.splitlines() if len(line.split()) >= 2)
     return {j: seen.get(j, "UNKNOWN") for j in job_ids}
 

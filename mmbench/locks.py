@@ -62,7 +62,8 @@ def read_lock(run_dir: Path) -> dict | None:
     return lock
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host with that pid exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -82,7 +83,7 @@ def lock_state(lock: dict | None, *, now: float | None = None) -> str:
     if now - float(lock["heartbeat"]) > STALE_S:
         return "stale"
     if lock["host"] == socket.gethostname() and not str(lock["owner"]).startswith(("slurm:", "ddp:")) \
-            and not _process_alive(int(lock["pid"])):
+            and not process_alive(int(lock["pid"])):
         return "stale"
     if str(lock["owner"]).startswith("slurm:") and _slurm_job_gone(str(lock["owner"])[6:]):
         return "stale"
@@ -92,20 +93,10 @@ def lock_state(lock: dict | None, *, now: float | None = None) -> str:
 def _slurm_job_gone(job_id: str) -> bool:
     """Whether SLURM, asked here, knows the job as ended (cancelled, failed, out of the queue); False when it
     cannot be asked."""
-    import shutil
-    import subprocess
+    from mmbench.executors import ACTIVE_STATES, UNREACHABLE, scheduler_states
 
-    if shutil.which("squeue") is None:
-        return False
-    try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    if out.returncode != 0:
-        return "Invalid job id" in out.stderr
-    states = out.stdout.split()
-    return not states or all(s in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-                                    "PREEMPTED", "BOOT_FAIL", "DEADLINE") for s in states)
+    state = scheduler_states("slurm", [job_id])[job_id]
+    return state not in ACTIVE_STATES and state != UNREACHABLE
 
 
 @dataclass
