@@ -28,38 +28,38 @@ def cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def resolve_device(name: str) -> torch.device:
-    """The torch.device for a user's device name; one clear error when it does not exist here."""
+def parse_device(name: str) -> tuple[str, int | None]:
+    """("auto" | "cpu" | "cuda", index or None) for a device name, without asking this machine; one clear
+    error for what is not a device name at all (also for runs that will resolve it on another machine)."""
     if not isinstance(name, str):
         raise MMBenchError(f"device must be a string ({', '.join(DEVICE_CHOICES)}), got {name!r}")
     text = name.strip().lower()
-    if text == "auto":
-        return torch.device("cuda", torch.cuda.current_device()) if cuda_count() else torch.device("cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    if text == "cuda" or text.startswith("cuda:"):
-        index_text = text[5:] if text.startswith("cuda:") else ""
-        if index_text and not index_text.isdigit():
+    if text in ("auto", "cpu", "cuda"):
+        return text, None
+    if text.startswith("cuda:"):
+        if not text[5:].isdigit():
             raise MMBenchError(f"device {name!r}: the index after 'cuda:' must be a number, e.g. cuda:0")
-        n = cuda_count()
-        if n == 0:
-            why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-            raise MMBenchError(f"device {name!r} was asked for but this machine has no CUDA device ({why}; "
-                               f"torch {torch.__version__}); use --device cpu or auto")
-        index = int(index_text) if index_text else torch.cuda.current_device()
-        if index >= n:
-            raise MMBenchError(f"device {name!r} does not exist: this node has {n} CUDA device"
-                               f"{'s' if n > 1 else ''} (cuda:0 to cuda:{n - 1})")
-        return torch.device("cuda", index)
+        return "cuda", int(text[5:])
     raise MMBenchError(f"unknown device {name!r}; allowed: {', '.join(DEVICE_CHOICES)}")
 
 
-def check_device_name(name: str) -> None:
-    """Refuse what is not a device name at all (for runs that will resolve it on another machine)."""
-    text = name.strip().lower() if isinstance(name, str) else None
-    if text in ("auto", "cpu", "cuda") or (text and text.startswith("cuda:") and text[5:].isdigit()):
-        return
-    raise MMBenchError(f"unknown device {name!r}; allowed: {', '.join(DEVICE_CHOICES)}")
+def resolve_device(name: str) -> torch.device:
+    """The torch.device for a user's device name; one clear error when it does not exist here."""
+    kind, index = parse_device(name)
+    if kind == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if cuda_count() else torch.device("cpu")
+    if kind == "cpu":
+        return torch.device("cpu")
+    n = cuda_count()
+    if n == 0:
+        why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise MMBenchError(f"device {name!r} was asked for but this machine has no CUDA device ({why}; "
+                           f"torch {torch.__version__}); use --device cpu or auto")
+    index = torch.cuda.current_device() if index is None else index
+    if index >= n:
+        raise MMBenchError(f"device {name!r} does not exist: this node has {n} CUDA device"
+                           f"{'s' if n > 1 else ''} (cuda:0 to cuda:{n - 1})")
+    return torch.device("cuda", index)
 
 
 def check_precision(precision: str, device: torch.device) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from mmbench.config import check_range
-from mmbench.device import check_device_name, check_nproc, resolve_device
+from mmbench.device import check_nproc, parse_device, resolve_device
 from mmbench.errors import MMBenchError
 
 
@@ -34,9 +34,7 @@ class RunOptions:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.device, str):
-            raise MMBenchError(f"RunOptions.device must be a string, got {self.device!r}")
-        check_device_name(self.device)
+        parse_device(self.device)
         for name in ("nproc", "checkpoint_every", "log_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
