@@ -67,12 +67,16 @@ def cmd_sweep_plan(args: argparse.Namespace) -> int:
 
     sweep = _load_sweep(args, with_run_flags=True)
     states = run_states(sweep)
-    print(f"sweep {sweep.name}: {len(states)} runs, executor {sweep.executor.name}, device {sweep.options.device}, "
-          f"records in {sweep.runs_dir}")
+    _print_header(sweep)
     _print_states(states, show_action=True)
-    todo = sum(s.action in ("submit", "resume", "retry") for s in states)
+    todo = sum(s.to_submit for s in states)
     print(f"{todo} run(s) would be submitted" + (" as one job array" if todo > 1 and sweep.executor.name == "slurm" else ""))
     return 0
+
+
+def _print_header(sweep) -> None:
+    print(f"sweep {sweep.name}: {len(sweep.specs)} runs, executor {sweep.executor.name}, device {sweep.options.device}, "
+          f"records in {sweep.runs_dir}")
 
 
 def _print_states(states, *, show_action: bool) -> None:
@@ -94,8 +98,7 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
     from mmbench.submission import submit
 
     sweep = _load_sweep(args, with_run_flags=True)
-    print(f"sweep {sweep.name}: {len(sweep.specs)} runs, executor {sweep.executor.name}, device {sweep.options.device}, "
-          f"records in {sweep.runs_dir}")
+    _print_header(sweep)
     results = submit(sweep, progress=not args.no_progress)
     if sweep.executor.name != "inline":
         for r in results:

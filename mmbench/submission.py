@@ -41,6 +41,11 @@ class RunState:
     def action(self) -> str:
         return ACTIONS[self.state]
 
+    @property
+    def to_submit(self) -> bool:
+        """Whether ``submit`` queues it: pending, partial (to resume) or failed (to retry)."""
+        return self.action in ("submit", "resume", "retry")
+
 
 def run_states(sweep: Sweep) -> list[RunState]:
     """The state of every run of the sweep, asking the scheduler about the jobs it was given."""
@@ -91,9 +96,9 @@ def submit(sweep: Sweep, *, progress: bool = True, log=print) -> list[dict]:
     folder = sweep_folder(sweep.runs_dir, sweep.name)
     with submission_lock(folder):
         states = run_states(sweep)
-        todo = [s.spec for s in states if s.action in ("submit", "resume", "retry")]
+        todo = [s.spec for s in states if s.to_submit]
         out = [{"run_id": s.spec.run_id, "status": s.state, "job_id": s.job_id, "submitted": False} for s in states
-               if s.action in ("skip", "leave")]
+               if not s.to_submit]
         if todo:
             ids = submit_jobs(sweep.executor, todo, sweep.runs_dir, sweep.name, sweep.options)
             out += [{"run_id": run_id, "status": "queued", "job_id": job_id, "submitted": True}
