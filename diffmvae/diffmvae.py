@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from diffmvae.diffusion import (
-    VPSDE, DDPMSchedule, ddpm_loss, dsm_loss, sample_ddim, sample_euler_maruyama, score_from_noise_model,
+    VPSDE, WEIGHTINGS, DDPMSchedule, ddpm_loss, dsm_loss, sample_ddim, sample_euler_maruyama, score_from_noise_model,
 )
-from diffmvae.unet import UNet, UNetConfig
+from diffmvae.unet import UNet, UNetConfig, conditioning_parts
 from mmbench.config import TrainConfig, check_choice, check_range
 from mmbench.errors import MMBenchError
 from mmbench.fusion import (
@@ -54,6 +54,17 @@ class DiffMVAEConfig(TrainConfig):
     average_over_dims: divide each modality's log-likelihood / score-matching term by its dimension.
     estimator, kl_estimator: as MoPoE's (``kl_estimator = "stratified"``: each row's KL for its assigned subset,
                        cost linear in the number of modalities).
+    conditioning:      how z enters each UNet (``diffmvae.unet``): "embedding" (added to the time embedding),
+                       "scale_shift" (z modulates every block's GroupNorm, as DiffAE), "spatial" (z-derived feature
+                       maps concatenated to x_t, as DiffuseVAE), or parts joined by "+".
+    weighting:         the time weighting lambda(t) of the denoising loss (``diffusion.noise_weight``):
+                       "variance" (std(t)^2, DDPM's simple loss), "likelihood" (g(t)^2, the appendix's bound),
+                       "high_noise" (P2: favours large t). Both variants carry eq. 17's 1/2, so one beta means one
+                       KL weight for both.
+    free_bits:         KL floor in nats per latent dimension (0: off); keeps z informative while the UNets learn
+                       to read it.
+    pad_to:            pad images to this size inside the UNet (32: PolyMNIST's 28x28 to 32x32, levels 32/16/8,
+                       as the authors' code); outputs are cropped back, so samples and metrics stay 28x28.
     warmup_epochs:     KL annealing from 0 to beta over this many epochs (0: none, the paper's setting). On
                        PolyMNIST at a CPU budget the KL term, though weighted 1e-5, is the only consistent
                        gradient the encoder gets while the UNets still ignore z, and under Adam it pulls every
@@ -77,9 +88,17 @@ class DiffMVAEConfig(TrainConfig):
     kl_estimator: str = "exact"
     likelihood_scale: float = 0.75
     warmup_epochs: float = 0.0
+    conditioning: str = "embedding"
+    weighting: str = "variance"
+    free_bits: float = 0.0
+    pad_to: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        conditioning_parts(self.conditioning, field=f"{type(self).__name__}.conditioning")
+        check_choice(self, "weighting", WEIGHTINGS)
+        check_range(self, "free_bits", lo=0.0)
+        check_range(self, "pad_to", lo=0)
         check_range(self, "sampler_steps", lo=1)
         check_range(self, "warmup_epochs", lo=0.0)
         check_range(self, "ddim_eta", lo=0.0)
@@ -127,7 +146,7 @@ class _DiffusionMVAE(MultimodalVAE):
         self.encoders = nn.ModuleDict({m.name: default_encoder(m, cfg.latent_dim) for m in self.modalities})
         self.decoders = nn.ModuleDict({
             m.name: UNet(UNetConfig(dims=2, channels=m.shape[0], base=cfg.unet_base, mults=tuple(cfg.unet_mults),
-                                    cond_dim=cfg.latent_dim))
+                                    cond_dim=cfg.latent_dim, conditioning=cfg.conditioning, pad_to=cfg.pad_to))
             if m.name in self.diffusion_names else default_decoder(m, cfg.latent_dim)
             for m in self.modalities})
         self.likelihoods = {m.name: Likelihood(m.likelihood, cfg.likelihood_scale) for m in self.modalities}
@@ -164,8 +183,8 @@ class _DiffusionMVAE(MultimodalVAE):
         """Per-example denoising loss of modality m's decoder conditioned on z (x0 in [0, 1])."""
         x0 = x0 * 2 - 1
         if self.process == "vpsde":
-            return dsm_loss(self.denoiser(m, z), x0, self.sde)
-        return ddpm_loss(self.denoiser(m, z), x0, self.schedule)
+            return dsm_loss(self.denoiser(m, z), x0, self.sde, weighting=self.config.weighting)
+        return ddpm_loss(self.denoiser(m, z), x0, self.schedule, weighting=self.config.weighting)
 
     def log_likelihoods(self, x: Mapping[str, Tensor], z: Tensor, rows: Tensor) -> dict[str, Tensor]:
         """log p(x_i|z) for feed-forward modalities and minus the score-matching loss for diffusion ones."""
@@ -186,11 +205,11 @@ class _DiffusionMVAE(MultimodalVAE):
         log_likelihood = lambda z, rows: self.log_likelihoods(x, z, rows)  # noqa: E731
         if self.config.kl_estimator == "stratified":
             out = stratified_mixture_elbo(experts, self.mask, self.prior_flags, self.weights, log_likelihood,
-                                          beta=self.kl_weight())
+                                          beta=self.kl_weight(), free_bits=self.config.free_bits)
         else:
             posteriors = subset_posteriors(experts, self.mask, self.prior_flags)
             out = mixture_elbo(posteriors, self.weights, log_likelihood, beta=self.kl_weight(),
-                               estimator=self.config.estimator)
+                               estimator=self.config.estimator, free_bits=self.config.free_bits)
         terms = {"kl": out.kl.mean().item(), **{f"term/{m}": v.mean().item() for m, v in out.log_likelihood.items()}}
         return LossOutput(-out.elbo.mean(), terms)
 

@@ -68,13 +68,19 @@ class DDPMSchedule:
         return _expand(ab.sqrt(), x0) * x0 + _expand((1 - ab).sqrt(), x0) * noise
 
 
-def ddpm_loss(eps_model: Denoiser, x0: Tensor, schedule: DDPMSchedule, *,
-              generator: torch.Generator | None = None) -> Tensor:
-    """Per-example noise-prediction loss || eps - eps_theta(x_t, t) ||^2 (summed over dimensions),
-    t ~ U{0..T-1}: the DDPM "simple" loss, a weighted denoising score-matching loss (Ho et al. 2020, eq. 14)."""
-    t = torch.randint(0, schedule.timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+def ddpm_loss(eps_model: Denoiser, x0: Tensor, schedule: DDPMSchedule, *, weighting: str = "variance",
+              t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """Per-example noise-prediction loss 1/2 w(t) || eps - eps_theta(x_t, t) ||^2 (summed over dimensions),
+    t ~ U{0..T-1}: eq. 17's lambda(t)/2 || score error ||^2 written in the noise, w(t) = lambda(t) / std(t)^2
+    (``noise_weight``). "variance" (w = 1) is DDPM's "simple" loss (Ho et al. 2020, eq. 14) with eq. 17's 1/2,
+    so that the same beta weighs the KL against the same scale of denoising loss as Diff-MVAE's ``dsm_loss``.
+    For the likelihood weighting the discrete step's g(t)^2 is T beta_t (the VP-SDE's beta(t) at t = i/T)."""
+    t = _timesteps(t, x0, lambda n: torch.randint(0, schedule.timesteps, (n,), generator=generator))
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-    return _per_example((noise - eps_model(schedule.q_sample(x0, t, noise), t)) ** 2)
+    ab = schedule.alphas_cumprod.to(x0.device)[t].to(x0.dtype)
+    g2 = schedule.timesteps * schedule.betas.to(x0.device)[t].to(x0.dtype)
+    w = noise_weight(weighting, (1 - ab).sqrt(), g2)
+    return 0.5 * w * _per_example((noise - eps_model(schedule.q_sample(x0, t, noise), t)) ** 2)
 
 
 @torch.no_grad()
@@ -166,27 +172,53 @@ def score_from_noise_model(eps_model: Denoiser, sde: VPSDE, *, clip: float | Non
     return score
 
 
-WEIGHTINGS = ("variance", "likelihood")
+WEIGHTINGS = ("variance", "likelihood", "high_noise")
+
+
+def noise_weight(weighting: str, std: Tensor, g2: Tensor) -> Tensor:
+    """w(t) = lambda(t) / std(t)^2, the weight on || eps - eps_theta ||^2 equal to eq. 17's lambda(t) on the score
+    error (the score error is the noise error over std(t)). The time weightings lambda(t):
+
+    "variance":   lambda = std(t)^2 (Song et al. 2021b; DDPM's simple loss): every t counts alike in the noise.
+    "likelihood": lambda = g(t)^2 = beta(t), under which eq. 17 bounds the negative log-likelihood (Song et al.
+                  2021c), the weighting the appendix's bound (eq. 17-22) assumes; it favours small t.
+    "high_noise": lambda = std(t)^2 / (1 + SNR(t)), SNR = mean(t)^2 / std(t)^2 (P2 weighting, Choi et al. 2022,
+                  k = 1, gamma = 1): noise weight std(t)^2, from 0 at t = 0 to 1 at t = T; it moves the loss to
+                  large t, where x_t no longer shows the digit and only z can tell it (PDAE's argument).
+    """
+    if weighting not in WEIGHTINGS:
+        raise MMBenchError(f"unknown diffusion loss weighting {weighting!r}; known: {', '.join(WEIGHTINGS)}")
+    if weighting == "variance":
+        return torch.ones_like(std)
+    if weighting == "likelihood":
+        return g2 / std**2
+    return std**2
+
+
+def _timesteps(t: Tensor | None, x0: Tensor, draw: Callable[[int], Tensor]) -> Tensor:
+    if t is None:
+        return draw(x0.shape[0]).to(x0.device)
+    if t.shape != (x0.shape[0],):
+        raise MMBenchError(f"t must have one time per example, shape ({x0.shape[0]},), got {tuple(t.shape)}")
+    return t.to(x0.device)
 
 
 def dsm_loss(score_model: Denoiser, x0: Tensor, sde: VPSDE, *, weighting: str = "variance", t_min: float = 1e-5,
-             generator: torch.Generator | None = None) -> Tensor:
+             t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
     """Per-example denoising score matching (eq. 17 of the Diff-MVAE appendix), t ~ U(t_min, 1):
 
-        lambda(t)/2 || grad log p_t(x_t | x_0) - s_theta(x_t, t) ||^2,   grad log p_t(x_t|x_0) = -noise / std(t).
+        lambda(t)/2 || grad log p_t(x_t | x_0) - s_theta(x_t, t) ||^2,   grad log p_t(x_t|x_0) = -noise / std(t),
 
-    weighting "variance": lambda(t) = std(t)^2 (Song et al. 2021b); "likelihood": lambda(t) = beta(t) = g(t)^2,
-    which makes the loss a bound on the negative log-likelihood (Song et al. 2021c).
+    lambda(t) = w(t) std(t)^2 by ``noise_weight`` ("variance": std(t)^2, "likelihood": g(t)^2 = beta(t),
+    "high_noise": P2). This lambda(t) is the time weighting; the paper's "lambda = 1e-5" is the KL weight
+    (``beta`` of the Diff-MVAE configs), a different quantity.
     """
-    if weighting not in WEIGHTINGS:
-        raise MMBenchError(f"unknown DSM weighting {weighting!r}; known: {', '.join(WEIGHTINGS)}")
-    n = x0.shape[0]
-    t = (torch.rand(n, generator=generator, dtype=x0.dtype) * (1 - t_min) + t_min).to(x0.device)
+    t = _timesteps(t, x0, lambda n: torch.rand(n, generator=generator, dtype=x0.dtype) * (1 - t_min) + t_min)
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     mean, std = sde.marginal(t)
+    lam = noise_weight(weighting, std, sde.beta(t)) * std**2
     xt = _expand(mean, x0) * x0 + _expand(std, x0) * noise
     err = score_model(xt, t) + noise / _expand(std, x0)
-    lam = std**2 if weighting == "variance" else sde.beta(t)
     return 0.5 * lam * _per_example(err**2)
 
 
@@ -237,4 +269,4 @@ def gaussian_ddpm_eps(mu: Tensor, var: Tensor, schedule: DDPMSchedule) -> Denois
 
 
 __all__ = ["DDPMSchedule", "VPSDE", "ddpm_loss", "dsm_loss", "gaussian_ddpm_eps", "gaussian_vp_score",
-           "sample_ancestral", "sample_ddim", "sample_euler_maruyama", "score_from_noise_model"]
+           "noise_weight", "sample_ancestral", "sample_ddim", "sample_euler_maruyama", "score_from_noise_model"]

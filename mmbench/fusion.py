@@ -65,14 +65,19 @@ def standard_normal(like: Tensor) -> Gaussian:
     return Gaussian(torch.zeros_like(like), torch.zeros_like(like))
 
 
-def kl_normal(q: Gaussian, p: Gaussian | None = None) -> Tensor:
+def kl_normal(q: Gaussian, p: Gaussian | None = None, *, free_bits: float = 0.0) -> Tensor:
     """KL(q || p) between diagonal Gaussians, summed over the last dimension; p = N(0, I) by default.
 
     KL = 1/2 sum_d [ log(var_p/var_q) + (var_q + (mu_q - mu_p)^2) / var_p - 1 ].
+
+    free_bits > 0: each dimension's term is max(KL_d, free_bits) nats (free bits, Kingma et al. 2016, per
+    example), so a dimension carrying less information than the floor gets no gradient towards the prior.
     """
     if p is None:
-        return 0.5 * (q.var + q.mu**2 - 1.0 - q.logvar).sum(-1)
-    return 0.5 * (p.logvar - q.logvar + (q.var + (q.mu - p.mu) ** 2) / p.var - 1.0).sum(-1)
+        per_dim = 0.5 * (q.var + q.mu**2 - 1.0 - q.logvar)
+    else:
+        per_dim = 0.5 * (p.logvar - q.logvar + (q.var + (q.mu - p.mu) ** 2) / p.var - 1.0)
+    return (per_dim.clamp_min(free_bits) if free_bits > 0 else per_dim).sum(-1)
 
 
 def product_of_experts(experts: Sequence[Gaussian], *, prior_expert: bool = False) -> Gaussian:

@@ -88,6 +88,7 @@ def mixture_elbo(
     prior: Gaussian | None = None,
     estimator: str = "enumerate",
     n_samples: int = 1,
+    free_bits: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> ElboOutput:
     """The subset-mixture ELBO of eq. 3 (eq. 23 when log_likelihood returns diffusion surrogates).
@@ -100,6 +101,7 @@ def mixture_elbo(
                     "stratified" gives each batch row to one subset, in contiguous blocks sized by
                     w_A as in MoPoE's reference code (cost independent of |S|). KL is exact for both.
     prior:          p(z), N(0, I) by default.
+    free_bits:      a KL floor in nats per latent dimension (``kl_normal``); 0 = the plain KL.
     """
     if estimator not in ESTIMATORS:
         raise MMBenchError(f"unknown ELBO estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
@@ -109,7 +111,7 @@ def mixture_elbo(
     if weights.shape != (s,):
         raise MMBenchError(f"{weights.numel()} subset weights for {s} subset posteriors")
     weights = weights.to(posteriors.mu)
-    kl = (weights[:, None] * kl_normal(posteriors, prior)).sum(0)  # (B,)
+    kl = (weights[:, None] * kl_normal(posteriors, prior, free_bits=free_bits)).sum(0)  # (B,)
 
     if estimator == "enumerate":
         z = posteriors.rsample(n_samples, generator=generator)  # (K, S, B, D)
@@ -139,6 +141,7 @@ def stratified_mixture_elbo(
     log_likelihood: Callable[[Tensor, Tensor], Mapping[str, Tensor]],
     *,
     beta: float = 1.0,
+    free_bits: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> ElboOutput:
     """Eq. 3 with the KL stratified like the reconstruction: each batch row is assigned one subset A
@@ -159,7 +162,7 @@ def stratified_mixture_elbo(
         precision = torch.einsum("bm,mbd->bd", row_mask, precisions) + prior_flags.to(precisions)[assigned, None]
         mean = torch.einsum("bm,mbd->bd", row_mask, full_precision(experts.mu) * precisions) / precision
     q = Gaussian(mean, -torch.log(precision))
-    kl = kl_normal(q)
+    kl = kl_normal(q, free_bits=free_bits)
     rows = torch.arange(b, device=mean.device)
     terms = dict(log_likelihood(q.rsample(generator=generator), rows))
     elbo = torch.stack(list(terms.values())).sum(0) - beta * kl

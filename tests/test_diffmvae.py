@@ -92,3 +92,38 @@ def test_a_non_image_modality_marked_for_diffusion_is_refused():
 def test_sampler_steps_below_one_are_refused():
     with pytest.raises(MMBenchError, match="sampler_steps = 0 is out of range"):
         build_config(MODELS.get("diffmvae_star").Config, {"sampler_steps": 0})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("conditioning", "film", "DiffMVAEStarConfig.conditioning = 'film': use one of embedding, scale_shift, spatial"),
+    ("weighting", "snr", "DiffMVAEStarConfig.weighting = 'snr'; allowed: 'variance', 'likelihood', 'high_noise'"),
+    ("free_bits", -0.1, "free_bits = -0.1 is out of range"),
+])
+def test_bad_diffusion_settings_are_one_line(field, value, message):
+    with pytest.raises(MMBenchError, match=message):
+        build_config(MODELS.get("diffmvae_star").Config, {field: value})
+
+
+@pytest.mark.parametrize("name, conditioning, weighting", [
+    ("diffmvae_star", "scale_shift", "high_noise"), ("diffmvae", "spatial", "likelihood"),
+    ("diffmvae_star", "scale_shift+spatial", "variance"),
+])
+def test_every_conditioning_and_weighting_trains_and_reaches_the_encoder(name, conditioning, weighting):
+    model, batch = build(name, conditioning=conditioning, weighting=weighting, pad_to=32)
+    out = model.loss(batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert model.encoders["m0"].mu.weight.grad.abs().sum() > 0
+    sample = model.cond_generate(batch["x"], ["m0"], ["m1"], generator=torch.Generator().manual_seed(0))
+    assert sample["m1"].shape == (7, 3, 28, 28)
+
+
+def test_free_bits_floor_each_dimension_of_the_kl():
+    q = Gaussian(torch.tensor([[0.0, 3.0]]), torch.zeros(1, 2))  # per-dimension KL: 0 and 4.5 nats
+    assert torch.allclose(kl_normal(q), torch.tensor([4.5]))
+    assert torch.allclose(kl_normal(q, free_bits=0.5), torch.tensor([5.0]))
+    mu = torch.tensor([[0.1, 3.0]], requires_grad=True)
+    kl_normal(Gaussian(mu, torch.zeros(1, 2)), free_bits=0.5).sum().backward()
+    assert mu.grad[0, 0] == 0 and mu.grad[0, 1] == 3.0  # below the floor: no pull towards the prior
+    model, batch = build("diffmvae_star", free_bits=100.0)
+    assert model.loss(batch).terms["kl"] == pytest.approx(100.0 * 6, rel=1e-6)  # every dimension at the floor

@@ -157,3 +157,44 @@ def test_ddim_samples_a_mixture_of_two_gaussians_with_its_weights():
 def test_sampler_steps_below_one_are_refused(call):
     with pytest.raises(MMBenchError, match="sampler steps must be an integer >= 1"):
         call()
+
+
+def test_the_likelihood_weighting_is_g_squared_times_the_score_error():
+    """dsm_loss(weighting="likelihood") = 1/2 beta(t) || s(x_t, t) - grad log p_t(x_t | x_0) ||^2 for a known s."""
+    sde = VPSDE()
+    x0 = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.01, 0.3, 0.6, 0.95])
+    score = gaussian_vp_score(torch.zeros(3, 5, 5), torch.ones(3, 5, 5) * 0.3, sde)
+    loss = dsm_loss(score, x0, sde, weighting="likelihood", t=t, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    mean, std = sde.marginal(t)
+    xt = mean[:, None, None, None] * x0 + std[:, None, None, None] * noise
+    err = score(xt, t) - (-noise / std[:, None, None, None])
+    assert torch.allclose(loss, 0.5 * sde.beta(t) * err.flatten(1).square().sum(-1), rtol=1e-5)
+
+
+def test_both_losses_carry_the_half_and_agree_under_the_variance_weighting():
+    """DDPM's loss with w = 1 is eq. 17's lambda(t)/2 || score error ||^2 with lambda = std^2, the VP default."""
+    sched = DDPMSchedule.linear()
+    x0 = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0, 400, 999])
+    eps_model = lambda x, t: 0.5 * x  # noqa: E731
+    loss = ddpm_loss(eps_model, x0, sched, t=t, generator=torch.Generator().manual_seed(2))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
+    ab = sched.alphas_cumprod[t].float()[:, None, None, None]
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    score_err = (-eps_model(xt, t) + noise) / (1 - ab).sqrt()  # s_theta - grad log p_t(x_t|x_0)
+    expected = 0.5 * (1 - ab).flatten() * score_err.flatten(1).square().sum(-1)
+    assert torch.allclose(loss, expected, rtol=1e-4)
+
+
+def test_the_high_noise_weighting_grows_with_t_and_the_likelihood_one_with_small_t():
+    from diffmvae.diffusion import noise_weight
+
+    sde = VPSDE()
+    t = torch.tensor([0.05, 0.3, 0.6, 0.9])
+    _, std = sde.marginal(t)
+    high, lik = noise_weight("high_noise", std, sde.beta(t)), noise_weight("likelihood", std, sde.beta(t))
+    assert (high.diff() > 0).all() and high[-1] <= 1 and lik[0] > lik[-1]
+    with pytest.raises(MMBenchError, match="unknown diffusion loss weighting 'snr'; known: variance, likelihood"):
+        noise_weight("snr", std, std)

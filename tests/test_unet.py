@@ -18,9 +18,18 @@ def test_output_has_the_input_shape(preset, shape):
     assert out.shape == shape and torch.isfinite(out).all()
 
 
-def test_the_output_depends_on_z_and_on_t():
+CONDITIONINGS = ["embedding", "scale_shift", "spatial", "scale_shift+spatial", "embedding+scale_shift+spatial"]
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_the_output_depends_on_z_and_on_t(conditioning):
     torch.manual_seed(0)
-    net = UNet(UNetConfig(dims=2, channels=3, base=16, mults=(1, 2), cond_dim=4))
+    net = UNet(UNetConfig(dims=2, channels=3, base=16, mults=(1, 2), cond_dim=4, conditioning=conditioning))
+    # only the named paths exist: an option that fell back to another path would fail here
+    parts = conditioning.split("+")
+    assert (net.cond is not None) == ("embedding" in parts)
+    assert (net.modulation is not None) == ("scale_shift" in parts)
+    assert (net.spatial is not None) == ("spatial" in parts)
     for p in net.parameters():  # break the zero-initialised symmetry a trained net would have
         p.data.add_(0.05 * torch.randn_like(p))
     x, t = torch.randn(2, 3, 28, 28), torch.tensor([10, 10])
@@ -55,3 +64,33 @@ def test_the_timestep_embedding_follows_the_process_not_the_values():
     assert torch.allclose(timestep_embedding(torch.tensor([0, 1]), 8), reference([0.0, 1.0]))  # not t = 1000
     continuous = torch.tensor([1e-3, 0.5, 1.0])
     assert torch.allclose(timestep_embedding(continuous, 8), reference([1.0, 500.0, 1000.0]), atol=1e-5)
+
+
+@pytest.mark.parametrize("conditioning", ["scale_shift", "embedding+scale_shift"])
+def test_a_latent_unet_takes_z_by_modulation(conditioning):
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(dims=1, channels=1, base=8, mults=(1, 2), cond_dim=3, conditioning=conditioning))
+    x, t = torch.randn(2, 12), torch.tensor([5, 5])
+    assert not torch.allclose(net(x, t, torch.randn(2, 3)), net(x, t, torch.randn(2, 3)), atol=1e-5)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(conditioning="film"), "conditioning = 'film': use one of embedding, scale_shift, spatial"),
+    (dict(conditioning="spatial+spatial"), "use one of"),
+    (dict(dims=1, conditioning="spatial"), "'spatial' makes feature maps for an image UNet"),
+    (dict(pad_to=-1), "pad_to must be >= 0"),
+])
+def test_bad_unet_settings_are_one_line(fields, message):
+    with pytest.raises(MMBenchError, match=message):
+        UNetConfig(**{"cond_dim": 4, **fields})
+
+
+def test_padding_to_32_keeps_28x28_outputs_and_ignores_the_border():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(dims=2, channels=3, base=8, mults=(1, 2, 2, 2), cond_dim=4, pad_to=32))
+    x, t, z = torch.randn(2, 3, 28, 28), torch.tensor([3, 400]), torch.randn(2, 4)
+    seen = []
+    net.inp.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape))
+    out = net(x, t, z)
+    assert out.shape == x.shape and seen == [torch.Size([2, 3, 32, 32])]  # four levels: 32/16/8/4
+    assert torch.equal(net(x, t, z), out)
