@@ -144,13 +144,11 @@ def cmd_sweep_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mmbench.results import write_report
+    from mmbench.report import build_report
 
     published = None if args.no_published else Path(args.published)
-    paths = write_report(Path(args.runs), Path(args.out), published)
-    print(Path(paths["markdown"]).read_text())
-    for kind, p in paths.items():
-        print(f"{kind}: {p}")
+    samples = [] if args.no_samples else args.samples
+    build_report(Path(args.runs), Path(args.out), published, samples=samples, device=args.device)
     return 0
 
 
@@ -282,11 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="run id (or a unique prefix of it)")
     s.set_defaults(func=cmd_sweep_logs)
 
-    sp = sub.add_parser("report", help="collect run records into the leaderboard (Markdown, CSV, LaTeX) and plots")
+    sp = sub.add_parser("report", help="leaderboards (Markdown, LaTeX, CSV), the paper's figures, sample grids, "
+                                       "index.html and README.md from run records")
     sp.add_argument("--runs", default="results/runs", help="runs folder (default results/runs)")
     sp.add_argument("--out", default="results/reports", help="output folder (default results/reports)")
     sp.add_argument("--published", default=str(DEFAULT_PUBLISHED), help="CSV of paper-reported numbers")
     sp.add_argument("--no-published", action="store_true", help="leave the paper rows out")
+    sp.add_argument("--samples", nargs="+", metavar="RUN_ID", default=None,
+                    help="runs whose sample grid to draw (default: the best run per model at one given modality)")
+    sp.add_argument("--no-samples", action="store_true", help="draw no sample grids")
+    sp.add_argument("--device", default="cpu", help="device for the sample grids (default cpu)")
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("eval", help="evaluate a finished run (again, or with new metrics) without retraining")

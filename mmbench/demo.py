@@ -12,10 +12,10 @@ DEMO_SWEEPS = {False: REPO / "sweeps" / "demo.toml", True: REPO / "sweeps" / "de
 PUBLISHED = REPO / "results" / "published.csv"
 
 
-def run_demo(out: Path, *, quick: bool = False, progress: bool = True, log=print) -> dict[str, Path]:
-    """Run the demo sweep under ``out`` and write the report there; returns the report's paths."""
+def run_demo(out: Path, *, quick: bool = False, progress: bool = True, log=print):
+    """Run the demo sweep under ``out`` and write the report in ``out/report``; returns the ``Report``."""
     from mmbench.data.polymnist_build import build_polymnist
-    from mmbench.results import write_report
+    from mmbench.report import build_report
     from mmbench.submission import submit
     from mmbench.sweeps import load_sweep
 
@@ -37,12 +37,10 @@ def run_demo(out: Path, *, quick: bool = False, progress: bool = True, log=print
     failed = [r for r in records if r["status"] != "finished"]
     if failed:
         raise MMBenchError(f"demo run {failed[0]['run_id']} failed: {failed[0].get('failure')}")
-    paths = write_report(out / "runs", out, PUBLISHED)
-    log((out / "leaderboard.md").read_text())
-    log(f"demo finished in {time.perf_counter() - t0:.0f} s; everything is under {out}")
-    for kind, p in paths.items():
-        log(f"  {kind}: {p}")
-    return paths
+    report = build_report(out / "runs", out / "report", PUBLISHED, device="cpu", log=log)
+    log((report.out / "leaderboard.md").read_text())
+    log(f"demo finished in {time.perf_counter() - t0:.0f} s; everything is under {out}; the report: {report.index}")
+    return report
 
 
 def _toml_str(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""Run records (one JSON file per run, written atomically) and the leaderboard built from them."""
+"""Run records (one JSON file per run, written atomically), read into frames for the leaderboards and the report."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from mmbench.checkpoint import atomic_write_json
 from mmbench.errors import MMBenchError
 
 RECORD = "record.json"
-# The layout of record.json. 2: device_info, options, job, train throughput, generation; records without
-# "schema" are 1 and still read. A record of a later schema is refused (written by a newer mmbench).
+# The layout of record.json. 2: device_info, options, job, train throughput, generation (and, optional, "data":
+# the dataset release and split sizes); records without "schema" are 1 and still read. A record of a later
+# schema is refused (written by a newer mmbench).
 SCHEMA = 2
 SPEC_COLUMNS = ["run_id", "model", "dataset", "seed", "n_modalities", "beta", "status"]
 
@@ -47,6 +48,40 @@ def read_records(runs_dir: Path) -> list[dict]:
     return [read_record(p) for p in sorted(runs_dir.glob(f"*/{RECORD}"))]
 
 
+def collect_records(runs_dir: Path) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """Every readable record under runs_dir, and (path, reason) for each one skipped (unreadable, not an
+    mmbench record, a schema this version does not know): the report renders what it can and names the rest."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise MMBenchError(f"runs folder {runs_dir} does not exist; run a sweep first (mmbench sweep submit FILE)")
+    records, skipped = [], []
+    for path in sorted(runs_dir.glob(f"*/{RECORD}")):
+        try:
+            rec = read_record(path)
+            if not isinstance(rec["spec"], dict) or not isinstance(rec["metrics"], list) or \
+                    not {"model", "dataset", "seed"} <= set(rec["spec"]):
+                raise MMBenchError(f"run record {path} is not an mmbench record (spec or metrics malformed)")
+            records.append(rec)
+        except (MMBenchError, OSError, UnicodeDecodeError) as exc:
+            skipped.append((path, str(exc)))
+    return records, skipped
+
+
+def record_release(rec: dict) -> str:
+    """The dataset release a record's run read ("published", "offline build, ..."): the record's own "data"
+    field, else asked of the adapter when the data folder is still there, else "release unknown"."""
+    release = (rec.get("data") or {}).get("release")
+    if release is not None:
+        return release or "release unknown"
+    try:
+        from mmbench.run import dataset_release
+        from mmbench.runspec import RunSpec
+
+        return dataset_release(RunSpec.from_dict(rec["spec"])) or "release unknown"
+    except Exception:  # noqa: BLE001 - an old record whose adapter or folder is gone: say so in the table
+        return "release unknown"
+
+
 def records_frame(records: list[dict]) -> pd.DataFrame:
     """One row per metric value, with the spec's columns beside it."""
     rows = []
@@ -56,7 +91,7 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
             "run_id": rec["run_id"], "model": spec["model"], "dataset": spec["dataset"], "seed": spec["seed"],
             "n_modalities": rec.get("n_modalities"), "beta": rec.get("config", {}).get("beta"),
             "status": rec["status"], "setting": spec_setting(spec),
-            "git": rec.get("provenance", {}).get("git", "unknown"),
+            "git": rec.get("provenance", {}).get("git", "unknown"), "release": record_release(rec),
         }
         for m in rec["metrics"]:
             row = {**base, **m}
@@ -64,7 +99,8 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
                 row["metric"], row["prior"] = row["metric"].split("@prior:", 1)
             row["prior"] = row.get("prior") or ""
             rows.append(row)
-    cols = SPEC_COLUMNS + ["setting", "git", "metric", "target", "given", "n_given", "value", "n_samples", "prior"]
+    cols = SPEC_COLUMNS + ["setting", "git", "release", "metric", "target", "given", "n_given", "value", "n_samples",
+                           "prior"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -104,14 +140,26 @@ def setting_labels(settings: list[str]) -> dict[str, str]:
 
 
 def read_published(path: Path) -> pd.DataFrame:
+    """Paper numbers: model, dataset, metric, n_given, value, source, and (optional, filled when absent)
+    release ("published"), n_modalities (empty: any) and prior ("", or the older "metric@prior:NAME" form)."""
     path = Path(path)
     if not path.is_file():
         raise MMBenchError(f"published numbers file {path} does not exist")
-    df = pd.read_csv(path, comment="#")
+    try:
+        df = pd.read_csv(path, comment="#", keep_default_na=False, na_values={"n_modalities": [""]})
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise MMBenchError(f"published numbers file {path} is not a readable CSV: {exc}") from None
     need = {"model", "dataset", "metric", "n_given", "value", "source"}
     missing = need - set(df.columns)
     if missing:
         raise MMBenchError(f"{path} lacks the columns {sorted(missing)}; it needs {sorted(need)}")
+    df = df.assign(**{c: df[c] if c in df else default for c, default in
+                      (("release", "published"), ("n_modalities", float("nan")), ("prior", ""))})
+    old = df.metric.str.contains("@prior:", regex=False)
+    if old.any():
+        split = df.loc[old, "metric"].str.split("@prior:", n=1, expand=True)
+        df.loc[old, "metric"], df.loc[old, "prior"] = split[0], split[1]
+    df["n_modalities"] = pd.to_numeric(df.n_modalities, errors="coerce")
     return df
 
 
@@ -130,42 +178,6 @@ def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _column(n_given: int) -> str:
-    return "unconditional" if n_given == 0 else f"{n_given} given"
-
-
-def leaderboard(df: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Coherence (%) per model and number of observed modalities, mean ± std over seeds (the mean alone for
-    one seed), paper rows beside. Runs are averaged only within one experiment (the whole spec but the seed);
-    where one model has several, a "setting" column names the fields in which they differ, and a cell that
-    mixes code revisions says so. Seeds count distinct seed values."""
-    s = summary_frame(df)
-    labels: dict[str, str] = {}
-    for _, grp in s.groupby(["model", "dataset"]):
-        labels.update(setting_labels(list(grp.setting)))
-    table: dict[tuple, dict] = {}
-    for r in s.itertuples():
-        beta = "" if pd.isna(r.beta) else f"{r.beta:g}"
-        note = labels.get(r.setting, "") + (" (mixed code revisions)" if r.revisions > 1 else "")
-        key = (r.model, "mmbench", r.dataset, int(r.n_modalities) if not pd.isna(r.n_modalities) else "", beta,
-               note.strip(), int(r.seeds))
-        cell = f"{100 * r.mean:.1f}" + (f" ± {100 * r.std:.1f}" if r.seeds > 1 else "")
-        table.setdefault(key, {})[_column(int(r.n_given))] = cell
-    if published is not None:
-        for (model, dataset, source), grp in published[published.metric == "coherence"].groupby(
-                ["model", "dataset", "source"]):
-            key = (model, f"paper: {source}", dataset, "", "", "", "")
-            for r in grp.itertuples():
-                table.setdefault(key, {})[_column(int(r.n_given))] = f"{float(r.value):.1f}"
-    cols = sorted({c for v in table.values() for c in v}, key=lambda c: (c == "unconditional", c))
-    rows = [dict(zip(["model", "source", "dataset", "M", "beta", "setting", "seeds"], k), **{c: v.get(c, "") for c in cols})
-            for k, v in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1] != "mmbench", kv[0][1], kv[0][5]))]
-    board = pd.DataFrame(rows)
-    if not board.empty and (board["setting"] == "").all():
-        board = board.drop(columns="setting")  # one experiment per model: nothing to tell apart
-    return board
-
-
 PRIOR_METRICS = {"latent_frechet": "latent Fréchet", "latent_mean_error": "mean error",
                  "latent_cov_error": "covariance error", "coherence": "unconditional coherence (%)", "fid": "FID"}
 
@@ -177,26 +189,28 @@ def _prior_label(name: str) -> str:
 def prior_ablation(df: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 4's ablation: per model and prior over z (N(0, I) or one fitted by ``mmbench prior fit``), the
     unconditional rows of runs that have a fitted prior (rows whose ``prior`` is set), mean over seeds and, for
-    FID, over modalities; paper rows beside."""
+    FID, over modalities; paper rows beside runs of the same dataset, release and number of modalities only."""
     fitted = set(df.loc[~df.prior.isin(["", "gaussian"]), "run_id"])
     done = df[(df.status == "finished") & df.run_id.isin(fitted) & (df.prior != "") & (df.n_given == 0)
               & (df.target == "*")].copy()
     table: dict[tuple, dict] = {}
+    present = set()
     if not done.empty:
-        done["base"] = done.metric
-        keys = ["model", "dataset", "n_modalities", "prior", "base"]
+        keys = ["model", "dataset", "release", "n_modalities", "prior", "metric"]
         g = done.groupby(keys, dropna=False)["value"].agg(["mean", "count"]).reset_index()
         for r in g.itertuples():
-            key = (r.model, "mmbench", r.dataset, "" if pd.isna(r.n_modalities) else int(r.n_modalities),
-                   _prior_label(r.prior), int(r.count))
-            scale = 100 if r.base == "coherence" else 1
-            table.setdefault(key, {})[PRIOR_METRICS.get(r.base, r.base)] = f"{scale * r.mean:.1f}"
-    if published is not None:
-        paper = published[published.metric.str.contains("@prior:", regex=False)]
-        for r in paper.itertuples():
-            base, prior = r.metric.split("@prior:", 1)
-            key = (r.model, f"paper: {r.source}", r.dataset, "", _prior_label(prior), "")
-            table.setdefault(key, {})[PRIOR_METRICS.get(base, base)] = f"{float(r.value):.1f}"
+            m = "" if pd.isna(r.n_modalities) else int(r.n_modalities)
+            present.add((r.dataset, r.release, m))
+            key = (r.model, "mmbench", f"{r.dataset} ({r.release})", m, _prior_label(r.prior), int(r.count))
+            scale = 100 if r.metric == "coherence" else 1
+            table.setdefault(key, {})[PRIOR_METRICS.get(r.metric, r.metric)] = f"{scale * r.mean:.1f}"
+    if published is not None and present:
+        for r in published[published.prior != ""].itertuples():
+            m = "" if pd.isna(r.n_modalities) else int(r.n_modalities)
+            if (r.dataset, r.release, m) not in present:
+                continue  # a paper number beside other data would mislead
+            key = (r.model, f"paper: {r.source}", f"{r.dataset} ({r.release})", m, _prior_label(r.prior), "")
+            table.setdefault(key, {})[PRIOR_METRICS.get(r.metric, r.metric)] = f"{float(r.value):.1f}"
     if not table:
         return pd.DataFrame()
     cols = [c for c in PRIOR_METRICS.values() if any(c in v for v in table.values())]
@@ -204,45 +218,3 @@ def prior_ablation(df: pd.DataFrame, published: pd.DataFrame | None = None) -> p
     rows = [dict(zip(["model", "source", "dataset", "M", "prior", "seeds"], k), **{c: v.get(c, "") for c in cols})
             for k, v in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1] != "mmbench", kv[0][1], kv[0][4]))]
     return pd.DataFrame(rows)
-
-
-def write_report(runs_dir: Path, out_dir: Path, published_path: Path | None = None) -> dict[str, Path]:
-    """leaderboard.md / .csv / .tex and the conditional coherence plot under out_dir."""
-    from mmbench.plots import plot_conditional
-
-    records = read_records(runs_dir)
-    if not records:
-        raise MMBenchError(f"no run records under {runs_dir}; run a sweep first")
-    df = records_frame(records)
-    published = read_published(published_path) if published_path else None
-    board = leaderboard(df, published)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    failed = [r for r in records if r["status"] != "finished"]
-    md = ["# mmbench leaderboard", "",
-          "Conditional coherence (%) by number of observed modalities (mean ± std over seeds); "
-          "unconditional: share of prior samples whose digits all agree.", "",
-          board.to_markdown(index=False) if not board.empty else "(no finished runs)", ""]
-    ablation = prior_ablation(df, published)
-    if not ablation.empty:
-        md += ["## Prior ablation (Diff-MVAE Table 4)", "",
-               "Unconditional generation with z from N(0, I) or from a prior fitted on the run's encoder latents "
-               "(`mmbench prior fit RUN`). Latent Fréchet: distance between Gaussian fits of the prior's samples "
-               "and the test set's encoder latents; mean error ||m_prior - m_enc||; covariance error "
-               "||C_prior - C_enc||_F / ||C_enc||_F (all lower is better).", "", ablation.to_markdown(index=False), ""]
-    if failed:
-        md += ["## Failed runs", ""] + [f"- {r['run_id']}: {r.get('failure')}" for r in failed] + [""]
-    paths = {"markdown": out_dir / "leaderboard.md", "csv": out_dir / "leaderboard.csv",
-             "latex": out_dir / "leaderboard.tex", "metrics": out_dir / "metrics.csv",
-             "plot": out_dir / "conditional_coherence.png"}
-    from mmbench.checkpoint import atomic_write_bytes
-
-    atomic_write_bytes(paths["markdown"], "\n".join(md).encode())
-    atomic_write_bytes(paths["csv"], board.to_csv(index=False).encode())
-    atomic_write_bytes(paths["latex"], board.to_latex(index=False).encode())
-    atomic_write_bytes(paths["metrics"], df.to_csv(index=False).encode())
-    if not ablation.empty:
-        paths["prior_ablation"] = out_dir / "prior_ablation.csv"
-        atomic_write_bytes(paths["prior_ablation"], ablation.to_csv(index=False).encode())
-    plot_conditional(summary_frame(df), published, paths["plot"])
-    return paths

@@ -42,6 +42,14 @@ def load_split(spec: RunSpec, split: str) -> MultimodalDataset:
         raise MMBenchError(f"bad options for dataset {spec.dataset!r} ({spec.dataset_options}): {exc}") from exc
 
 
+def dataset_release(spec: RunSpec) -> str:
+    """The adapter's name for the files a run read (``release(**options)``, e.g. PolyMNIST's "published" or
+    "offline build, ..."), "" when the adapter does not say."""
+    adapter = DATASETS.get(spec.dataset)
+    release = getattr(adapter, "release", None)
+    return str(release(**spec.dataset_options)) if callable(release) else ""
+
+
 def load_trained_run(run_dir: Path, purpose: str, device: torch.device | str = "cpu"):
     """(model on ``device``, spec) of a run folder with a trained checkpoint; ``purpose`` completes the
     refusal's sentence."""
@@ -163,6 +171,7 @@ def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.d
         test_data = load_split(spec, "test").to(device)
         record["config"] = config_to_dict(config)
         record["n_modalities"] = len(train_data.modalities)
+        record["data"] = {"release": dataset_release(spec), "train": len(train_data), "test": len(test_data)}
         torch.manual_seed(spec.seed)
         model = cls(train_data.modalities, config)
         log(f"{spec.run_id}: {spec.model} on {spec.dataset} ({len(train_data)} train, {len(test_data)} test, "

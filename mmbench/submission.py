@@ -89,11 +89,13 @@ def submit(sweep: Sweep, *, progress: bool = True, log=print) -> list[dict]:
     runs), so nothing is submitted half-way. Returns one dict per run: run_id, status (inline: the record's; otherwise the
     run's state, "queued" for what this call submitted), job_id and whether this call submitted it.
     """
+    folder = sweep_folder(sweep.runs_dir, sweep.name)
     if sweep.executor.name == "inline":  # the runs were validated by load_sweep; this machine runs them
         for spec in sweep.specs:
             check_machine(spec, sweep.options)
+        sweep.save_source(folder)
         return _run_inline(sweep, progress=progress, log=log)
-    folder = sweep_folder(sweep.runs_dir, sweep.name)
+    sweep.save_source(folder)
     with submission_lock(folder):
         states = run_states(sweep)
         todo = [s.spec for s in states if s.to_submit]

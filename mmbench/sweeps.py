@@ -49,6 +49,15 @@ class Sweep:
     executor: ExecutorSpec
     runs_dir: Path
     options: RunOptions = field(default_factory=RunOptions)
+    source: str = ""  # the sweep file as submitted (its path and --set overrides in a header), kept by submit
+
+    def save_source(self, folder: Path) -> None:
+        """Keep the sweep file beside the sweep's jobs (``RUNS/.sweeps/<name>/sweep.toml``) for the report."""
+        if self.source:
+            from mmbench.checkpoint import atomic_write_bytes
+
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(folder / "sweep.toml", self.source.encode())
 
 
 def parse_value(text: str) -> Any:
@@ -81,11 +90,13 @@ def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | N
     path = Path(path)
     if not path.is_file():
         raise MMBenchError(f"sweep file {path} does not exist")
+    text = path.read_text()
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MMBenchError(f"sweep file {path} is not valid TOML: {exc}") from None
     doc = apply_overrides(doc, overrides or [])
+    header = [f"# sweep file {path.resolve()}"] + [f"# --set {o}" for o in overrides or []]
     where = f"sweep file {path}"
 
     unknown = sorted(set(doc) - TABLES)
@@ -156,7 +167,7 @@ def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | N
     unique = {s.run_id: s for s in specs}  # a model whose [config.<model>] pins a grid field runs once per value
     specs = list(unique.values())
     runs = Path(runs_dir or sweep.get("runs_dir", "results/runs")).expanduser().resolve()
-    return Sweep(name, specs, executor_spec, runs, options)
+    return Sweep(name, specs, executor_spec, runs, options, "\n".join(header) + "\n" + text)
 
 
 def run_options_from(table: dict, where: str, overrides: dict | None = None) -> RunOptions:

@@ -21,6 +21,7 @@ def test_quick_demo_builds_data_trains_evaluates_and_reports(tmp_path, capsys):
     rec = records[0]
     assert rec["status"] == "finished" and rec["train"]["steps"] == 40
     assert rec["provenance"]["torch"] and rec["device"].startswith("cpu")
+    assert rec["data"] == {"release": "offline build, 4,000/1,000 tuples", "train": 4000, "test": 1000}
     rows = pd.DataFrame(rec["metrics"])
     means = rows[(rows.metric == "coherence") & (rows.target == "*") & (rows.given == "*")]
     assert sorted(means.n_given) == [1, 2, 3, 4]
@@ -29,9 +30,15 @@ def test_quick_demo_builds_data_trains_evaluates_and_reports(tmp_path, capsys):
     # 4 targets x 5 singletons + 3 x 10 pairs + 2 x 10 triples + 1 x 5 quadruples
     assert len(rows[(rows.metric == "coherence") & (rows.target != "*")]) == 75
 
-    board = (out / "leaderboard.md").read_text()
-    assert "| mopoe" in board and "paper: MultiVae reproduction table" in board and "4 given" in board
-    assert (out / "conditional_coherence.png").stat().st_size > 1000
+    report = out / "report"
+    board = (report / "leaderboard.md").read_text()
+    # the offline build is not the papers' dataset: no paper rows beside it
+    assert "| mopoe" in board and "polymnist (offline build, 4,000/1,000 tuples)" in board and "4 given" in board
+    assert "paper:" not in board
+    assert (report / "figures" / "figure7c.png").stat().st_size > 1000
+    assert (report / "samples" / f"{rec['run_id']}.png").stat().st_size > 1000
+    assert "Figure 7a" in (report / "README.md").read_text()  # listed as missing, with its sweep
+    assert (report / "index.html").stat().st_size > 10000 and (report / "sweeps" / "demo-quick.toml").is_file()
     assert json.loads((out / "runs" / rec["run_id"] / "spec.json").read_text())["model"] == "mopoe"
 
     # Submitting again skips the finished run.
@@ -161,21 +168,3 @@ def test_coherence_with_mopoe_published_classifiers(finished_demo, tmp_path, cap
     (published / "pretrained_img_to_digit_clf_m0").write_bytes(b"not a state dict")
     assert main(["eval", str(run), "--metrics", "coherence", "--no-progress"]) == 2
     assert "pretrained_img_to_digit_clf_m0 is not a MoPoE PolyMNIST classifier state dict" in capsys.readouterr().err
-
-
-def test_the_leaderboard_never_averages_different_experiments():
-    from mmbench.results import leaderboard, records_frame
-
-    def record(run_id, seed, epochs, value, git="abc"):
-        spec = {"model": "mopoe", "dataset": "polymnist", "dataset_options": {"root": "/d"}, "seed": seed,
-                "config": {"epochs": epochs, "latent_dim": 512}, "metrics": ["coherence"], "metric_options": {}}
-        return {"run_id": run_id, "status": "finished", "spec": spec, "n_modalities": 5, "config": {"beta": 2.5},
-                "provenance": {"git": git},
-                "metrics": [{"metric": "coherence", "target": "*", "given": "*", "n_given": 1, "value": value}]}
-
-    board = leaderboard(records_frame([record("a", 0, 27, 0.40), record("b", 1, 27, 0.50), record("c", 1, 27, 0.50),
-                                       record("d", 0, 300, 0.80, git="def"), record("e", 1, 300, 0.70)]))
-    rows = {r.setting: r for r in board.itertuples()}
-    assert set(rows) == {"epochs=27", "epochs=300 (mixed code revisions)"}
-    assert rows["epochs=27"].seeds == 2 and rows["epochs=27"]._8 == "46.7 ± 5.8"  # seeds 0 and 1, three runs
-    assert rows["epochs=300 (mixed code revisions)"]._8 == "75.0 ± 7.1"

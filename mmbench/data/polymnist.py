@@ -6,6 +6,7 @@ Tensor layout: {root}/{train,test}/m{k}.pt (N, 3, 28, 28) in [0, 1]  and  labels
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -47,6 +48,22 @@ class PolyMNIST:
         if modalities is not None and not 1 <= modalities <= len(found["train"]):
             raise MMBenchError(f"{Path(root) / 'train'} has {len(found['train'])} modalities; cannot take "
                                f"modalities={modalities}")
+
+    @staticmethod
+    def release(root: str | Path, **_) -> str:
+        """Which PolyMNIST this is: "published" (the MoPoE authors' 60k/10k release, the papers' numbers), or
+        "offline build, 4,000/1,000 tuples" for a folder made by ``mmbench data build polymnist`` (its
+        manifest.json); "" when the folder is not there. Tables keep them apart: numbers on one say nothing about
+        the other."""
+        manifest = Path(root) / "manifest.json"
+        if not Path(root).is_dir():
+            return ""  # the folder is gone: nobody can tell any more
+        try:
+            info = json.loads(manifest.read_text())
+            sizes = info["sizes"]
+            return f"offline build, {sizes['train']:,}/{sizes['test']:,} tuples"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "published"
 
     @staticmethod
     def load(root: str | Path, split: str = "train", modalities: int | None = None) -> MultimodalDataset:
