@@ -3,7 +3,8 @@
     python benchmarks/diffmvae_ablation.py [--rows diffmvae_star:scale_shift:high_noise mopoe ...]
                                            [--sweep benchmarks/diffmvae_ablation.toml] [--out benchmarks/out]
 
-Each row is ``model`` (the sweep's config) or ``model:conditioning:weighting`` (those two fields replaced).
+Each row is ``model`` (the sweep's config) or ``model:conditioning:weighting[:field=value...]`` (those fields
+replaced, e.g. ``diffmvae_star:scale_shift:high_noise:free_bits=0.5``).
 Rows run one after another through the sweep machinery (finished runs are reused), and after each the
 table is printed and written to OUT/diffmvae_ablation.md: the z-usage ratio (UNet noise error with z
 shuffled over the error with the true z, ``latent_usage_probe``) at t = 300/600/900, the spread of the
@@ -22,14 +23,14 @@ from latent_usage_probe import latent_usage
 from mmbench.data.polymnist_build import build_polymnist
 from mmbench.results import read_records, records_frame, summary_frame
 from mmbench.submission import submit
-from mmbench.sweeps import load_sweep
+from mmbench.sweeps import load_sweep, parse_value
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROWS = [
     "diffmvae_star:embedding:variance", "diffmvae_star:scale_shift:variance", "diffmvae_star:spatial:variance",
-    "diffmvae_star:scale_shift:high_noise", "diffmvae_star:spatial:high_noise",
-    "diffmvae_star:scale_shift+spatial:high_noise", "mopoe", "diffmvae:scale_shift+spatial:high_noise",
-    "diffmvae_star:embedding:high_noise", "diffmvae_star:scale_shift+spatial:variance",
+    "diffmvae_star:scale_shift+spatial:high_noise", "diffmvae_star:scale_shift+spatial:high_noise:free_bits=0.5",
+    "mopoe", "diffmvae_star:embedding:high_noise", "diffmvae_star:scale_shift:high_noise",
+    "diffmvae:scale_shift+spatial:high_noise:free_bits=0.5",
 ]
 
 
@@ -40,16 +41,19 @@ def row_spec(sweep, row: str):
         raise SystemExit(f"row {row!r}: the sweep has no model {model!r}")
     if not rest:
         return base
-    conditioning, weighting = rest
-    return dataclasses.replace(base, config={**base.config, "conditioning": conditioning, "weighting": weighting})
+    conditioning, weighting, *extra = rest
+    fields = {k: parse_value(v) for k, v in (e.split("=", 1) for e in extra)}
+    return dataclasses.replace(base, config={**base.config, "conditioning": conditioning, "weighting": weighting,
+                                             **fields})
 
 
 def table(sweep, rows: list[str]) -> str:
     records = {r["run_id"]: r for r in read_records(sweep.runs_dir)}
-    lines = ["| model | conditioning | weighting | z-usage t=300 | t=600 | t=900 | mean spread (post. std) | "
-             "coherence 1 given | 2 given | train min |", "|" + "---|" * 10]
+    lines = ["| model | conditioning | weighting | other | z-usage t=300 | t=600 | t=900 | mean spread (post. std) | "
+             "coherence 1 given | 2 given | train min |", "|" + "---|" * 11]
     for row in rows:
         spec = row_spec(sweep, row)
+        base = next(s for s in sweep.specs if s.model == spec.model)
         rec = records.get(spec.run_id)
         if rec is None or rec.get("status") != "finished":
             continue
@@ -61,7 +65,9 @@ def table(sweep, rows: list[str]) -> str:
                 f"| {u['spread']:.3f} ({u['posterior_std']:.3f}) "
         cond = spec.config.get("conditioning", "-") if spec.model != "mopoe" else "-"
         weight = spec.config.get("weighting", "-") if spec.model != "mopoe" else "-"
-        lines.append(f"| {spec.model} | {cond} | {weight} {usage}| {100 * s.get(1, float('nan')):.1f} | "
+        other = " ".join(f"{k}={v}" for k, v in spec.config.items()
+                         if k not in ("conditioning", "weighting") and base.config.get(k) != v) or "-"
+        lines.append(f"| {spec.model} | {cond} | {weight} | {other} {usage}| {100 * s.get(1, float('nan')):.1f} | "
                      f"{100 * s.get(2, float('nan')):.1f} | {rec.get('timings', {}).get('train_s', 0) / 60:.1f} |")
     return "\n".join(lines)
 

@@ -18,12 +18,14 @@ class Modality:
     shape:      shape of one example, e.g. ``(3, 28, 28)``.
     kind:       one of ``image | text | attributes | mask``.
     likelihood: default feed-forward likelihood for this modality (see ``mmbench.objectives``).
+    classes:    number of categories of a categorical modality (a caption's vocabulary size), else 0.
     """
 
     name: str
     shape: tuple[int, ...]
     kind: str = "image"
     likelihood: str = "laplace"
+    classes: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -33,10 +35,15 @@ class Modality:
                 f"modality {self.name!r}: likelihood {self.likelihood!r} is not one of {', '.join(LIKELIHOODS)}"
             )
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if self.likelihood == "categorical" and self.classes < 2:
+            raise MMBenchError(f"modality {self.name!r}: a categorical modality needs classes >= 2 (its vocabulary "
+                               f"size), got {self.classes}")
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "kind": self.kind, "likelihood": self.likelihood}
+        d = {"name": self.name, "shape": list(self.shape), "kind": self.kind, "likelihood": self.likelihood}
+        return {**d, "classes": self.classes} if self.classes else d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Modality":
-        return cls(d["name"], tuple(d["shape"]), d.get("kind", "image"), d.get("likelihood", "laplace"))
+        return cls(d["name"], tuple(d["shape"]), d.get("kind", "image"), d.get("likelihood", "laplace"),
+                   int(d.get("classes", 0)))
