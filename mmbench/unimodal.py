@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -13,9 +15,34 @@ from mmbench.nets import default_decoder, default_encoder
 from mmbench.objectives import Likelihood
 
 
+_ENCODINGS: ContextVar[dict | None] = ContextVar("mmbench_encodings", default=None)
+
+
+@contextmanager
+def reuse_encodings() -> Iterator[None]:
+    """Within the block each (encoder, input tensor) pair runs once: evaluation that forms many subsets of one
+    batch (conditional coherence: 2^M - 2 subsets) encodes each modality once, not once per subset. For
+    evaluation (no gradients, encoders in eval mode, inputs not modified in place) only."""
+    token = _ENCODINGS.set({})
+    try:
+        yield
+    finally:
+        _ENCODINGS.reset(token)
+
+
+def _encode(encoder: nn.Module, x: Tensor):
+    cache = _ENCODINGS.get()
+    if cache is None:
+        return encoder(x)
+    key = (id(encoder), id(x), x._version)
+    if key not in cache:
+        cache[key] = (encoder(x), x)  # x is kept alive, so its id cannot be reused within the block
+    return cache[key][0]
+
+
 def stacked_experts(encoders: Mapping[str, nn.Module], x: Mapping[str, Tensor], names: Sequence[str]) -> Gaussian:
     """Unimodal posteriors q(z|x_m) of the named modalities stacked on dim 0: (len(names), B, D)."""
-    outs = [encoders[m](x[m]) for m in names]
+    outs = [_encode(encoders[m], x[m]) for m in names]
     return Gaussian(torch.stack([o.mu for o in outs]), torch.stack([o.logvar for o in outs]))
 
 

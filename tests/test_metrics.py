@@ -134,6 +134,26 @@ def test_conditional_coherence_equals_a_hand_count():
     assert rows[("*", "*")] == pytest.approx(sum(subsets) / 3)
 
 
+def test_conditional_coherence_encodes_each_modality_once_per_batch():
+    """P4: the 2^M - 2 subsets of one batch reuse one encoding per modality."""
+    from mmbench.metrics.coherence import conditional_coherence
+
+    data = tiny_dataset(n=12)
+    cls = MODELS.get("mopoe")
+    torch.manual_seed(0)
+    model = cls(data.modalities, build_config(cls.Config, {"latent_dim": 4}))
+    calls = {m: 0 for m in model.modality_names}
+    for m, enc in model.parts.encoders.items():
+        enc.register_forward_hook(lambda *_, m=m: calls.__setitem__(m, calls[m] + 1))
+    clfs = {m: (lambda t: t.flatten(1)[:, :10]) for m in model.modality_names}
+    rows = conditional_coherence(model, data, clfs, batch_size=6, generator=torch.Generator().manual_seed(1))
+    assert calls == {m: 2 for m in model.modality_names}  # two batches, once each (not once per subset)
+    assert len(rows) == 3 * 2 + 1 + 3 * 1 + 1 and all(0 <= r.value <= 1 for r in rows)
+    with torch.no_grad():  # outside the evaluation, every call encodes again
+        model.encode(data.batch(torch.arange(6))["x"], ["m0"])
+    assert calls["m0"] == 3
+
+
 def test_f1_equals_scikit_learn():
     from mmbench.metrics.f1 import binary_f1
 

@@ -16,6 +16,7 @@ from mmbench.metrics.base import EvalContext, MetricRow
 from mmbench.metrics.classifier import classifiers_for, published_classifiers
 from mmbench.model import MultimodalVAE
 from mmbench.registry import register_metric
+from mmbench.unimodal import reuse_encodings
 
 
 @torch.no_grad()
@@ -31,18 +32,20 @@ def conditional_coherence(model: MultimodalVAE, data: MultimodalDataset, classif
     """
     names = model.modality_names
     sizes = list(sizes) if sizes is not None else list(range(1, len(names)))
-    rows: list[MetricRow] = []
+    subsets = [given for n in sizes for given in itertools.combinations(names, n)]
+    correct = {given: {m: 0 for m in names if m not in given} for given in subsets}
     model.eval()
+    for batch in data.batches(batch_size):  # each batch encoded once for all its subsets (reuse_encodings)
+        with reuse_encodings():
+            for given in subsets:
+                out = model.cond_generate(batch["x"], given, list(correct[given]), generator=generator)
+                for m in correct[given]:
+                    correct[given][m] += (classifiers[m](out[m]).argmax(-1) == batch["y"].to(out[m].device)).sum().item()
+    rows: list[MetricRow] = []
     for n in sizes:
         per_subset = []
-        for given in itertools.combinations(names, n):
-            targets = [m for m in names if m not in given]
-            correct = {m: 0 for m in targets}
-            for batch in data.batches(batch_size):
-                out = model.cond_generate(batch["x"], given, targets, generator=generator)
-                for m in targets:
-                    correct[m] += (classifiers[m](out[m]).argmax(-1) == batch["y"].to(out[m].device)).sum().item()
-            accs = {m: c / len(data) for m, c in correct.items()}
+        for given in (g for g in subsets if len(g) == n):
+            accs = {m: c / len(data) for m, c in correct[given].items()}
             rows += [MetricRow("coherence", m, "+".join(given), n, a) for m, a in accs.items()]
             per_subset.append(sum(accs.values()) / len(accs))
         rows.append(MetricRow("coherence", "*", "*", n, sum(per_subset) / len(per_subset)))

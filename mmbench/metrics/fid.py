@@ -14,6 +14,7 @@ import io
 import itertools
 import random
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ def image_modalities(model: MultimodalVAE) -> list[str]:
     return [m.name for m in model.modalities if m.kind == "image" and len(m.shape) == 3 and m.shape[0] in (1, 3)]
 
 
-class _Accumulator:
+class FeatureStatistics:
     """Running sums for a feature mean and covariance in float64, without keeping the features."""
 
     def __init__(self, dims: int):
@@ -49,6 +50,14 @@ class _Accumulator:
     def statistics(self) -> tuple[np.ndarray, np.ndarray]:
         mu = self.s / self.n
         return mu, (self.ss - self.n * np.outer(mu, mu)) / (self.n - 1)
+
+
+def feature_statistics(net: InceptionFeatures, images: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the Inception features of a stream of image batches (the FID feature pass)."""
+    acc = FeatureStatistics(net.dims)
+    for batch in images:
+        acc.add(net(batch))
+    return acc.statistics()
 
 
 @register_metric("fid")
@@ -81,10 +90,7 @@ class FIDMetric:
         if path.is_file():
             with np.load(path) as f:
                 return f["mu"], f["sigma"]
-        acc = _Accumulator(self.dims)
-        for batch in part.batches(self.batch_size):
-            acc.add(net(batch["x"][m]))
-        mu, sigma = acc.statistics()
+        mu, sigma = feature_statistics(net, (batch["x"][m] for batch in part.batches(self.batch_size)))
         buf = io.BytesIO()
         np.savez(buf, mu=mu, sigma=sigma)
         atomic_write_bytes(path, buf.getvalue())
@@ -115,7 +121,7 @@ class FIDMetric:
         bar = tqdm(desc="fid", unit="sample", disable=not ctx.progress, leave=False)
         if self.unconditional:
             for prior, sampler in ctx.priors.items():
-                acc = {m: _Accumulator(self.dims) for m in images}
+                acc = {m: FeatureStatistics(self.dims) for m in images}
                 for s in range(0, self.n_samples, self.batch_size):
                     k = min(self.batch_size, self.n_samples - s)
                     z = None if sampler is None else sampler(k, g)
@@ -134,7 +140,7 @@ class FIDMetric:
                     targets = [m for m in images if m not in given]
                     if not targets:
                         continue
-                    acc = {m: _Accumulator(self.dims) for m in targets}
+                    acc = {m: FeatureStatistics(self.dims) for m in targets}
                     for batch in test.batches(self.batch_size):
                         out = model.cond_generate(batch["x"], given, targets, generator=g)
                         for m in targets:
