@@ -69,6 +69,12 @@ class MoPoE(MultimodalVAE):
     def __init__(self, modalities: Sequence[Modality], config: MoPoEConfig | None = None):
         super().__init__(modalities, config)
         cfg = self.config
+        # categorical decoders output logits per class, the others data-shaped outputs: an override cannot cross
+        categorical = cfg.likelihood == "categorical"
+        clash = [m.name for m in self.modalities if cfg.likelihood and categorical != (m.likelihood == "categorical")]
+        if clash:
+            raise MMBenchError(f"MoPoEConfig.likelihood = {cfg.likelihood!r} cannot replace the likelihood of "
+                               f"modalities {clash} (categorical and other decoders differ); leave it '' for their own")
         self.parts = UnimodalParts(self.modalities, cfg.latent_dim, cfg.likelihood_scale, cfg.likelihood)
         self.family = subsets(self.modality_names)
         self.register_buffer("mask", subset_mask(self.family, self.modality_names).T.contiguous(), persistent=False)

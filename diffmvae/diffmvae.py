@@ -7,8 +7,8 @@ Each modality has exactly one decoder: feed-forward (its likelihood) or a UNet d
 conditioned on z. Encoders, subsets and fusion are MoPoE's (mixture over all subsets of products of
 experts); the encoder learns through the diffusion loss, since z enters the UNet. Diff-MVAE uses the
 VP-SDE with denoising score matching and Euler-Maruyama sampling (1000 steps); Diff-MVAE* uses DDPM
-timesteps with the noise-prediction loss and DDIM sampling (50 steps). Diffusion runs on images scaled
-to [-1, 1]; samples are mapped back to [0, 1].
+timesteps with the noise-prediction loss and DDIM sampling (50 steps). Diffusion runs on images and masks
+scaled to [-1, 1]; samples are mapped back to [0, 1].
 
 The paper's "lambda = 1e-5" (CUB, CelebAMask-HQ) is ``beta`` here: the weight of KL(q(z|x_A) || p(z))
 in eq. 23, with every modality's term averaged over its dimensions (``average_over_dims``), the
@@ -41,13 +41,23 @@ from mmbench.objectives import ESTIMATORS, KL_ESTIMATORS, Likelihood, mixture_el
 from mmbench.registry import register_model
 from mmbench.unimodal import stacked_experts
 
+DIFFUSION_KINDS = ("image", "mask")
+
+
+def diffusable(m: Modality) -> bool:
+    """Whether a diffusion decoder can take modality m: an image or mask (C x H x W, values in [0, 1]; masks in
+    {0, 1} diffuse as images do), not categorical. Text and attributes keep their feed-forward decoders."""
+    return m.kind in DIFFUSION_KINDS and len(m.shape) == 3 and m.likelihood != "categorical"
+
 
 @dataclasses.dataclass(frozen=True)
 class DiffMVAEConfig(TrainConfig):
     """Diff-MVAE (continuous VP-SDE, Euler-Maruyama sampling). Defaults: beta (the paper's lambda) 1e-5
     with dimension-averaged terms, MoPoE's encoders and subsets, latent 512, Adam 5e-4, batch 256.
 
-    diffusion:         modalities with a diffusion decoder; ["*"] = every image modality, [] = none.
+    diffusion:         modalities with a diffusion decoder; ["*"] = every image and mask modality (C x H x W;
+                       masks in {0, 1} diffuse as images in [0, 1] do), [] = none. Text and attributes keep
+                       their feed-forward decoders.
     unet_base, unet_mults: UNet width and per-level multipliers (28x28 preset: 32, (1, 2, 2)).
     sampler_steps:     Euler-Maruyama steps (Diff-MVAE) or DDIM steps (Diff-MVAE*).
     ddim_eta:          DDIM's eta (Diff-MVAE* only).
@@ -133,15 +143,17 @@ class _DiffusionMVAE(MultimodalVAE):
         super().__init__(modalities, config)
         cfg = self.config
         names = self.modality_names
-        wanted = [m.name for m in self.modalities if m.kind == "image"] if list(cfg.diffusion) == ["*"] else list(cfg.diffusion)
+        every = list(cfg.diffusion) == ["*"]
+        wanted = [m.name for m in self.modalities if diffusable(m)] if every else list(cfg.diffusion)
         unknown = [m for m in wanted if m not in names]
         if unknown:
             raise MMBenchError(f"{type(self).__name__}.diffusion names unknown modalities {unknown}; modalities: {names}")
         by_name = {m.name: m for m in self.modalities}
         for m in wanted:
-            if by_name[m].kind != "image" or len(by_name[m].shape) != 3:
+            if not diffusable(by_name[m]):
                 raise MMBenchError(f"modality {m!r} is marked for a diffusion decoder but is a {by_name[m].kind} "
-                                   f"of shape {by_name[m].shape}, not an image; remove it from 'diffusion'")
+                                   f"of shape {by_name[m].shape}, not an image or mask (C x H x W); remove it from "
+                                   f"'diffusion'")
         self.diffusion_names = [m for m in names if m in wanted]
         self.encoders = nn.ModuleDict({m.name: default_encoder(m, cfg.latent_dim) for m in self.modalities})
         self.decoders = nn.ModuleDict({
