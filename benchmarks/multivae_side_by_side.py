@@ -1,0 +1,129 @@
+"""mmbench against MultiVae: training-step time with identical network modules (issue 14's P1 goal: <= 0.8x).
+
+    bash benchmarks/setup_multivae.sh                      # once: the peer's own environment
+    benchmarks/.venv-multivae/bin/python benchmarks/multivae_side_by_side.py [--batch 256] [--modalities 5]
+        [--models mopoe mvtcae mmvaeplus] [--scaling 2 3 4 5 6 7 8 9 10] [--repeats 3] [--limit 60]
+
+Each case builds the mmbench model with its default config (the paper's PolyMNIST preset) and MultiVae's
+model on deep copies of the very same encoder and decoder modules (``multivae_models.build_multivae``: same
+layers, same initial weights), then times optimiser steps on the same PolyMNIST-shaped batch, alternating the
+two in one process after one warm-up step each; the table gives the medians and ours/theirs.
+--scaling repeats MoPoE for each M with both of mmbench's KL estimators (exact, the default, and
+stratified); MultiVae's first step is first tried in a child process, and an M where it does not finish
+within --limit seconds is reported as such (and so is every larger M).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from multivae_models import build_multivae  # noqa: E402
+from subset_scaling import model_step, polymnist_shaped  # noqa: E402
+
+from mmbench.config import build_config  # noqa: E402
+from mmbench.registry import MODELS  # noqa: E402
+
+GOAL = 0.8
+
+
+def pair(model: str, m: int, batch_size: int, overrides: dict | None = None):
+    """(mmbench model, its optimiser), (MultiVae step, its optimiser), the batch."""
+    data = polymnist_shaped(batch_size, m)
+    batch = data.batch(torch.arange(batch_size))
+    cls = MODELS.get(model)
+    torch.manual_seed(0)
+    ours = cls(data.modalities, build_config(cls.Config, {**(overrides or {}), "batch_size": batch_size}))
+    nets = getattr(ours, "parts", ours)
+    encoders = {k: copy.deepcopy(v) for k, v in nets.encoders.items()}
+    decoders = {k: copy.deepcopy(v) for k, v in nets.decoders.items()}
+    theirs, step = build_multivae(model, m, ours.config.latent_dim, encoders, decoders)
+    return ((ours, torch.optim.Adam(ours.parameters(), lr=1e-4)),
+            (step, torch.optim.Adam(theirs.parameters(), lr=1e-4)), batch)
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def side_by_side(model: str, m: int, batch_size: int, repeats: int, overrides: dict | None = None):
+    (ours, opt), (step, their_opt), batch = pair(model, m, batch_size, overrides)
+    run_ours = lambda: model_step(ours, batch, opt)  # noqa: E731
+    run_theirs = lambda: step(batch["x"], their_opt)  # noqa: E731
+    run_ours(), run_theirs()
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(timed(run_ours))
+        b.append(timed(run_theirs))
+    return statistics.median(a), statistics.median(b)
+
+
+def multivae_finishes(m: int, batch_size: int, limit: float) -> bool:
+    """Whether MultiVae's MoPoE takes one step at this M within ``limit`` seconds (in a child process)."""
+    try:
+        subprocess.run([sys.executable, __file__, "--probe", str(m), "--batch", str(batch_size)], check=True,
+                       timeout=limit, capture_output=True)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--modalities", type=int, default=5)
+    p.add_argument("--models", nargs="*", default=["mopoe", "mvtcae", "mmvaeplus"])
+    p.add_argument("--scaling", type=int, nargs="*", default=[2, 3, 4, 5, 6, 7, 8, 9, 10])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--limit", type=float, default=60.0, help="seconds MultiVae's first step may take (scaling)")
+    p.add_argument("--probe", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.probe:
+        (_, _), (step, opt), batch = pair("mopoe", args.probe, args.batch)
+        step(batch["x"], opt)
+        return 0
+    from importlib.metadata import version
+
+    print(f"mmbench vs multivae {version('multivae')}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"B={args.batch}, identical network modules, median of {args.repeats} alternating steps")
+    print("| case | mmbench s/step | MultiVae s/step | ratio | goal | pass |")
+    print("|---|---|---|---|---|---|")
+    for model in args.models:
+        ours, theirs = side_by_side(model, args.modalities, args.batch, args.repeats)
+        r = ours / theirs
+        print(f"| {model}, M={args.modalities} | {ours:.3f} | {theirs:.3f} | {r:.2f}x | <= {GOAL}x | "
+              f"{'pass' if r <= GOAL else 'FAIL'} |", flush=True)
+    if args.scaling:
+        print("\n| M | mmbench exact s | mmbench stratified s | MultiVae s | exact/MultiVae | stratified/MultiVae |")
+        print("|---|---|---|---|---|---|")
+        finishes = True
+        for m in args.scaling:
+            finishes = finishes and multivae_finishes(m, args.batch, args.limit)
+            exact, theirs = side_by_side("mopoe", m, args.batch, args.repeats) if finishes else (None, None)
+            if not finishes:
+                (ours, opt), _, batch = pair("mopoe", m, args.batch)
+                model_step(ours, batch, opt)
+                exact = statistics.median(timed(lambda: model_step(ours, batch, opt)) for _ in range(args.repeats))
+            (strat, opt), _, batch = pair("mopoe", m, args.batch, {"kl_estimator": "stratified"})
+            model_step(strat, batch, opt)
+            stratified = statistics.median(timed(lambda: model_step(strat, batch, opt)) for _ in range(args.repeats))
+            their_cell = f"{theirs:.3f}" if finishes else f"no step within {args.limit:.0f} s"
+            ratios = (f"{exact / theirs:.2f}x | {stratified / theirs:.2f}x" if finishes else "- | -")
+            print(f"| {m} | {exact:.3f} | {stratified:.3f} | {their_cell} | {ratios} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
