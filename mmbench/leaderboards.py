@@ -102,20 +102,27 @@ def family_values(df: pd.DataFrame, family: Family) -> pd.DataFrame:
 
 def differing_fields(settings: list[str], resolved: dict[str, dict]) -> dict[str, dict[str, str]]:
     """{setting: {field: value}} for the spec fields in which the given settings differ (the number of
-    modalities is the M column), resolved config values shown where a spec left the field at its default."""
+    modalities is the M column). A field a spec does not name takes its resolved value (``resolved``: setting ->
+    {field: value}, config fields by name and dataset options as "dataset.<option>"), so a record written
+    before an option existed does not differ from one at the option's default."""
     flats = {s: _flat(s) for s in set(settings)}
     keys = sorted({k for f in flats.values() for k in f} - {"dataset.modalities"})
+
+    def value(s: str, k: str) -> str:
+        raw = flats[s].get(k)
+        if raw is not None:
+            return raw.strip('"')
+        if k in resolved.get(s, {}):
+            v = resolved[s][k]
+            return v if isinstance(v, str) else json.dumps(v)
+        return "default"
+
     out = {s: {} for s in flats}
     for k in keys:
-        if len({flats[s].get(k) for s in flats}) < 2:
-            continue
-        for s in flats:
-            raw = flats[s].get(k)
-            if raw is None:
-                value = resolved.get(s, {}).get(k, "default")
-                out[s][k] = value if isinstance(value, str) else json.dumps(value)
-            else:
-                out[s][k] = raw.strip('"')
+        values = {s: value(s, k) for s in flats}
+        if len(set(values.values())) > 1:
+            for s, v in values.items():
+                out[s][k] = v
     return out
 
 

@@ -68,7 +68,7 @@ def build_report(runs_dir: Path, out: Path, published_path: Path | None = None, 
     out.mkdir(parents=True, exist_ok=True)
     published = read_published(published_path) if published_path else None
     df = records_frame(records)
-    resolved = {spec_setting(r["spec"]): r.get("config", {}) for r in records}
+    resolved = {spec_setting(r["spec"]): resolved_fields(r) for r in records}
     report.tables = leaderboards(df, published, resolved, metric_caveats(records))
     ablation = prior_ablation(df, published) if not df.empty else pd.DataFrame()
     report.failed = [f"{r['run_id']} ({r['spec']['model']}): {r['status']}: {r.get('failure') or 'no reason recorded'}"
@@ -89,6 +89,24 @@ def build_report(runs_dir: Path, out: Path, published_path: Path | None = None, 
 
 
 # -- parts ----------------------------------------------------------------------------------------------
+
+def resolved_fields(record: dict) -> dict:
+    """A record's config as resolved, and its dataset options with the adapter's defaults (``dataset.<name>``)."""
+    import inspect
+
+    from mmbench.registry import DATASETS
+
+    out = dict(record.get("config", {}))
+    try:
+        params = inspect.signature(DATASETS.get(record["spec"]["dataset"]).load).parameters.values()
+    except Exception:  # noqa: BLE001 - an adapter this installation lacks: its options show as written
+        params = []
+    given = record["spec"].get("dataset_options", {})
+    for p in params:
+        if p.name not in ("root", "split") and p.default is not inspect.Parameter.empty:
+            out[f"dataset.{p.name}"] = given.get(p.name, p.default)
+    return out
+
 
 def _absent_seeds(runs_dir: Path, records: list[dict]) -> list[str]:
     """Per sweep and experiment, the seeds the sweep file asked for (or its other experiments have) without a
