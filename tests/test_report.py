@@ -169,3 +169,15 @@ def test_the_html_page_shows_every_image_and_table_in_chromium(tmp_path):
     broken.write_text(re.sub(r'src="data:image/png;base64,[^"]*"', 'src="missing.png"',
                              report.index.read_text(), count=1))
     assert 'data-broken="1">3 of 4 images loaded' in dump_dom(broken, tmp_path / "profile")
+
+
+def test_an_option_added_later_does_not_show_as_a_difference(tmp_path):
+    runs = tmp_path / "runs"
+    old = record("old", metrics=[row("coherence", 1, 0.5)])
+    new = record("new", model="mvtcae", metrics=[row("coherence", 1, 0.6)])
+    new["spec"]["dataset_options"].update(pad_to=0, subset=None)  # written after the options existed
+    new["spec"]["config"]["epochs"] = 30
+    write(runs, old, new)
+    text = build_report(runs, tmp_path / "out", None, samples=[], log=lambda *_: None).readme.read_text()
+    head = table(text, "Coherence (%)")[0]
+    assert "epochs" in head and not any(k.startswith("dataset.") for k in head)
