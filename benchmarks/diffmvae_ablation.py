@@ -28,10 +28,9 @@ from mmbench.sweeps import load_sweep, parse_value
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROWS = [
     "diffmvae_star:embedding:variance", "diffmvae_star:scale_shift:variance",
-    "diffmvae_star:scale_shift+spatial:high_noise:free_bits=0.5", "diffmvae_star:embedding:variance:free_bits=0.5",
-    "mopoe", "diffmvae_star:scale_shift+spatial:variance:free_bits=0.5",
-    "diffmvae:scale_shift+spatial:high_noise:free_bits=0.5", "diffmvae_star:spatial:variance",
-    "diffmvae_star:scale_shift+spatial:high_noise",
+    "diffmvae_star:scale_shift+spatial:high_noise:free_bits=0.5", "mopoe",
+    "diffmvae:scale_shift+spatial:high_noise:free_bits=0.5", "diffmvae_star:embedding:variance:free_bits=0.5",
+    "diffmvae_star:spatial:variance", "diffmvae_star:scale_shift+spatial:high_noise",
 ]
 
 
@@ -72,11 +71,9 @@ def table(sweep, rows: list[str]) -> str:
         if rec is None:
             continue
         s = summary_frame(records_frame([rec])).set_index("n_given")["mean"]
-        usage = "| - | - | - | - "
-        if spec.model != "mopoe":
-            u = latent_usage(sweep.runs_dir / rec["run_id"], n=500)
-            usage = "".join(f"| {u['ratio'][f]:.3f} " for f in (0.3, 0.6, 0.9)) + \
-                f"| {u['spread']:.3f} ({u['posterior_std']:.3f}) "
+        u = latent_usage(sweep.runs_dir / rec["run_id"], n=500)
+        usage = "".join(f"| {u['ratio'][f]:.3f} " if f in u["ratio"] else "| - " for f in (0.3, 0.6, 0.9)) + \
+            f"| {u['spread']:.3f} ({u['posterior_std']:.3f}) "
         cond = spec.config.get("conditioning", "-") if spec.model != "mopoe" else "-"
         weight = spec.config.get("weighting", "-") if spec.model != "mopoe" else "-"
         other = " ".join(f"{k}={v}" for k, v in spec.config.items()

@@ -41,7 +41,7 @@ def latent_usage(run: Path, *, n: int = 200, source: str = "m0", target: str = "
     x0 = x[target] * 2 - 1
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
     ratios = {}
-    for frac in FRACTIONS:
+    for frac in FRACTIONS if target in getattr(model, "diffusion_names", ()) else ():  # feed-forward: spread only
         if model.process == "ddpm":
             t = torch.full((n,), int(frac * model.schedule.timesteps))
             ab = model.schedule.alphas_cumprod[t[0]].float()

@@ -66,7 +66,9 @@ class DiffMVAEConfig(TrainConfig):
                        cost linear in the number of modalities).
     conditioning:      how z enters each UNet (``diffmvae.unet``): "embedding" (added to the time embedding),
                        "scale_shift" (z modulates every block's GroupNorm, as DiffAE), "spatial" (z-derived feature
-                       maps concatenated to x_t, as DiffuseVAE), or parts joined by "+".
+                       maps concatenated to x_t, as DiffuseVAE), or parts joined by "+". The default stays the
+                       authors' "embedding": at the CPU budget of ``benchmarks/diffmvae_ablation.py`` no option
+                       made the UNets use z (README, Benchmarks), so none is better supported.
     weighting:         the time weighting lambda(t) of the denoising loss (``diffusion.noise_weight``):
                        "variance" (std(t)^2, DDPM's simple loss), "likelihood" (g(t)^2, the appendix's bound),
                        "high_noise" (P2: favours large t). Both variants carry eq. 17's 1/2, so one beta means one
