@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p out
 PY=../.venv/bin/python
-$PY subset_scaling.py --model mopoe --modalities 2 5 7 10 --batch 256 --repeats 3 --memory | tee out/perf-scaling-mopoe.md
-$PY subset_scaling.py --model diffmvae_star --modalities 2 5 7 10 --batch 32 --repeats 3 --memory | tee out/perf-scaling-diffmvae-star.md
+$PY subset_scaling.py --model mopoe --modalities 2 5 7 10 --batch 256 --repeats 3 | tee out/perf-scaling-mopoe.md
+$PY subset_scaling.py --model mopoe --modalities 2 5 7 10 --batch 256 --memory-only | tee -a out/perf-scaling-mopoe.md
+$PY subset_scaling.py --model diffmvae_star --modalities 2 5 7 10 --batch 32 --repeats 3 | tee out/perf-scaling-diffmvae-star.md
+$PY subset_scaling.py --model diffmvae_star --modalities 2 5 7 10 --batch 32 --memory-only | tee -a out/perf-scaling-diffmvae-star.md
 if [ -x .venv-multivae/bin/python ]; then
     .venv-multivae/bin/python multivae_side_by_side.py --batch 256 --modalities 5 --repeats 3 --limit 60 | tee out/perf-multivae.md
 fi

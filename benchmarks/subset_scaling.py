@@ -12,7 +12,7 @@ process, and the medians of --repeats are printed as a table:
   stratified:  the model's step with kl_estimator = "stratified" (each row's KL for its own subset).
 Ratios: each against bare at the same M, and each against itself at the smallest M. Goal (issue 14):
 stratified within 1.15x of bare at every M, and at most 5.5x from the smallest M to M = 10. --memory adds
-the peak resident memory (MB) of a fresh process that builds the model and takes two steps of each case.
+the peak resident memory (MB) of a fresh process that builds that case's model alone and takes two steps.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -71,19 +72,34 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - t0
 
 
-def build_cases(name: str, m: int, batch_size: int, overrides: dict):
+def build_cases(name: str, m: int, batch_size: int, overrides: dict, only: str | None = None):
+    """{case: (step function, model, optimiser)} and the batch; ``only`` builds one case (bare shares the
+    stratified model)."""
     data = polymnist_shaped(batch_size, m)
     batch = data.batch(torch.arange(batch_size))
     cls = MODELS.get(name)
     cases = {}
+    wanted = {"exact"} if only == "exact" else {"stratified"} if only else {"exact", "stratified"}
     for case, kl in (("exact", "exact"), ("stratified", "stratified")):
+        if case not in wanted:
+            continue
         torch.manual_seed(0)
         model = cls(data.modalities, build_config(cls.Config, {**overrides, "kl_estimator": kl,
                                                               "batch_size": batch_size}))
         cases[case] = (model_step, model, torch.optim.Adam(model.parameters(), lr=1e-4))
-    strat = cases["stratified"][1]
-    cases["bare"] = (bare_step, strat, torch.optim.Adam(strat.parameters(), lr=1e-4))
+    if "stratified" in cases:
+        strat = cases["stratified"][1]
+        cases["bare"] = (bare_step, strat, torch.optim.Adam(strat.parameters(), lr=1e-4))
     return batch, cases
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries that over from the parent
+    through fork and exec, so a child would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_memory_mb(name: str, case: str, m: int, batch_size: int, sets: list[str]) -> float:
@@ -101,16 +117,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--memory", action="store_true", help="also measure each case's peak memory (subprocesses)")
+    p.add_argument("--memory-only", action="store_true", help="measure peak memory only, no step times")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="config override")
     p.add_argument("--probe", nargs=2, metavar=("CASE", "M"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
     if args.probe:
-        batch, cases = build_cases(args.model, int(args.probe[1]), args.batch, overrides)
+        batch, cases = build_cases(args.model, int(args.probe[1]), args.batch, overrides, only=args.probe[0])
         fn, model, opt = cases[args.probe[0]]
         fn(model, batch, opt)
         fn(model, batch, opt)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(peak_rss_mb())
+        return 0
+    if args.memory_only:
+        print(f"{args.model} {overrides or ''}, B={args.batch}: peak resident MB of a process that builds one case "
+              "and takes two steps")
+        print("| M | bare MB | exact MB | stratified MB |\n|---|---|---|---|")
+        for m in args.modalities:
+            print(f"| {m} |" + "".join(f" {peak_memory_mb(args.model, k, m, args.batch, args.set):.0f} |"
+                                      for k in ("bare", "exact", "stratified")), flush=True)
         return 0
     print(f"{args.model} {overrides or ''}, B={args.batch}, latent 512, {torch.get_num_threads()} threads, median of "
           f"{args.repeats} alternating steps after one warm-up each")
