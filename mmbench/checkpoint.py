@@ -14,10 +14,12 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -69,6 +71,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def require_new_folder(out: Path) -> Path:
+    """``out`` as a Path, refused in one line unless it is absent or an empty folder."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise MMBenchError(f"output folder {out} exists and is not empty; remove it or choose another --out")
+    return out
+
+
+@contextmanager
+def atomic_folder(out: Path, purpose: str) -> Iterator[Path]:
+    """A folder written whole or not at all: the block fills a temporary folder beside ``out`` (named
+    ``.<out>.<purpose>.*``), renamed to ``out`` when the block ends, removed when it raises."""
+    out = require_new_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{purpose}."))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

