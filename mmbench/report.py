@@ -92,19 +92,16 @@ def build_report(runs_dir: Path, out: Path, published_path: Path | None = None, 
 
 def resolved_fields(record: dict) -> dict:
     """A record's config as resolved, and its dataset options with the adapter's defaults (``dataset.<name>``)."""
-    import inspect
-
     from mmbench.registry import DATASETS
+    from mmbench.runspec import with_defaults
 
     out = dict(record.get("config", {}))
-    try:
-        params = inspect.signature(DATASETS.get(record["spec"]["dataset"]).load).parameters.values()
-    except Exception:  # noqa: BLE001 - an adapter this installation lacks: its options show as written
-        params = []
     given = record["spec"].get("dataset_options", {})
-    for p in params:
-        if p.name not in ("root", "split") and p.default is not inspect.Parameter.empty:
-            out[f"dataset.{p.name}"] = given.get(p.name, p.default)
+    try:
+        options = with_defaults(DATASETS.get(record["spec"]["dataset"]).load, given, skip=("split", "root"))
+    except Exception:  # noqa: BLE001 - an adapter this installation lacks: its options show as written
+        options = given
+    out.update({f"dataset.{k}": v for k, v in options.items() if k != "root"})
     return out
 
 

@@ -19,7 +19,7 @@ from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS, METRICS, MODELS
 
 
-def _with_defaults(fn: Callable, given: dict, skip: tuple[str, ...] = ()) -> dict:
+def with_defaults(fn: Callable, given: dict, skip: tuple[str, ...] = ()) -> dict:
     """``given`` keyword arguments of ``fn`` completed with fn's defaults (unknown names kept, for the refusal)."""
     out = dict(given)
     try:
@@ -55,12 +55,12 @@ class RunSpec:
         """The resolved spec that the id hashes (see the module's docstring)."""
         cls = MODELS.get(self.model)
         adapter = DATASETS.get(self.dataset)
-        metric_options = {m: _with_defaults(METRICS.get(m).__init__, self.metric_options.get(m, {}))
+        metric_options = {m: with_defaults(METRICS.get(m).__init__, self.metric_options.get(m, {}))
                           for m in sorted(set(self.metrics))}
         return _canonical({
             "model": self.model,
             "dataset": self.dataset,
-            "dataset_options": _with_defaults(adapter.load, self.dataset_options, skip=("split",)),
+            "dataset_options": with_defaults(adapter.load, self.dataset_options, skip=("split",)),
             "config": config_to_dict(build_config(cls.Config, self.config)),
             "seed": self.seed,
             "metrics": sorted(set(self.metrics)),
