@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmbench.leaderboards import differing_fields
 from mmbench.plots import plt, save_figure
-from mmbench.results import _flat
 
 SCALING_SWEEP = "sweeps/polymnist_scaling.toml"
 CONDITIONAL_SWEEP = "sweeps/polymnist_conditional.toml"
@@ -56,23 +56,22 @@ def _without_modalities(setting: str) -> str:
 
 
 def _line_labels(frame: pd.DataFrame) -> dict[tuple, str]:
-    """A legend label per (model, dataset, release, line setting): the model, plus what tells its lines apart."""
+    """A legend label per (model, dataset, release, line setting): the model, plus the fields that tell its
+    lines apart (``leaderboards.differing_fields``) and the data when its lines read several releases."""
     keys = frame[["model", "dataset", "release", "line"]].drop_duplicates()
     labels = {}
     for model, grp in keys.groupby("model"):
-        flats = {k: {**_flat(k[3]), "release": k[1] + " " + k[2]}
-                 for k in map(tuple, grp[["model", "dataset", "release", "line"]].to_numpy())}
-        fields = sorted({f for v in flats.values() for f in v if len({x.get(f) for x in flats.values()}) > 1})
-        for k, flat in flats.items():
-            extra = " ".join(f"{f}={str(flat.get(f, '-')).strip(chr(34))}" for f in fields)
-            labels[k] = f"{model} {extra}".strip()
+        fields = differing_fields(list(grp.line), {})
+        several = len(grp[["dataset", "release"]].drop_duplicates()) > 1
+        for _, dataset, release, line in grp.itertuples(index=False):
+            extra = [f"{k}={v}" for k, v in fields[line].items()] + ([f"{dataset} ({release})"] if several else [])
+            labels[(model, dataset, release, line)] = " ".join([model, *extra])
     return labels
 
 
-def _band_lines(ax, frame: pd.DataFrame, x: str, scale: float) -> int:
-    """One line per experiment (mean over seeds) with a band of ± std; returns the number of lines drawn."""
+def _band_lines(ax, frame: pd.DataFrame, x: str, scale: float) -> None:
+    """One line per experiment (mean over seeds) with a band of ± std."""
     labels = _line_labels(frame)
-    drawn = 0
     for i, (key, g) in enumerate(frame.groupby(["model", "dataset", "release", "line"], sort=True)):
         stats = g.groupby(x)["value"].agg(["mean", "std", "count"]).reset_index().sort_values(x)
         if len(stats) < 2:
@@ -82,9 +81,7 @@ def _band_lines(ax, frame: pd.DataFrame, x: str, scale: float) -> int:
         seeds = int(g.seed.nunique())
         ax.plot(stats[x], mean, marker="o", color=color, label=f"{labels[key]} ({seeds} seed{'s' * (seeds > 1)})")
         ax.fill_between(stats[x], mean - std, mean + std, color=color, alpha=0.2, lw=0)
-        drawn += 1
     ax.xaxis.get_major_locator().set_params(integer=True)
-    return drawn
 
 
 def _finished(df: pd.DataFrame) -> pd.DataFrame:
@@ -100,12 +97,11 @@ def figure_7a(df: pd.DataFrame, out_dir: Path) -> list[Figure | Missing]:
     panels = [("fid", "unconditional FID", 1.0), ("coherence", "unconditional coherence (%)", 100.0)]
     per_run = {m: d[d.metric == m].groupby(["run_id", "model", "dataset", "release", "line", "seed", "n_modalities"],
                                             dropna=False)["value"].mean().reset_index() for m, _, _ in panels}
-    have = [(m, label, s) for m, label, s in panels
-            if per_run[m].groupby(["model", "line"]).n_modalities.nunique().ge(2).any()]
+    have = [p for p in panels if per_run[p[0]].groupby(["model", "line"]).n_modalities.nunique().ge(2).any()]
     title = "Figure 7a: unconditional generation against the number of modalities trained on"
     out: list[Figure | Missing] = []
     for m, label, _ in panels:
-        if (m, label, _) not in have:
+        if m not in {p[0] for p in have}:
             hint = f"; then {FID_HINT}" if m == "fid" else ""
             out.append(Missing(f"figure7a-{m}", f"{title}: {label}",
                                f"runs of one experiment at 2 or more numbers of modalities with {m} rows: "

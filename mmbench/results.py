@@ -127,18 +127,6 @@ def _flat(setting: str) -> dict:
     return out
 
 
-def setting_labels(settings: list[str]) -> dict[str, str]:
-    """For the settings of one model on one dataset, a label naming the fields where they differ ("" when
-    there is one setting), e.g. "epochs=27 latent_dim=64"."""
-    unique = sorted(set(settings))
-    if len(unique) < 2:
-        return {u: "" for u in unique}
-    flats = {u: _flat(u) for u in unique}
-    keys = sorted({k for f in flats.values() for k in f})
-    differing = [k for k in keys if len({f.get(k) for f in flats.values()}) > 1]
-    return {u: " ".join(f"{k}={flats[u].get(k, '-')}" for k in differing) for u in unique}
-
-
 def read_published(path: Path) -> pd.DataFrame:
     """Paper numbers: model, dataset, metric, n_given, value, source, and (optional, filled when absent)
     release ("published"), n_modalities (empty: any) and prior ("", or the older "metric@prior:NAME" form)."""
