@@ -18,6 +18,7 @@ from mmbench.nets import POLYMNIST_SHAPE, default_decoder, default_encoder
 from mmbench.nets.resnet_polymnist import ResNetPolyMNISTDecoder, ResNetPolyMNISTEncoder
 from mmbench.objectives import Likelihood, importance_objective
 from mmbench.registry import register_model
+from mmbench.unimodal import decoded_log_prob, decoded_mean
 
 ESTIMATORS = ("elbo", "dreg")
 NETWORKS = ("resnet", "conv")
@@ -156,7 +157,7 @@ class MMVAEPlus(MultimodalVAE):
         return Gaussian(mean, torch.log((second - mean**2).clamp_min(1e-12)))
 
     def _decode_with(self, z: Tensor, targets: Sequence[str], w: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return {m: self.likelihoods[m].mean(self.decoders[m](torch.cat([w[m], z], -1))) for m in targets}
+        return {m: decoded_mean(self.decoders[m], self.likelihoods[m], torch.cat([w[m], z], -1)) for m in targets}
 
     def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *, generator=None) -> dict[str, Tensor]:
         """Decoder means with each private latent at its prior's location (0); ``generate`` samples it."""
@@ -218,9 +219,9 @@ class MMVAEPlus(MultimodalVAE):
             rec = 0.0
             for d in names:
                 w_d = w if d == r else self.aux_prior(d).rsample(w.shape[:-1])
-                out = self.decoders[d](torch.cat([w_d, z], -1).flatten(0, 1))
                 target = x[d].unsqueeze(0).expand(k, *x[d].shape).flatten(0, 1)
-                rec = rec + self.likelihoods[d].log_prob(target, out).view(k, -1)
+                zw = torch.cat([w_d, z], -1).flatten(0, 1)
+                rec = rec + decoded_log_prob(self.decoders[d], self.likelihoods[d], target, zw).view(k, -1)
             log_mix = torch.logsumexp(torch.stack([score_qz[m].log_prob(z) for m in names]), 0) - math.log(big_m)
             lw = rec + cfg.beta * (pz.log_prob(z) + pw.log_prob(w) - log_mix - score_qw[r].log_prob(w))
             total = total + importance_objective(lw, cfg.estimator, (z, w))

@@ -39,7 +39,7 @@ from mmbench.modality import Modality
 from mmbench.nets import default_decoder, default_encoder
 from mmbench.objectives import ESTIMATORS, KL_ESTIMATORS, Likelihood, mixture_elbo, stratified_mixture_elbo
 from mmbench.registry import register_model
-from mmbench.unimodal import stacked_experts
+from mmbench.unimodal import decoded_log_prob, decoded_mean, stacked_experts
 
 DIFFUSION_KINDS = ("image", "mask")
 
@@ -208,7 +208,7 @@ class _DiffusionMVAE(MultimodalVAE):
             if m in self.diffusion_names:
                 term = -self.diffusion_loss(m, target, z)
             else:
-                term = self.likelihoods[m].log_prob(target, self.decoders[m](z))
+                term = decoded_log_prob(self.decoders[m], self.likelihoods[m], target, z)
             out[m] = term / math.prod(target.shape[1:]) if self.config.average_over_dims else term
         return out
 
@@ -232,7 +232,7 @@ class _DiffusionMVAE(MultimodalVAE):
         out = {}
         for m in targets:
             if m not in self.diffusion_names:
-                out[m] = self.likelihoods[m].mean(self.decoders[m](z))
+                out[m] = decoded_mean(self.decoders[m], self.likelihoods[m], z)
                 continue
             shape = (z.shape[0], *next(mm.shape for mm in self.modalities if mm.name == m))
             noise = torch.randn(shape, generator=generator).to(z.device)

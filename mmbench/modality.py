@@ -19,6 +19,8 @@ class Modality:
     kind:       one of ``image | text | attributes | mask``.
     likelihood: default feed-forward likelihood for this modality (see ``mmbench.objectives``).
     classes:    number of categories of a categorical modality (a caption's vocabulary size), else 0.
+    pretrained: a local folder of pretrained networks for this modality, "" for the shared ones (a text
+                modality: a BERT/GPT-2 text VAE, ``mmbench.textvae``).
     """
 
     name: str
@@ -26,6 +28,7 @@ class Modality:
     kind: str = "image"
     likelihood: str = "laplace"
     classes: int = 0
+    pretrained: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -38,12 +41,17 @@ class Modality:
         if self.likelihood == "categorical" and self.classes < 2:
             raise MMBenchError(f"modality {self.name!r}: a categorical modality needs classes >= 2 (its vocabulary "
                                f"size), got {self.classes}")
+        if self.pretrained and self.kind != "text":
+            raise MMBenchError(f"modality {self.name!r}: pretrained networks are for text modalities (a text VAE), "
+                               f"not {self.kind}")
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "shape": list(self.shape), "kind": self.kind, "likelihood": self.likelihood}
-        return {**d, "classes": self.classes} if self.classes else d
+        if self.classes:
+            d["classes"] = self.classes
+        return {**d, "pretrained": self.pretrained} if self.pretrained else d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Modality":
         return cls(d["name"], tuple(d["shape"]), d.get("kind", "image"), d.get("likelihood", "laplace"),
-                   int(d.get("classes", 0)))
+                   int(d.get("classes", 0)), str(d.get("pretrained", "")))

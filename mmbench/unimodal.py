@@ -46,6 +46,21 @@ def stacked_experts(encoders: Mapping[str, nn.Module], x: Mapping[str, Tensor], 
     return Gaussian(torch.stack([o.mu for o in outs]), torch.stack([o.logvar for o in outs]))
 
 
+def decoded_log_prob(decoder: nn.Module, likelihood: Likelihood, x: Tensor, z: Tensor) -> Tensor:
+    """log p(x|z) per row (N,). A teacher-forced decoder (autoregressive: the pretrained text VAE's GPT-2) reads
+    x as it scores it; every other decoder maps z to the likelihood's parameters."""
+    if getattr(decoder, "teacher_forced", False):
+        return decoder.log_prob(x, z)
+    return likelihood.log_prob(x, decoder(z))
+
+
+def decoded_mean(decoder: nn.Module, likelihood: Likelihood, z: Tensor) -> Tensor:
+    """The decoder's output in data space: the likelihood's mean, or a teacher-forced decoder's greedy sample."""
+    if getattr(decoder, "teacher_forced", False):
+        return decoder.generate(z)
+    return likelihood.mean(decoder(z))
+
+
 class UnimodalParts(nn.Module):
     """One encoder and one feed-forward decoder per modality, with each modality's likelihood."""
 
@@ -65,8 +80,8 @@ class UnimodalParts(nn.Module):
         return {m: self.decoders[m](z) for m in names}
 
     def decode_mean(self, z: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
-        return {m: self.likelihoods[m].mean(out) for m, out in self.decode_raw(z, names).items()}
+        return {m: decoded_mean(self.decoders[m], self.likelihoods[m], z) for m in names}
 
     def log_likelihoods(self, x: Mapping[str, Tensor], z: Tensor, rows: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
         """log p(x_m[rows] | z) per modality, each (N,)."""
-        return {m: self.likelihoods[m].log_prob(x[m][rows], out) for m, out in self.decode_raw(z, names).items()}
+        return {m: decoded_log_prob(self.decoders[m], self.likelihoods[m], x[m][rows], z) for m in names}

@@ -10,6 +10,7 @@ from mmbench.registry import DATASETS, MODELS
 from test_celebamaskhq import make_release
 from test_cub import make_cub
 from test_nets import PER_MODEL, TINY
+from text_vae_fixture import make_text_vae
 
 
 @pytest.fixture(scope="module")
@@ -22,18 +23,22 @@ def adapters(tmp_path_factory):
     poly = build_polymnist(root / "polymnist", 3, per_class=5, progress=False)
     translated = build_polymnist(root / "translated", 2, variant="translated", per_class=5, progress=False)
     celeba = prepare_celebamaskhq(make_release(root / "celeba-raw"), root / "celeba", 64, progress=False)
+    cub = make_cub(root / "cub")
+    text_vae = make_text_vae(root / "text-vae", (cub / "text_trainvalclasses.txt").read_text().splitlines())
     return {
         "polymnist": DATASETS.get("polymnist").load(poly, "train"),
         "polymnist padded to 32": DATASETS.get("polymnist").load(poly, "train", subset=["m0", "m2"], pad_to=32),
         "polymnist translated": DATASETS.get("polymnist").load(translated, "train"),
-        "cub": DATASETS.get("cub").load(make_cub(root / "cub"), "train"),
+        "cub": DATASETS.get("cub").load(cub, "train"),
+        "cub with a text VAE": DATASETS.get("cub").load(cub, "train", text_vae=str(text_vae)),
         "celebamaskhq": DATASETS.get("celebamaskhq").load(celeba, "train"),
         "synthetic": DATASETS.get("synthetic").load(None, "train", views=["image", "mask", "attributes", "text"],
                                                     n=8, size=16),
     }
 
 
-ADAPTERS = ["polymnist", "polymnist padded to 32", "polymnist translated", "cub", "celebamaskhq", "synthetic"]
+ADAPTERS = ["polymnist", "polymnist padded to 32", "polymnist translated", "cub", "cub with a text VAE",
+            "celebamaskhq", "synthetic"]
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)

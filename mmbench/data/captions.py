@@ -24,6 +24,7 @@ from torch import Tensor
 
 from mmbench.data.base import MultimodalDataset
 from mmbench.errors import MMBenchError
+from mmbench.textvae import decoder_ids_to_text, tokenizers
 
 SPECIALS = ("<exc>", "<pad>", "<eos>")
 EXC, PAD, EOS = 0, 1, 2
@@ -125,3 +126,27 @@ class CaptionDataset(MultimodalDataset):
                     words.append(self.vocabulary[t] if 0 <= t < len(self.vocabulary) else SPECIALS[EXC])
             texts.append(" ".join(words))
         return texts
+
+
+@dataclass
+class PretrainedCaptionDataset(CaptionDataset):
+    """Captions as token pairs (N, 2, L) of a pretrained text VAE's tokenizers (``mmbench.textvae``): row 0 for
+    its encoder, row 1 for its decoder. Text comes back through the decoder's tokenizer."""
+
+    text_vae: str = ""
+
+    def caption_lengths(self, modality: str | None = None) -> Tensor:
+        """Decoder tokens per caption up to and including the first end-of-sequence (N,)."""
+        ids = self.x[self._text(modality)][:, 1]
+        ended = ids == tokenizers(self.text_vae).decoder_eos
+        return ((ended.cumsum(-1) - ended.long()) == 0).sum(-1)
+
+    def decode_text(self, modality: str | Tensor, tokens: Tensor | None = None) -> list[str]:
+        """Captions as text from token pairs (B, 2, L), decoder ids (B, L) or scores over the decoder's vocabulary
+        (B, L, V); each stops at the first end-of-sequence."""
+        if tokens is None:
+            modality, tokens = None, modality
+        self._text(modality)
+        if tokens.is_floating_point():
+            tokens = tokens.argmax(-1)
+        return decoder_ids_to_text(tokens if tokens.ndim > 1 else tokens.unsqueeze(0), self.text_vae)

@@ -12,8 +12,10 @@ and a sweep can vary ``caption`` to use the others. Labels y are the bird classe
 folder names of both splits together (0..199 for the published folders).
 
 The vocabulary (``mmbench.data.captions``) is built from the train captions and cached in
-``{root}/cub_vocab.json`` when the folder is writable. The paper's pretrained text VAE (BERT encoder, GPT-2
-decoder) is not part of this adapter: captions are token ids for the sentence networks.
+``{root}/cub_vocab.json`` when the folder is writable; captions are token ids for the sentence networks.
+With ``text_vae = FOLDER`` (the paper's setting: a pretrained BERT encoder and GPT-2 decoder, Li et al. 2020)
+captions are instead token pairs (2, 32) of that folder's two tokenizers (``mmbench.textvae``), and every model
+gets the pretrained networks for them.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmbench.data.captions import MAX_LEN, CaptionDataset, cached_vocabulary, encode
+from mmbench.data.captions import MAX_LEN, CaptionDataset, PretrainedCaptionDataset, cached_vocabulary, encode
 from mmbench.data.imagefiles import is_image, read_image, resized
 from mmbench.errors import MMBenchError
 from mmbench.modality import Modality
 from mmbench.registry import register_dataset
+from mmbench.textvae import check_folder, encode_pairs, tokenizers
 
 SPLITS = ("train", "test")
 CAPTION_FILES = {"train": "text_trainvalclasses.txt", "test": "text_testclasses.txt"}
@@ -45,10 +48,12 @@ class CUB:
     SPLITS = SPLITS
 
     @staticmethod
-    def check_options(root: str | Path, caption: int = 0) -> None:
+    def check_options(root: str | Path, caption: int = 0, text_vae: str = "") -> None:
         """What ``load`` would refuse, found without decoding images: both splits' folders and caption files,
-        10 captions per image, and ``caption`` within 0..9."""
+        10 captions per image, ``caption`` within 0..9, and the text VAE folder's files."""
         _check_caption(caption)
+        if text_vae:
+            check_folder(text_vae)
         for split in SPLITS:
             images = _image_files(Path(root), split)
             _check_count(Path(root) / CAPTION_FILES[split], _read_captions(Path(root), split)[1], images)
@@ -66,8 +71,9 @@ class CUB:
         return "published" if counts == PUBLISHED else f"{counts[0]:,}/{counts[1]:,} images"
 
     @staticmethod
-    def load(root: str | Path, split: str = "train", caption: int = 0) -> CaptionDataset:
-        """A split: image (3, 64, 64) in [0, 1] and caption (32,) token ids, one row per image."""
+    def load(root: str | Path, split: str = "train", caption: int = 0, text_vae: str = "") -> CaptionDataset:
+        """A split: image (3, 64, 64) in [0, 1] and caption (32,) token ids, one row per image; with ``text_vae``
+        (a local folder, ``mmbench.textvae``) caption token pairs (2, 32) of its encoder's and decoder's tokenizers."""
         root = Path(root)
         if split not in SPLITS:
             raise MMBenchError(f"CUB split must be one of {SPLITS}, got {split!r}")
@@ -75,17 +81,26 @@ class CUB:
         files = _image_files(root, split)
         text, lines = _read_captions(root, split)
         _check_count(root / CAPTION_FILES[split], lines, files)
-        train_text, train_lines = (text, lines) if split == "train" else _read_captions(root, "train")
-        words = cached_vocabulary(train_text, train_lines, root / VOCAB_CACHE)
-        tokens = encode(lines[caption::PER_IMAGE], words)
+        if text_vae:
+            text_vae = str(check_folder(text_vae).resolve())
+            tokens = encode_pairs(lines[caption::PER_IMAGE], text_vae, MAX_LEN)
+        else:
+            train_text, train_lines = (text, lines) if split == "train" else _read_captions(root, "train")
+            words = cached_vocabulary(train_text, train_lines, root / VOCAB_CACHE)
+            tokens = encode(lines[caption::PER_IMAGE], words)
         pixels = np.empty((len(files), SIZE, SIZE, 3), dtype=np.uint8)
         for i, path in enumerate(files):
             pixels[i] = resized(read_image(path), SIZE)
         image = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
         classes = {c: i for i, c in enumerate(sorted({p.parent.name for s in SPLITS for p in _image_files(root, s)}))}
         y = torch.tensor([classes[p.parent.name] for p in files], dtype=torch.long)
-        mods = [Modality("image", (3, SIZE, SIZE), "image", "laplace"),
-                Modality("caption", (MAX_LEN,), "text", "categorical", classes=len(words))]
+        image_modality = Modality("image", (3, SIZE, SIZE), "image", "laplace")
+        if text_vae:
+            caption_modality = Modality("caption", (2, MAX_LEN), "text", "categorical",
+                                        classes=tokenizers(text_vae).decoder_vocabulary, pretrained=text_vae)
+            return PretrainedCaptionDataset([image_modality, caption_modality], {"image": image, "caption": tokens},
+                                            y, name="cub", text_vae=text_vae)
+        mods = [image_modality, Modality("caption", (MAX_LEN,), "text", "categorical", classes=len(words))]
         return CaptionDataset(mods, {"image": image, "caption": tokens}, y, name="cub", vocabulary=tuple(words))
 
 

@@ -1,5 +1,6 @@
 """Shared encoders and decoders, chosen per modality by kind and shape (``networks_for``).
 
+    text with a pretrained text VAE (pairs 2 x L)        BERT encoder, GPT-2 decoder      nets.pretrained_text
     captions (text, categorical, L tokens, L % 8 == 0)   MMVAE's CUB sentence CNN         nets.text
     other categorical modalities                         one-hot MLP, logits per entry    nets.mlp
     masks C x S x S, S = 4 * 2^k                         strided-conv nets, Bernoulli     nets.masks
@@ -9,7 +10,8 @@
     anything else (attributes, vectors, other sizes)     MLP                              nets.mlp
 
 Every encoder returns a ``Gaussian`` (fp32 heads, clamped log-variance); every decoder returns its likelihood's
-parameters (location, Bernoulli logits, or categorical logits over the last dimension).
+parameters (location, Bernoulli logits, or categorical logits over the last dimension), except a teacher-forced
+one (autoregressive: the pretrained GPT-2), which scores x itself (``unimodal.decoded_log_prob``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ class Networks(NamedTuple):
 def networks_for(modality: Modality) -> Networks:
     """The shared networks for a modality, by kind and shape (module docstring); the MLP when none fits."""
     shape, k = modality.shape, modality.classes
+    if modality.pretrained:  # Modality allows it for text only
+        from mmbench.nets.pretrained_text import PretrainedTextDecoder, PretrainedTextEncoder
+
+        return Networks("pretrained text VAE", lambda d: PretrainedTextEncoder(modality.pretrained, d),
+                        lambda d: PretrainedTextDecoder(modality.pretrained, d, shape[-1]))
     if modality.likelihood == "categorical":
         if modality.kind == "text" and len(shape) == 1 and sentence_length_fits(shape[0]):
             return Networks("sentence CNN", lambda d: SentenceCNNEncoder(k, d, shape[0]),
