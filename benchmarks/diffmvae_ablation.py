@@ -20,7 +20,9 @@ import sys
 from pathlib import Path
 
 from latent_usage_probe import latent_usage
+from mmbench.config import build_config, config_to_dict
 from mmbench.data.polymnist_build import build_polymnist
+from mmbench.registry import MODELS
 from mmbench.results import read_records, records_frame, summary_frame
 from mmbench.submission import submit
 from mmbench.sweeps import load_sweep, parse_value
@@ -49,11 +51,15 @@ def row_spec(sweep, row: str):
 
 def finished_record(records: list[dict], spec) -> dict | None:
     """The finished record of this row: same model, config, given dataset options and seed (not the run id, which
-    changes when a newer mmbench adds an option to the dataset or model)."""
+    changes when a newer mmbench adds an option to the dataset or model; a field a record lacks counts as that
+    field's default)."""
     config = spec.normalized()["config"]
+    defaults = config_to_dict(build_config(MODELS.get(spec.model).Config, {}))
     for r in records:
         s = r["spec"]
-        if (r.get("status") == "finished" and s["model"] == spec.model and s["config"] == config
+        recorded = {**defaults, **s["config"]}
+        if (r.get("status") == "finished" and s["model"] == spec.model
+                and all(recorded.get(k) == v for k, v in config.items())
                 and s["seed"] == spec.seed and s.get("dataset_options", {}).get("modalities") ==
                 spec.dataset_options.get("modalities")):
             return r

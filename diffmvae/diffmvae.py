@@ -75,6 +75,11 @@ class DiffMVAEConfig(TrainConfig):
                        KL weight for both.
     free_bits:         KL floor in nats per latent dimension (0: off); keeps z informative while the UNets learn
                        to read it.
+    logvar_offset:     added to every unimodal expert's log-variance (0: off). -6 starts each q(z|x_m) at about std
+                       0.05, a nearly deterministic encoder as DiffAE's, so z carries the input from the first step
+                       instead of being drowned in unit noise while the UNets learn to read it; with free bits above
+                       that start's KL (about 2.5 nats per dimension) nothing pulls the variance back up. The
+                       encoder's head can learn the offset away; the objective (eq. 23) is unchanged.
     pad_to:            pad images to this size inside the UNet (32: PolyMNIST's 28x28 to 32x32, levels 32/16/8,
                        as the authors' code); outputs are cropped back, so samples and metrics stay 28x28.
     warmup_epochs:     KL annealing from 0 to beta over this many epochs (0: none, the paper's setting). On
@@ -103,6 +108,7 @@ class DiffMVAEConfig(TrainConfig):
     conditioning: str = "embedding"
     weighting: str = "variance"
     free_bits: float = 0.0
+    logvar_offset: float = 0.0
     pad_to: int = 0
 
     def __post_init__(self) -> None:
@@ -110,6 +116,7 @@ class DiffMVAEConfig(TrainConfig):
         conditioning_parts(self.conditioning, field=f"{type(self).__name__}.conditioning")
         check_choice(self, "weighting", WEIGHTINGS)
         check_range(self, "free_bits", lo=0.0)
+        check_range(self, "logvar_offset", lo=-20.0, hi=20.0)
         check_range(self, "pad_to", lo=0)
         check_range(self, "sampler_steps", lo=1)
         check_range(self, "warmup_epochs", lo=0.0)
@@ -174,7 +181,9 @@ class _DiffusionMVAE(MultimodalVAE):
 
     # -- encoding -----------------------------------------------------------------------------------
     def experts(self, x: Mapping[str, Tensor], names: Sequence[str]) -> Gaussian:
-        return stacked_experts(self.encoders, x, names)
+        experts = stacked_experts(self.encoders, x, names)
+        offset = self.config.logvar_offset
+        return Gaussian(experts.mu, experts.logvar + offset) if offset else experts
 
     def encode(self, x: Mapping[str, Tensor], subset: Sequence[str] | None = None) -> Gaussian:
         subset = self.validate_subset(subset or self.modality_names)

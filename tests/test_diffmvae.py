@@ -98,6 +98,7 @@ def test_sampler_steps_below_one_are_refused():
     ("conditioning", "film", "DiffMVAEStarConfig.conditioning = 'film': use one of embedding, scale_shift, spatial"),
     ("weighting", "snr", "DiffMVAEStarConfig.weighting = 'snr'; allowed: 'variance', 'likelihood', 'high_noise'"),
     ("free_bits", -0.1, "free_bits = -0.1 is out of range"),
+    ("logvar_offset", -25.0, "logvar_offset = -25.0 is out of range; allowed: \\[-20.0, 20.0\\]"),
 ])
 def test_bad_diffusion_settings_are_one_line(field, value, message):
     with pytest.raises(MMBenchError, match=message):
@@ -127,3 +128,16 @@ def test_free_bits_floor_each_dimension_of_the_kl():
     assert mu.grad[0, 0] == 0 and mu.grad[0, 1] == 3.0  # below the floor: no pull towards the prior
     model, batch = build("diffmvae_star", free_bits=100.0)
     assert model.loss(batch).terms["kl"] == pytest.approx(100.0 * 6, rel=1e-6)  # every dimension at the floor
+
+
+def test_logvar_offset_shifts_every_expert_and_keeps_gradients():
+    plain, batch = build("diffmvae_star")
+    shifted, _ = build("diffmvae_star", logvar_offset=-6.0)
+    shifted.load_state_dict(plain.state_dict())
+    x, names = batch["x"], plain.modality_names
+    a, b = plain.experts(x, names), shifted.experts(x, names)
+    assert torch.equal(a.mu, b.mu) and torch.allclose(b.logvar, a.logvar - 6.0)
+    q = shifted.encode(x, ["m0"])  # the posterior of one expert and the prior expert narrows with it
+    assert q.std.max() < plain.encode(x, ["m0"]).std.min()
+    shifted.loss(batch).loss.backward()
+    assert shifted.encoders["m0"].logvar.weight.grad.abs().sum() > 0
