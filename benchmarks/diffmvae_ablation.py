@@ -29,10 +29,10 @@ from mmbench.sweeps import load_sweep, parse_value
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROWS = [
-    "diffmvae_star:embedding:variance", "diffmvae_star:scale_shift:variance",
-    "diffmvae_star:scale_shift+spatial:high_noise:free_bits=0.5", "mopoe",
-    "diffmvae:scale_shift+spatial:high_noise:free_bits=0.5", "diffmvae_star:embedding:variance:free_bits=0.5",
-    "diffmvae_star:spatial:variance", "diffmvae_star:scale_shift+spatial:high_noise",
+    "diffmvae_star:embedding:variance", "diffmvae_star:scale_shift:variance", "diffmvae_star:spatial:variance",
+    "diffmvae_star:scale_shift+spatial:high_noise:free_bits=0.5", "diffmvae_star:spatial:high_noise",
+    "diffmvae_star:spatial:high_noise:free_bits=3.0", "diffmvae_star:spatial:high_noise:free_bits=3.0:logvar_offset=-6.0",
+    "mopoe", "diffmvae:scale_shift+spatial:high_noise:free_bits=0.5", "diffmvae:spatial:high_noise:free_bits=3.0",
 ]
 
 
