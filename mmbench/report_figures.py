@@ -100,12 +100,11 @@ def figure_7a(df: pd.DataFrame, out_dir: Path) -> list[Figure | Missing]:
     have = [p for p in panels if per_run[p[0]].groupby(["model", "line"]).n_modalities.nunique().ge(2).any()]
     title = "Figure 7a: unconditional generation against the number of modalities trained on"
     out: list[Figure | Missing] = []
-    for m, label, _ in panels:
-        if m not in {p[0] for p in have}:
-            hint = f"; then {FID_HINT}" if m == "fid" else ""
-            out.append(Missing(f"figure7a-{m}", f"{title}: {label}",
-                               f"runs of one experiment at 2 or more numbers of modalities with {m} rows: "
-                               f"{SCALING_SWEEP}{hint}"))
+    for m, label, _ in (p for p in panels if p not in have):
+        hint = f"; then {FID_HINT}" if m == "fid" else ""
+        out.append(Missing(f"figure7a-{m}", f"{title}: {label}",
+                           f"runs of one experiment at 2 or more numbers of modalities with {m} rows: "
+                           f"{SCALING_SWEEP}{hint}"))
     if not have:
         return out
     fig, axes = plt.subplots(1, len(have), figsize=(5.2 * len(have), 4), squeeze=False)

@@ -102,13 +102,19 @@ def encode_pairs(captions: Sequence[str], folder: str | Path, max_len: int) -> T
     to max_len; the decoder's first max_len - 1 ids, end-of-sequence, then padding."""
     tok = tokenizers(str(folder))
     out = torch.empty(len(captions), 2, max_len, dtype=torch.long)
-    enc = tok.encoder(list(captions), max_length=max_len, truncation=True, padding="max_length")["input_ids"]
-    out[:, 0] = torch.tensor(enc, dtype=torch.long).reshape(len(captions), max_len)
+    out[:, 0] = text_to_encoder_ids(captions, folder, max_len)
     out[:, 1] = tok.decoder_pad
     for row, ids in enumerate(tok.decoder(list(captions), add_special_tokens=False)["input_ids"]):
         ids = [*ids[:max_len - 1], tok.decoder_eos]
         out[row, 1, :len(ids)] = torch.tensor(ids, dtype=torch.long)
     return out
+
+
+def through_first_eos(ids: Tensor, eos: int) -> Tensor:
+    """Mask (same shape as ``ids``, last dimension the tokens) of every token before the first ``eos`` and that
+    eos itself: the tokens a caption is scored on."""
+    ended = ids == eos
+    return (ended.cumsum(-1) - ended.long()) == 0
 
 
 def decoder_ids_to_text(tokens: Tensor, folder: str | Path) -> list[str]:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from mmbench.data.base import MultimodalDataset
 from mmbench.errors import MMBenchError
-from mmbench.textvae import decoder_ids_to_text, tokenizers
+from mmbench.textvae import decoder_ids_to_text, through_first_eos, tokenizers
 
 SPECIALS = ("<exc>", "<pad>", "<eos>")
 EXC, PAD, EOS = 0, 1, 2
@@ -104,20 +104,23 @@ class CaptionDataset(MultimodalDataset):
         """Tokens per caption including <eos> (N,), as MMVAE's ``length``."""
         return (self.x[self._text(modality)] != PAD).sum(-1)
 
-    def decode_text(self, modality: str | Tensor, tokens: Tensor | None = None) -> list[str]:
-        """Captions as text: ``decode_text(name, tokens)`` or ``decode_text(tokens)`` for the only text modality.
-        ``tokens`` are ids (B, L) or scores over the vocabulary (B, L, V), decoded by argmax; each caption stops
-        at <eos> and skips <pad>."""
+    def _token_ids(self, modality: str | Tensor, tokens: Tensor | None) -> Tensor:
+        """``decode_text``'s arguments as integer ids on the CPU with a batch dimension: ``(name, tokens)`` or
+        ``(tokens)`` for the only text modality; scores over the vocabulary are decoded by argmax."""
         if tokens is None:
             modality, tokens = None, modality
         self._text(modality)
         tokens = tokens.detach().cpu()
         if tokens.is_floating_point():
             tokens = tokens.argmax(-1)
-        if tokens.ndim == 1:
-            tokens = tokens.unsqueeze(0)
+        return tokens.unsqueeze(0) if tokens.ndim == 1 else tokens
+
+    def decode_text(self, modality: str | Tensor, tokens: Tensor | None = None) -> list[str]:
+        """Captions as text: ``decode_text(name, tokens)`` or ``decode_text(tokens)`` for the only text modality.
+        ``tokens`` are ids (B, L) or scores over the vocabulary (B, L, V), decoded by argmax; each caption stops
+        at <eos> and skips <pad>."""
         texts = []
-        for row in tokens.tolist():
+        for row in self._token_ids(modality, tokens).tolist():
             words = []
             for t in row:
                 if t == EOS:
@@ -138,15 +141,9 @@ class PretrainedCaptionDataset(CaptionDataset):
     def caption_lengths(self, modality: str | None = None) -> Tensor:
         """Decoder tokens per caption up to and including the first end-of-sequence (N,)."""
         ids = self.x[self._text(modality)][:, 1]
-        ended = ids == tokenizers(self.text_vae).decoder_eos
-        return ((ended.cumsum(-1) - ended.long()) == 0).sum(-1)
+        return through_first_eos(ids, tokenizers(self.text_vae).decoder_eos).sum(-1)
 
     def decode_text(self, modality: str | Tensor, tokens: Tensor | None = None) -> list[str]:
         """Captions as text from token pairs (B, 2, L), decoder ids (B, L) or scores over the decoder's vocabulary
         (B, L, V); each stops at the first end-of-sequence."""
-        if tokens is None:
-            modality, tokens = None, modality
-        self._text(modality)
-        if tokens.is_floating_point():
-            tokens = tokens.argmax(-1)
-        return decoder_ids_to_text(tokens if tokens.ndim > 1 else tokens.unsqueeze(0), self.text_vae)
+        return decoder_ids_to_text(self._token_ids(modality, tokens), self.text_vae)

@@ -27,7 +27,8 @@ from torch.nn import functional as F
 from mmbench.errors import MMBenchError
 from mmbench.fusion import LOGVAR_LIMIT, Gaussian, full_precision
 from mmbench.textvae import (
-    WEIGHT_FILES, check_folder, decoder_ids_to_text, text_to_encoder_ids, tokenizers, transformers_module,
+    WEIGHT_FILES, check_folder, decoder_ids_to_text, text_to_encoder_ids, through_first_eos, tokenizers,
+    transformers_module,
 )
 
 
@@ -39,15 +40,17 @@ def _load(auto, sub: Path):
         raise MMBenchError(f"text VAE model in {sub} does not load ({type(exc).__name__}: {first})") from None
 
 
-def _saved_tensor(sub: Path, key: str) -> Tensor | None:
-    """One tensor of the part's weights file by its key (Optimus's latent heads), or None."""
+def _saved_tensors(sub: Path, *keys: str) -> list[Tensor | None]:
+    """Tensors of the part's weights file by key (Optimus's latent heads), None for a key it lacks; the file is
+    read once."""
     path = next(sub / w for w in WEIGHT_FILES if (sub / w).is_file())
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            return f.get_tensor(key) if key in f.keys() else None
-    return torch.load(path, map_location="cpu", weights_only=True).get(key)
+            return [f.get_tensor(k) if k in f.keys() else None for k in keys]
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return [state.get(k) for k in keys]
 
 
 def _copy_if_sized(param: Tensor, saved: Tensor | None) -> bool:
@@ -66,9 +69,10 @@ class PretrainedTextEncoder(nn.Module):
         sub = check_folder(folder) / "encoder"
         self.body = _load(transformers_module().AutoModel, sub)
         self.head = nn.Linear(self.body.config.hidden_size, 2 * latent_dim)
-        self.loaded_head = _copy_if_sized(self.head.weight, _saved_tensor(sub, "linear.weight"))
+        weight, bias = _saved_tensors(sub, "linear.weight", "linear.bias")
+        self.loaded_head = _copy_if_sized(self.head.weight, weight)
         if self.loaded_head:
-            _copy_if_sized(self.head.bias, _saved_tensor(sub, "linear.bias"))
+            _copy_if_sized(self.head.bias, bias)
         self.pad = tokenizers(str(folder)).encoder_pad
 
     def forward(self, x: Tensor) -> Gaussian:
@@ -92,7 +96,8 @@ class PretrainedTextDecoder(nn.Module):
         self.body = _load(transformers_module().AutoModelForCausalLM, sub)
         hidden = self.body.config.hidden_size
         self.inject = nn.Linear(latent_dim, hidden, bias=False)
-        self.loaded_injection = _copy_if_sized(self.inject.weight, _saved_tensor(sub, "transformer.linear_emb.weight"))
+        (injection,) = _saved_tensors(sub, "transformer.linear_emb.weight")
+        self.loaded_injection = _copy_if_sized(self.inject.weight, injection)
         self.prefix = nn.Linear(latent_dim, hidden)
         self.length = length
         tok = tokenizers(self.folder)
@@ -109,9 +114,7 @@ class PretrainedTextDecoder(nn.Module):
         target = x[:, 1].long()
         logp = F.log_softmax(full_precision(self.logits(z, target[:, :-1])), -1)
         per_token = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        ended = target == self.eos
-        keep = (ended.cumsum(-1) - ended.long()) == 0  # every token before the first eos, and that eos
-        return (per_token * keep).sum(-1)
+        return (per_token * through_first_eos(target, self.eos)).sum(-1)
 
     @torch.no_grad()
     def generate(self, z: Tensor) -> Tensor:
