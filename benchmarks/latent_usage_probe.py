@@ -25,6 +25,12 @@ from mmbench.runspec import RunSpec
 FRACTIONS = (0.3, 0.6, 0.9)
 
 
+def z_usage_ratio(net, xt: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, z: torch.Tensor) -> float:
+    """The UNet's noise error with z shuffled across rows (a fixed permutation) over its error with the true z."""
+    shuffled = z[torch.randperm(len(z), generator=torch.Generator().manual_seed(1))]
+    return (((net(xt, t, shuffled) - noise) ** 2).mean() / ((net(xt, t, z) - noise) ** 2).mean()).item()
+
+
 @torch.no_grad()
 def latent_usage(run: Path, *, n: int = 200, source: str = "m0", target: str = "m1") -> dict:
     """{"epoch", "steps", "spread", "posterior_std", "ratio": {0.3: r, 0.6: r, 0.9: r}} for a run or checkpoint."""
@@ -37,7 +43,6 @@ def latent_usage(run: Path, *, n: int = 200, source: str = "m0", target: str = "
     n = len(test)
     q = model.encode(x, [source])
     z = q.mu
-    shuffled = z[torch.randperm(n, generator=torch.Generator().manual_seed(1))]
     x0 = x[target] * 2 - 1
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
     ratios = {}
@@ -50,10 +55,7 @@ def latent_usage(run: Path, *, n: int = 200, source: str = "m0", target: str = "
             t = torch.full((n,), frac)
             mean, std = (v.float() for v in model.sde.marginal(t[:1]))
         xt = mean * x0 + std * noise
-        net = model.decoders[target]
-        true = ((net(xt, t, z) - noise) ** 2).mean()
-        other = ((net(xt, t, shuffled) - noise) ** 2).mean()
-        ratios[frac] = (other / true).item()
+        ratios[frac] = z_usage_ratio(model.decoders[target], xt, t, noise, z)
     return {"epoch": state["epoch"], "steps": state["steps"], "spread": q.mu.std(0).mean().item(),
             "posterior_std": q.std.mean().item(), "ratio": ratios}
 

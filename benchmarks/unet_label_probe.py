@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from latent_usage_probe import z_usage_ratio
 from diffmvae.diffusion import WEIGHTINGS, DDPMSchedule, ddpm_loss, sample_ddim
 from diffmvae.unet import UNet, UNetConfig, conditioning_parts
 from mmbench.data.polymnist import PolyMNIST
@@ -47,14 +48,10 @@ def usage_ratio(net: UNet, schedule: DDPMSchedule, x0: torch.Tensor, z: torch.Te
     """Noise error with z shuffled over rows / with the true z, at each of TIMES (fixed noise and shuffle)."""
     net.eval()
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
-    shuffled = z[torch.randperm(len(z), generator=torch.Generator().manual_seed(1))]
     out = {}
     for step in TIMES:
         t = torch.full((len(x0),), step)
-        xt = schedule.q_sample(x0, t, noise)
-        true = ((net(xt, t, z) - noise) ** 2).mean()
-        other = ((net(xt, t, shuffled) - noise) ** 2).mean()
-        out[step] = (other / true).item()
+        out[step] = z_usage_ratio(net, schedule.q_sample(x0, t, noise), t, noise, z)
     net.train()
     return out
 
