@@ -17,6 +17,7 @@ from mmbench.modality import Modality
 from mmbench.nets import POLYMNIST_SHAPE, default_decoder, default_encoder
 from mmbench.nets.resnet_polymnist import ResNetPolyMNISTDecoder, ResNetPolyMNISTEncoder
 from mmbench.objectives import Likelihood, importance_objective
+from mmbench.optim import adam
 from mmbench.registry import register_model
 from mmbench.unimodal import decoded_log_prob, decoded_mean
 
@@ -125,7 +126,7 @@ class MMVAEPlus(MultimodalVAE):
         return default_decoder(m, dim)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr, amsgrad=True)
+        return adam(self.parameters(), self.config.lr, amsgrad=True)
 
     # -- distributions ------------------------------------------------------------------------------
     def posteriors(self, x: Mapping[str, Tensor], names: Sequence[str]) -> tuple[dict, dict]:

@@ -14,3 +14,4 @@ if [ -x .venv-multivae/bin/python ]; then
 fi
 $PY eval_overhead.py --modalities 5 --tuples 500 --fid-images 200 --repeats 3 | tee out/perf-eval.md
 $PY sampler_overhead.py --batch 64 --repeats 2 | tee out/perf-samplers.md
+$PY memory_format.py --repeats 7 | tee out/perf-memory-format.md

@@ -29,7 +29,9 @@ import torch
 
 from mmbench.config import build_config
 from mmbench.data.base import MultimodalDataset
+from mmbench.memory_format import apply_memory_format, resolve_memory_format, to_memory_format
 from mmbench.modality import Modality
+from mmbench.optim import adam
 from mmbench.registry import MODELS
 from mmbench.sweeps import parse_value
 
@@ -72,9 +74,17 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - t0
 
 
+def as_trained(model, batch):
+    """The model and batch in the layout mmbench's trainer uses on the CPU (``memory_format = "auto"``) and the
+    trainer's Adam (``mmbench.optim.adam``) at lr 1e-4."""
+    layout = resolve_memory_format("auto", torch.device("cpu"))
+    apply_memory_format(model, layout)
+    return adam(model.parameters(), 1e-4), to_memory_format(batch, layout)
+
+
 def build_cases(name: str, m: int, batch_size: int, overrides: dict, only: str | None = None):
-    """{case: (step function, model, optimiser)} and the batch; ``only`` builds one case (bare shares the
-    stratified model)."""
+    """{case: (step function, model, optimiser)} and the batch, as the trainer runs them (``as_trained``);
+    ``only`` builds one case (bare shares the stratified model)."""
     data = polymnist_shaped(batch_size, m)
     batch = data.batch(torch.arange(batch_size))
     cls = MODELS.get(name)
@@ -86,11 +96,12 @@ def build_cases(name: str, m: int, batch_size: int, overrides: dict, only: str |
         torch.manual_seed(0)
         model = cls(data.modalities, build_config(cls.Config, {**overrides, "kl_estimator": kl,
                                                               "batch_size": batch_size}))
-        cases[case] = (model_step, model, torch.optim.Adam(model.parameters(), lr=1e-4))
+        opt, trained_batch = as_trained(model, batch)
+        cases[case] = (model_step, model, opt)
     if "stratified" in cases:
         strat = cases["stratified"][1]
-        cases["bare"] = (bare_step, strat, torch.optim.Adam(strat.parameters(), lr=1e-4))
-    return batch, cases
+        cases["bare"] = (bare_step, strat, cases["stratified"][2])
+    return trained_batch, cases
 
 
 def peak_rss_mb() -> float:

@@ -14,7 +14,8 @@ DEFAULT_PUBLISHED = REPO / "results" / "published.csv"
 
 def run_flags(args: argparse.Namespace) -> dict:
     """The RunOptions given on the command line (None where a flag was left out)."""
-    return {"device": args.device, "nproc": args.nproc, "checkpoint_every": args.checkpoint_every}
+    return {"device": args.device, "nproc": args.nproc, "checkpoint_every": args.checkpoint_every,
+            "memory_format": args.memory_format}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -233,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="data-parallel processes on this node, one per GPU (DDP; gloo on the CPU); default 1")
         sp.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                         help="optimiser steps between checkpoints (default 500; one is always written at the end)")
+        sp.add_argument("--memory-format", choices=["auto", "channels_last", "contiguous"], default=None,
+                        help="layout of convolution kernels and image batches (auto: channels-last on the CPU, "
+                             "where it is faster; same values either way); default auto")
 
     sp = sub.add_parser("list", help="list registered models, datasets, metrics or priors")
     sp.add_argument("what", choices=["models", "datasets", "metrics", "priors"])

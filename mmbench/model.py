@@ -28,6 +28,7 @@ from mmbench.errors import MMBenchError
 from mmbench.fusion import Gaussian
 from mmbench.modality import Modality
 from mmbench.objectives import annealed_beta
+from mmbench.optim import adam
 
 Batch = Mapping[str, object]  # {"x": {modality: Tensor (B, ...)}, "y": Tensor (B,)}
 
@@ -87,7 +88,7 @@ class MultimodalVAE(nn.Module, abc.ABC):
         return self.prior(n).rsample(generator=generator)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
+        return adam(self.parameters(), self.config.lr)
 
     def begin_step(self, step: int, steps_per_epoch: int) -> None:
         """Called by the trainer before each training step's ``loss`` (step counts from 0, also across a

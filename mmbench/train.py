@@ -24,6 +24,7 @@ from mmbench.data.base import MultimodalDataset
 from mmbench.device import autocast, synchronize
 from mmbench.distributed import DistEnv, all_gather_objects, all_reduce_sum, shard
 from mmbench.errors import MMBenchError
+from mmbench.memory_format import apply_memory_format, resolve_memory_format, to_memory_format
 from mmbench.model import MultimodalVAE
 from mmbench.runoptions import RunOptions
 from mmbench.trainlog import TrainLog
@@ -88,7 +89,8 @@ def train(model: MultimodalVAE, data: MultimodalDataset, *, seed: int = 0, check
     """Train ``model`` on ``data`` for config.epochs (stopping early at config.max_steps if set).
 
     ``device`` is where the model, the optimiser state and the batches live (``data`` already placed there,
-    or with its ``batch_device`` set). In a data-parallel run (``env`` with world_size > 1 and the process
+    or with its ``batch_device`` set); the model's kernels and every batch's images are put in the layout of
+    options.memory_format (``mmbench.memory_format``). In a data-parallel run (``env`` with world_size > 1 and the process
     group joined) each rank takes its slice of every global batch of config.batch_size rows. With
     ``checkpoint`` the state is saved every options.checkpoint_every steps and at the end (rank 0; the
     previous checkpoint kept) and a run finds and resumes from it; the log goes beside it. ``started`` is
@@ -104,6 +106,8 @@ def train(model: MultimodalVAE, data: MultimodalDataset, *, seed: int = 0, check
         raise MMBenchError(f"batch_size {cfg.batch_size} is smaller than the {env.world_size} processes of the run; "
                            "each process needs one row of every batch at least")
     model.to(device)
+    layout = resolve_memory_format(options.memory_format, device)
+    apply_memory_format(model, layout)
     generator = torch.Generator().manual_seed(seed)  # the data order: the same on every rank
     torch.manual_seed(seed + env.rank)  # the model's own noise: one stream per rank
     optimizer = model.make_optimizer()
@@ -182,7 +186,7 @@ def train(model: MultimodalVAE, data: MultimodalDataset, *, seed: int = 0, check
                 position = i + 1
                 if env.distributed and len(rows) < env.world_size:
                     continue  # a last batch too small to give every rank a row is dropped on every rank
-                batch = data.batch(mine)
+                batch = to_memory_format(data.batch(mine), layout)
                 model.begin_step(steps, per_epoch)
                 with autocast(device, cfg.precision):
                     out = net(batch)
