@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from mmbench.errors import MMBenchError
+from mmbench.objectives import sum_per_example
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 
@@ -29,10 +30,6 @@ def _check_steps(steps: int, limit: int | None = None) -> None:
     if not isinstance(steps, int) or steps < 1 or (limit is not None and steps > limit):
         bound = f" and at most {limit}" if limit is not None else ""
         raise MMBenchError(f"sampler steps must be an integer >= 1{bound}, got {steps!r}")
-
-
-def _per_example(x: Tensor) -> Tensor:
-    return x.reshape(x.shape[0], -1).sum(-1)
 
 
 def _expand(v: Tensor, like: Tensor) -> Tensor:
@@ -80,7 +77,7 @@ def ddpm_loss(eps_model: Denoiser, x0: Tensor, schedule: DDPMSchedule, *, weight
     ab = schedule.alphas_cumprod.to(x0.device)[t].to(x0.dtype)
     g2 = schedule.timesteps * schedule.betas.to(x0.device)[t].to(x0.dtype)
     w = noise_weight(weighting, (1 - ab).sqrt(), g2)
-    return 0.5 * w * _per_example((noise - eps_model(schedule.q_sample(x0, t, noise), t)) ** 2)
+    return 0.5 * w * sum_per_example((noise - eps_model(schedule.q_sample(x0, t, noise), t)) ** 2)
 
 
 @torch.no_grad()
@@ -219,7 +216,7 @@ def dsm_loss(score_model: Denoiser, x0: Tensor, sde: VPSDE, *, weighting: str = 
     lam = noise_weight(weighting, std, sde.beta(t)) * std**2
     xt = _expand(mean, x0) * x0 + _expand(std, x0) * noise
     err = score_model(xt, t) + noise / _expand(std, x0)
-    return 0.5 * lam * _per_example(err**2)
+    return 0.5 * lam * sum_per_example(err**2)
 
 
 @torch.no_grad()
