@@ -128,17 +128,18 @@ def test_a_job_requeued_mid_training_resumes_to_the_result_of_an_uninterrupted_r
 
 
 def test_a_job_that_hits_its_time_limit_is_requeued_and_finishes(cluster, polymnist_pt, tmp_path):
-    # USR2 comes 80 s before the 2-minute limit: 40 s into each attempt, before 1,000 steps are done
+    # USR2 comes 80 s before the 2-minute limit: 40 s into each attempt, before 1,000 steps are done. An attempt
+    # trains for 15-30 s after start-up, 150-800 steps depending on the machine, so up to 20 timeouts are allowed
     sweep = write_sweep(tmp_path / "timeout.toml", polymnist_pt, steps=1000, every=50,
-                        executor="signal_delay_s = 80\nmax_num_timeout = 5\n")
+                        executor="signal_delay_s = 80\nmax_num_timeout = 20\n")
     text = sweep.read_text().replace("timeout_min = 10", "timeout_min = 2")
     sweep.write_text(text)
     assert main(["sweep", "submit", str(sweep), "--runs", str(tmp_path / "runs"), "--no-progress"]) == 0
-    cluster.wait_empty(600)
+    cluster.wait_empty(900)
     (run,) = run_dirs(tmp_path / "runs")
     rec = read_record(run / "record.json")
     assert rec["status"] == "finished" and rec["train"]["steps"] == 1000
-    assert rec["job"]["restarts"] >= 1 and rec["job"]["max_num_timeout"] == 5
+    assert rec["job"]["restarts"] >= 1 and rec["job"]["max_num_timeout"] == 20
     assert len(executions(run)) == rec["job"]["restarts"] + 1
 
 
