@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -101,15 +101,20 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``fn`` applied to every tensor in nested dicts, lists and tuples (other values returned as they are)."""
+    if torch.is_tensor(obj):
+        return fn(obj)
+    if isinstance(obj, Mapping):
+        return {k: map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_tensors(v, fn) for v in obj)
+    return obj
+
+
 def to_device(obj: Any, device: torch.device, *, non_blocking: bool = False) -> Any:
     """Tensors in nested dicts, lists and tuples moved to ``device`` (others returned as they are)."""
-    if torch.is_tensor(obj):
-        return obj.to(device, non_blocking=non_blocking)
-    if isinstance(obj, Mapping):
-        return {k: to_device(v, device, non_blocking=non_blocking) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(v, device, non_blocking=non_blocking) for v in obj)
-    return obj
+    return map_tensors(obj, lambda t: t.to(device, non_blocking=non_blocking))
 
 
 def synchronize(device: torch.device) -> None:
