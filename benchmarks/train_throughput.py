@@ -25,7 +25,7 @@ from mmbench.device import cuda_count
 from mmbench.modality import Modality
 from mmbench.registry import MODELS
 from mmbench.runoptions import RunOptions
-from mmbench.sweeps import apply_overrides
+from mmbench.overrides import apply_to_table, parse_overrides
 from mmbench.train import train
 
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="config override for every model")
     args = p.parse_args(argv)
-    overrides = apply_overrides({}, args.set or [])
+    overrides = apply_to_table({}, parse_overrides(args.set or []), "config")
     data = polymnist_shaped(args.batch * 4, args.modalities)
     print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {cuda_count()} GPU(s)"
           + (f" ({torch.cuda.get_device_name(0)})" if cuda_count() else "") + f", {torch.get_num_threads()} CPU threads; "

@@ -41,9 +41,10 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     from mmbench.data.check import check_dataset
-    from mmbench.sweeps import apply_overrides
+    from mmbench.overrides import apply_to_table, parse_overrides
 
-    print("\n".join(check_dataset(args.dataset, args.dir, apply_overrides({}, args.set or [])).lines()))
+    options = apply_to_table({}, parse_overrides(args.set or [], "dataset.modalities=2"), "dataset")
+    print("\n".join(check_dataset(args.dataset, args.dir, options).lines()))
     return 0
 
 
@@ -57,16 +58,11 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from mmbench.run import execute
-    from mmbench.runspec import RunSpec
-    from mmbench.sweeps import apply_overrides, run_options_from
+    from mmbench.sweeps import train_sweep
 
-    config = apply_overrides({}, args.set or [])
-    ds_opts = {"root": str(Path(args.data_root).resolve())}
-    if args.modalities:
-        ds_opts["modalities"] = args.modalities
-    spec = RunSpec(args.model, args.dataset, ds_opts, config, args.seed, tuple(args.metrics), {}, "train")
-    options = run_options_from({}, "mmbench train", run_flags(args))
-    record = execute(spec, Path(args.runs), options=options, progress=not args.no_progress)
+    sweep = train_sweep(args.model, args.dataset, args.data_root, args.modalities, args.seed, args.metrics,
+                        args.set or [], run_flags(args))
+    record = execute(sweep.specs[0], Path(args.runs), options=sweep.options, progress=not args.no_progress)
     if record is None:  # a rank other than 0 of a data-parallel run (torchrun): rank 0 reports
         return 0
     print(f"run {record['run_id']} {record['status']}: {Path(args.runs) / record['run_id']}")
@@ -86,7 +82,7 @@ def cmd_sweep_plan(args: argparse.Namespace) -> int:
     sweep = _load_sweep(args, with_run_flags=True)
     states = run_states(sweep)
     _print_header(sweep)
-    _print_states(states, show_action=True)
+    _print_states(states, show_action=True, from_cli=sweep.from_cli if args.set else None)
     todo = sum(s.to_submit for s in states)
     print(f"{todo} run(s) would be submitted" + (" as one job array" if todo > 1 and sweep.executor.name == "slurm" else ""))
     return 0
@@ -95,12 +91,18 @@ def cmd_sweep_plan(args: argparse.Namespace) -> int:
 def _print_header(sweep) -> None:
     print(f"sweep {sweep.name}: {len(sweep.specs)} runs, executor {sweep.executor.name}, device {sweep.options.device}, "
           f"records in {sweep.runs_dir}")
+    if sweep.cli_settings:
+        print("from --set: " + " ".join(f"{k}={v}" for k, v in sweep.cli_settings.items()))
 
 
-def _print_states(states, *, show_action: bool) -> None:
+def _print_states(states, *, show_action: bool, from_cli: dict | None = None) -> None:
+    from_cli = from_cli or {}
     rows = [(s.spec.run_id, s.spec.model, _grid_point(s.spec), s.state + (f" ({s.detail})" if s.detail else ""),
-             s.job_id or "-", s.job_state or "-", s.action if show_action else "") for s in states]
-    heads = ("run", "model", "config", "state", "job", "scheduler", "action" if show_action else "")
+             s.job_id or "-", s.job_state or "-", s.action if show_action else "",
+             " ".join(f"{k}={v}" for k, v in from_cli.get(s.spec.run_id, {}).items()) if from_cli else "")
+            for s in states]
+    heads = ("run", "model", "config", "state", "job", "scheduler", "action" if show_action else "",
+             "from --set" if from_cli else "")
     widths = [max(len(str(r[i])) for r in [heads, *rows]) for i in range(len(heads))]
     for r in [heads, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
@@ -172,12 +174,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from mmbench.evalrun import evaluate_run
+    from mmbench.overrides import metric_options, parse_overrides
 
-    from mmbench.sweeps import apply_overrides
-
+    options = metric_options(parse_overrides((args.set or []) + (args.option or []), "evaluate.fid.dims=768"))
     rows = evaluate_run(Path(args.run), args.metrics, n_samples=args.n_samples, priors=args.prior or [],
                         fid_weights=args.fid_weights, device=args.device, unconditional_only=args.unconditional_only,
-                        options=apply_overrides({}, args.option or []), progress=not args.no_progress)
+                        options=options, progress=not args.no_progress)
     summary = [r for r in rows if (r.target == "*" and r.given in ("*", "")) or r.metric == "classifier_accuracy"]
     for r in summary:
         where = "unconditional" if r.n_given == 0 else f"{r.n_given} given"
@@ -188,10 +190,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_prior_fit(args: argparse.Namespace) -> int:
+    from mmbench.overrides import apply_to_table, parse_overrides
     from mmbench.priorfit import fit_prior
-    from mmbench.sweeps import apply_overrides
 
-    rows = fit_prior(Path(args.run), args.kind, apply_overrides({}, args.set or []), device=args.device,
+    config = apply_to_table({}, parse_overrides(args.set or [], "prior.steps=4000"), "prior")
+    rows = fit_prior(Path(args.run), args.kind, config, device=args.device,
                      progress=not args.no_progress)
     width = max(len(r.metric) for r in rows)
     for r in rows:
@@ -259,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = dsub.add_parser("check", help="load every split of a dataset: counts, shapes, dtypes, label ranges, or the first problem")
     c.add_argument("dataset", help="registered dataset name (mmbench list datasets)")
     c.add_argument("dir", nargs="?", default=None, help="dataset folder (leave out for data generated in code: synthetic)")
-    c.add_argument("--set", action="append", metavar="OPTION=VALUE", help="adapter option, e.g. --set subset='[\"m0\"]'")
+    c.add_argument("--set", action="append", metavar="OPTION=VALUE",
+                   help="adapter option (dataset.OPTION or OPTION), e.g. --set dataset.subset='[\"m0\"]'")
     c.set_defaults(func=cmd_data_check)
     pr = dsub.add_parser("prepare", help="decode and resize a downloaded dataset once into tensors (CelebAMask-HQ)")
     pr.add_argument("dataset", choices=["celebamaskhq"])
@@ -272,9 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="train and evaluate one model (one run, recorded like a sweep's)")
     sp.add_argument("--model", required=True, help="registered model name (mmbench list models)")
     sp.add_argument("--dataset", default="polymnist", help="registered dataset name (default polymnist)")
-    sp.add_argument("--data-root", required=True, help="dataset folder")
+    sp.add_argument("--data-root", default=None, help="dataset folder (same as --set dataset.root=DIR)")
     sp.add_argument("--modalities", type=int, default=0, help="use only the first k modalities (default all)")
-    sp.add_argument("--set", action="append", metavar="FIELD=VALUE", help="config override, e.g. --set beta=1.0")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="config.FIELD (or FIELD), dataset.OPTION, evaluate.METRIC.OPTION or run.OPTION, "
+                         "e.g. --set config.beta=1.0 --set dataset.pad_to=32")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--metrics", nargs="*", default=["coherence"], help="metrics to evaluate (default coherence)")
     sp.add_argument("--runs", default="results/runs", help="runs folder (default results/runs)")
@@ -291,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--executor", choices=["inline", "local", "slurm"], default=None,
                            help="where runs execute (default: the file's [executor] name)")
         s.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a sweep-file value, e.g. dataset.root=DIR")
+                       help="override a sweep-file value; it wins over the file's [grid] and [config.MODEL] too, "
+                            "e.g. --set dataset.root=DIR --set config.epochs=5 --set 'grid.beta=[0.5,1]'")
         s.add_argument("--runs", default=None, help="runs folder (default: the file's runs_dir or results/runs)")
 
     s = ssub.add_parser("plan", help="show each run, its id, its state and what submit would do, submitting nothing")
@@ -336,8 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fid-weights", default=None, metavar="PATH",
                     help="pt_inception-2015-12-05-6726825d.pth (default: $MMBENCH_FID_WEIGHTS, then the torch hub cache)")
     sp.add_argument("--unconditional-only", action="store_true", help="skip conditional generation")
+    sp.add_argument("--set", action="append", metavar="evaluate.METRIC.KEY=VALUE",
+                    help="a metric option for this evaluation, e.g. --set evaluate.fid.dims=768")
     sp.add_argument("--option", action="append", metavar="METRIC.KEY=VALUE",
-                    help="a metric option for this evaluation, e.g. --option fid.dims=768 --option fid.max_subsets=2")
+                    help="the same as --set evaluate.METRIC.KEY=VALUE, e.g. --option fid.max_subsets=2")
     device_flag(sp, "auto")
     progress_flag(sp)
     sp.set_defaults(func=cmd_eval)
@@ -347,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     pf = psub.add_parser("fit", help="fit a prior (default: Diff-MVAE's score prior) on a run and compare it with N(0, I)")
     pf.add_argument("run", help="a run folder (runs/<run_id>) holding checkpoint.pt and spec.json")
     pf.add_argument("--kind", default="score", help="registered prior (default score)")
-    pf.add_argument("--set", action="append", metavar="FIELD=VALUE", help="prior config override, e.g. --set steps=4000")
+    pf.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                    help="prior config override (prior.FIELD or FIELD), e.g. --set prior.steps=4000")
     device_flag(pf, "auto")
     progress_flag(pf)
     pf.set_defaults(func=cmd_prior_fit)

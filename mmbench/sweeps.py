@@ -14,7 +14,8 @@
                                  timeout_min, account, qos, constraint, array_parallelism, setup,
                                  additional, max_num_timeout, nodes, signal_delay_s): mmbench.executors
 
-Relative paths (dataset.root, sweep.runs_dir) are taken from the current folder.
+Relative paths (dataset.root, sweep.runs_dir) are taken from the current folder. Command-line ``--set`` values
+win over every table of the file where they apply (``mmbench.overrides``).
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ else:  # pragma: no cover
 
 from mmbench.errors import MMBenchError
 from mmbench.executors import ExecutorSpec, check_resources, executor_from_table
+from mmbench.overrides import apply_to_sweep, did_you_mean, parse_overrides, parse_value  # noqa: F401 (parse_value: API)
 from mmbench.runoptions import RunOptions
 from mmbench.runspec import RunSpec
 
-TABLES = {"sweep", "dataset", "config", "grid", "evaluate", "run", "executor"}
+TABLES = {"sweep", "dataset", "config", "grid", "evaluate", "run", "executor"}  # as mmbench.overrides.TABLES
 SWEEP_KEYS = {"name", "models", "seeds", "runs_dir"}
 
 
@@ -50,6 +52,8 @@ class Sweep:
     runs_dir: Path
     options: RunOptions = field(default_factory=RunOptions)
     source: str = ""  # the sweep file as submitted (its path and --set overrides in a header), kept by submit
+    from_cli: dict = field(default_factory=dict)  # run id -> the run's values that came from --set
+    cli_settings: dict = field(default_factory=dict)  # 'table.key' -> value set by --set outside config/dataset/grid
 
     def save_source(self, folder: Path) -> None:
         """Keep the sweep file beside the sweep's jobs (``RUNS/.sweeps/<name>/sweep.toml``) for the report."""
@@ -60,28 +64,9 @@ class Sweep:
             atomic_write_bytes(folder / "sweep.toml", self.source.encode())
 
 
-def parse_value(text: str) -> Any:
-    """A --set value as TOML (numbers, booleans, lists, quoted strings), else the bare string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def apply_overrides(doc: dict, overrides: list[str]) -> dict:
-    """Apply ``table.key=value`` overrides (``--set dataset.root=DIR``) to a parsed sweep file."""
-    for item in overrides:
-        if "=" not in item:
-            raise MMBenchError(f"--set {item!r}: expected KEY=VALUE, e.g. dataset.root=data/polymnist")
-        key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = doc
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise MMBenchError(f"--set {item!r}: {p!r} is not a table")
-        node[parts[-1]] = parse_value(value.strip())
-    return doc
+    """``table.key=value`` overrides applied to a sweep document with the command line winning (``mmbench.overrides``)."""
+    return apply_to_sweep(doc, parse_overrides(overrides)).doc
 
 
 def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | None = None,
@@ -95,17 +80,30 @@ def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | N
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MMBenchError(f"sweep file {path} is not valid TOML: {exc}") from None
-    doc = apply_overrides(doc, overrides or [])
     header = [f"# sweep file {path.resolve()}"] + [f"# --set {o}" for o in overrides or []]
-    where = f"sweep file {path}"
+    return sweep_from_doc(doc, f"sweep file {path}", overrides, executor, runs_dir, run_options,
+                          default_name=path.stem, source="\n".join(header) + "\n" + text)
 
+
+def sweep_from_doc(doc: dict, where: str, overrides: list[str] | None = None, executor: str | None = None,
+                   runs_dir: Path | None = None, run_options: dict | None = None, *, default_name: str = "sweep",
+                   source: str = "") -> Sweep:
+    """A validated Sweep from a parsed sweep document and the command line's ``--set`` items and flags."""
     unknown = sorted(set(doc) - TABLES)
     if unknown:
-        raise MMBenchError(f"{where}: unknown table(s) {unknown}; allowed: {sorted(TABLES)}")
+        raise MMBenchError(f"{where}: unknown table(s) {unknown}; allowed: {sorted(TABLES)}"
+                           + did_you_mean(unknown[0], TABLES))
+    for name in TABLES & set(doc):
+        if not isinstance(doc[name], dict):
+            raise MMBenchError(f"{where}: {name} = {doc[name]!r} must be a table [{name}]")
+    cli = apply_to_sweep(doc, parse_overrides(overrides or []))
+    doc = cli.doc
+    _check_flags_against_set(cli, run_options, executor)
     sweep = _table(doc, "sweep", where)
     bad = sorted(set(sweep) - SWEEP_KEYS)
     if bad:
-        raise MMBenchError(f"{where}: [sweep] has unknown key(s) {bad}; allowed: {sorted(SWEEP_KEYS)}")
+        raise MMBenchError(f"{where}: [sweep] has unknown key(s) {bad}; allowed: {sorted(SWEEP_KEYS)}"
+                           + did_you_mean(bad[0], SWEEP_KEYS))
     models = sweep.get("models")
     if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
         raise MMBenchError(f"{where}: [sweep] models must be a non-empty list of model names")
@@ -122,7 +120,8 @@ def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | N
     per_model = {m: config.pop(m) for m in list(config) if isinstance(config[m], dict)}
     stray = sorted(set(per_model) - set(models))
     if stray:
-        raise MMBenchError(f"{where}: [config.{stray[0]}] names a model the sweep does not run; models: {models}")
+        raise MMBenchError(f"{where}: [config.{stray[0]}] names a model the sweep does not run; models: {models}"
+                           + did_you_mean(stray[0], models))
 
     grid = doc.get("grid", {})
     for k, v in grid.items():
@@ -142,8 +141,8 @@ def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | N
     options = run_options_from(dict(doc.get("run", {})), where, run_options)
     check_resources(executor_spec, options, where)
 
-    name = sweep.get("name", path.stem)
-    specs = []
+    name = sweep.get("name", default_name)
+    specs, from_cli = [], {}
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)):
         point = dict(zip(keys, values))
@@ -159,15 +158,57 @@ def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | N
         for model in models:
             for seed in seeds:
                 cfg = {**config, **cfg_point, **per_model.get(model, {})}
-                specs.append(RunSpec(model, dataset_name, ds_opts, cfg, seed, tuple(metrics), metric_options, name))
+                spec = RunSpec(model, dataset_name, ds_opts, cfg, seed, tuple(metrics), metric_options, name)
+                specs.append(spec)
+                from_cli[id(spec)] = cli.for_run(model, cfg, ds_opts)
     if not specs:
         raise MMBenchError(f"{where}: the sweep has no runs")
     for spec in specs:
         spec.validate()
     unique = {s.run_id: s for s in specs}  # a model whose [config.<model>] pins a grid field runs once per value
+    from_cli = {run_id: from_cli[id(s)] for run_id, s in unique.items()}
     specs = list(unique.values())
     runs = Path(runs_dir or sweep.get("runs_dir", "results/runs")).expanduser().resolve()
-    return Sweep(name, specs, executor_spec, runs, options, "\n".join(header) + "\n" + text)
+    return Sweep(name, specs, executor_spec, runs, options, source, from_cli, dict(cli.other))
+
+
+def train_sweep(model: str, dataset: str, data_root: str | None, modalities: int, seed: int, metrics: list[str],
+                overrides: list[str], run_flags: dict) -> Sweep:
+    """``mmbench train``: one run through the sweep grammar. Bare ``FIELD=VALUE`` items are config fields;
+    ``config.``, ``dataset.``, ``evaluate.`` and ``run.`` keys work as in a sweep file. A flag and a --set of the
+    same value must agree; grids, seeds, models and executors belong in a sweep file."""
+    items = [o if "=" in o and o.split("=", 1)[0].strip().split(".")[0] in TABLES else f"config.{o}"
+             for o in overrides]
+    for o in parse_overrides(items):
+        if o.path[0] in ("grid", "sweep", "executor"):
+            raise MMBenchError(f"--set {o.text!r}: train runs one model once; grids, seeds and executors belong in "
+                               f"a sweep file (mmbench sweep submit FILE --set {o.text})")
+    dataset_table: dict = {"name": dataset}
+    given = {"dataset.root": str(Path(data_root).expanduser().resolve()) if data_root else None,
+             "dataset.modalities": modalities or None}
+    cli = {o.key: o.value for o in parse_overrides(items)}
+    for key, value in given.items():
+        if value is None:
+            continue
+        mine = cli.get(key)
+        if mine is not None and (str(Path(mine).expanduser().resolve()) if key == "dataset.root" else mine) != value:
+            flag = "--data-root" if key == "dataset.root" else "--modalities"
+            raise MMBenchError(f"{flag} and --set {key}={mine} disagree; give one")
+        dataset_table[key.split(".", 1)[1]] = value
+    doc = {"sweep": {"name": "train", "models": [model], "seeds": [seed]}, "dataset": dataset_table,
+           "evaluate": {"metrics": list(metrics)}, "executor": {"name": "inline"}}
+    return sweep_from_doc(doc, "mmbench train", items, None, None, run_flags, default_name="train")
+
+
+def _check_flags_against_set(cli, run_options: dict | None, executor: str | None) -> None:
+    """A flag (--device, --executor, ...) and a --set of the same key must agree: neither is silently lost."""
+    flags = {f"run.{k}": v for k, v in (run_options or {}).items() if v is not None}
+    if executor is not None:
+        flags["executor.name"] = executor
+    for key, flag_value in flags.items():
+        if key in cli.other and cli.other[key] != flag_value:
+            flag = "--executor" if key == "executor.name" else "--" + key.split(".", 1)[1].replace("_", "-")
+            raise MMBenchError(f"{flag} {flag_value} and --set {key}={cli.other[key]} disagree; give one")
 
 
 def run_options_from(table: dict, where: str, overrides: dict | None = None) -> RunOptions:
