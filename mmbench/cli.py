@@ -69,19 +69,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if record["status"] == "finished" else 1
 
 
-def _load_sweep(args: argparse.Namespace, with_run_flags: bool = False):
+def _load_sweep(args: argparse.Namespace, with_run_flags: bool = False, check_data: bool = True):
     from mmbench.sweeps import load_sweep
 
     return load_sweep(Path(args.file), args.set or [], getattr(args, "executor", None),
-                      Path(args.runs) if args.runs else None, run_flags(args) if with_run_flags else None)
+                      Path(args.runs) if args.runs else None, run_flags(args) if with_run_flags else None,
+                      check_data=check_data)
 
 
 def cmd_sweep_plan(args: argparse.Namespace) -> int:
     from mmbench.submission import run_states
+    from mmbench.sweeps import data_problems
 
-    sweep = _load_sweep(args, with_run_flags=True)
+    sweep = _load_sweep(args, with_run_flags=True, check_data=False)
     states = run_states(sweep)
     _print_header(sweep)
+    for problem in data_problems(sweep):
+        print(f"note: submit would refuse: {problem}")
     _print_states(states, show_action=True, from_cli=sweep.from_cli if args.set else None)
     todo = sum(s.to_submit for s in states)
     print(f"{todo} run(s) would be submitted" + (" as one job array" if todo > 1 and sweep.executor.name == "slurm" else ""))
@@ -138,7 +142,7 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
 def cmd_sweep_status(args: argparse.Namespace) -> int:
     from mmbench.submission import run_states
 
-    states = run_states(_load_sweep(args))
+    states = run_states(_load_sweep(args, check_data=False))
     _print_states(states, show_action=False)
     kinds = ("finished", "running", "queued", "partial", "pending", "failed")
     print(", ".join(f"{sum(s.state == k for s in states)} {k}" for k in kinds))
@@ -148,7 +152,7 @@ def cmd_sweep_status(args: argparse.Namespace) -> int:
 def cmd_sweep_cancel(args: argparse.Namespace) -> int:
     from mmbench.submission import cancel
 
-    ids = cancel(_load_sweep(args))
+    ids = cancel(_load_sweep(args, check_data=False))
     print(f"cancelled {len(ids)} job(s): {', '.join(ids)}" if ids else "no queued or running job to cancel")
     return 0
 
@@ -156,7 +160,7 @@ def cmd_sweep_cancel(args: argparse.Namespace) -> int:
 def cmd_sweep_logs(args: argparse.Namespace) -> int:
     from mmbench.submission import log_files
 
-    job_id, out, err = log_files(_load_sweep(args), args.run)
+    job_id, out, err = log_files(_load_sweep(args, check_data=False), args.run)
     for name, path in (("stdout", out), ("stderr", err)):
         print(f"==> job {job_id} {name}: {path}")
         print(path.read_text(errors="replace") if path.is_file() else "(not written yet)")
@@ -331,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--samples", nargs="+", metavar="RUN_ID", default=None,
                     help="runs whose sample grid to draw (default: the best run per model at one given modality)")
     sp.add_argument("--no-samples", action="store_true", help="draw no sample grids")
-    sp.add_argument("--device", default="cpu", help="device for the sample grids (default cpu)")
+    device_flag(sp, "auto")
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("eval", help="evaluate a finished run (again, or with new metrics) without retraining")

@@ -6,7 +6,7 @@ import dataclasses
 import typing
 from typing import Any, Mapping, Sequence
 
-from mmbench.errors import MMBenchError
+from mmbench.errors import MMBenchError, did_you_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +69,8 @@ def build_config(cls: type, overrides: Mapping[str, Any] | None = None) -> Any:
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise MMBenchError(
-            f"{cls.__name__} has no field {', '.join(map(repr, unknown))}; its fields are: {', '.join(fields)}"
+            f"{cls.__name__} has no field {', '.join(map(repr, unknown))}{did_you_mean(unknown[0], fields)}; "
+            f"its fields are: {', '.join(fields)} (mmbench show config MODEL lists them with defaults)"
         )
     hints = typing.get_type_hints(cls)
     values = {k: _coerce(cls.__name__, k, v, hints[k]) for k, v in overrides.items()}
@@ -106,3 +107,24 @@ def _coerce(owner: str, name: str, value: Any, hint: Any) -> Any:
 
 def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def check_keywords(fn: Any, given: Mapping[str, Any], what: str, *, fixed: Mapping[str, Any] | None = None) -> None:
+    """Refuse in one line keyword ``given`` options that ``fn`` does not take (naming the valid ones and the
+    closest) or required ones that are missing; ``fixed`` are arguments the caller itself passes (``split``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    names = [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+             and n not in (fixed or {})]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    unknown = [] if takes_any else sorted(set(given) - set(names))
+    if unknown:
+        raise MMBenchError(f"bad options for {what}: unexpected keyword argument {unknown[0]!r}"
+                           f"{did_you_mean(unknown[0], names)}; its options are: {', '.join(names) or 'none'}")
+    missing = [n for n in names if params[n].default is params[n].empty and n not in given]
+    if missing:
+        raise MMBenchError(f"bad options for {what}: missing a required argument: {missing[0]!r}")

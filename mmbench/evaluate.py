@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from mmbench.config import check_keywords
 from mmbench.errors import MMBenchError
 from mmbench.metrics.base import EvalContext, MetricRow
 from mmbench.model import MultimodalVAE
@@ -12,6 +13,7 @@ from mmbench.registry import METRICS
 
 def make_metric(name: str, options: Mapping | None = None):
     cls = METRICS.get(name)
+    check_keywords(cls.__init__, dict(options or {}), f"metric {name!r}")
     try:
         return cls(**dict(options or {}))
     except TypeError as exc:

@@ -17,7 +17,6 @@ file's per-model pins of X. Two command-line values that set the same thing diff
 from __future__ import annotations
 
 import copy
-import difflib
 import sys
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -27,18 +26,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from mmbench.errors import MMBenchError
+from mmbench.errors import MMBenchError, did_you_mean
 
 TABLES = ("sweep", "dataset", "config", "grid", "evaluate", "run", "executor")
 EXAMPLES = {"sweep": "sweep.seeds=[0,1,2]", "dataset": "dataset.root=data/polymnist", "config": "config.beta=0.5",
             "grid": "grid.beta=[0.5,1]", "evaluate": "evaluate.coherence.max_test=200", "run": "run.device=cpu",
             "executor": "executor.name=slurm"}
-
-
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """'; did you mean 'x'?' for the closest of ``choices`` (difflib), or '' when none is close."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def parse_value(text: str) -> Any:

@@ -12,7 +12,7 @@ import importlib.metadata
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from mmbench.errors import MMBenchError
+from mmbench.errors import MMBenchError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,8 @@ class Registry:
         self.discover()
         if name not in self._entries:
             known = ", ".join(sorted(self._entries)) or "none"
-            raise MMBenchError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+            raise MMBenchError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}"
+                               + did_you_mean(name, self._entries))
         return self._entries[name].obj
 
     def entries(self) -> list[Entry]:

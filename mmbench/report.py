@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from mmbench.checkpoint import atomic_write_bytes, checkpoint_exists
+from mmbench.errors import MMBenchError, did_you_mean
 from mmbench.leaderboards import leaderboards, metric_caveats, to_frame, to_html, to_latex, to_markdown
 from mmbench.provenance import git_revision
 from mmbench.report_figures import Figure, Missing, figure_7a, figure_7bc, table4_chart
@@ -57,12 +58,15 @@ class Report:
 
 
 def build_report(runs_dir: Path, out: Path, published_path: Path | None = None, *, samples: list[str] | None = None,
-                 device: str = "cpu", log=print) -> Report:
+                 device: str = "auto", log=print) -> Report:
     """Read every record under runs_dir and write the report under out. ``samples``: run ids whose sample grid
     to draw; None picks one run per model (the best at one given modality), [] draws none."""
     runs_dir, out = Path(runs_dir), Path(out)
+    if out.exists() and not out.is_dir():
+        raise MMBenchError(f"report folder {out} is a file; give --out a folder (new or a previous report's)")
     report = Report(out)
     records, skipped = collect_records(runs_dir)
+    _check_sample_ids(samples, records, runs_dir)
     report.records = len(records)
     report.skipped += [f"record {p}: {why}" for p, why in skipped]
     out.mkdir(parents=True, exist_ok=True)
@@ -148,9 +152,16 @@ def _copy_sweeps(runs_dir: Path, dest: Path) -> list[Path]:
     return out
 
 
+def _check_sample_ids(wanted: list[str] | None, records: list[dict], runs_dir: Path) -> None:
+    """A ``--samples`` run id that names no run under ``runs_dir`` is refused before anything is written."""
+    known = [r["run_id"] for r in records]
+    for run_id in wanted or []:
+        if run_id not in known and not (runs_dir / run_id).is_dir():
+            raise MMBenchError(f"--samples {run_id}: no run of that id under {runs_dir}{did_you_mean(run_id, known)}")
+
+
 def _sample_grids(report: Report, runs_dir: Path, records: list[dict], df: pd.DataFrame,
                   wanted: list[str] | None, device: str) -> None:
-    from mmbench.errors import MMBenchError
     from mmbench.run import CHECKPOINT
     from mmbench.samples import save_sample_grid
 

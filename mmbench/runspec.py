@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from mmbench.config import build_config, config_to_dict
+from mmbench.config import build_config, check_keywords, config_to_dict
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS, METRICS, MODELS
 
@@ -80,9 +80,10 @@ class RunSpec:
         return cls(d["model"], d["dataset"], d.get("dataset_options", {}), d.get("config", {}), d.get("seed", 0),
                    tuple(d.get("metrics", ())), d.get("metric_options", {}), d.get("sweep", ""))
 
-    def validate(self) -> None:
+    def validate(self, *, check_data: bool = True) -> None:
         """Check everything a run needs before any work starts, so that nothing is spent or half-written on a
-        typo: model, config fields and ranges, dataset name and its options, metric names and options."""
+        typo: model, config fields and ranges, dataset name and its options, metric names and options, and
+        (``check_data``) that the dataset's folder is there."""
         from mmbench.evaluate import make_metric
 
         cls = MODELS.get(self.model)
@@ -98,10 +99,8 @@ class RunSpec:
                                f"({list(self.metrics)})")
         for m in self.metrics:
             make_metric(m, self.metric_options.get(m))
-        try:
-            inspect.signature(adapter.load).bind(split="train", **self.dataset_options)
-        except TypeError as exc:
-            raise MMBenchError(f"bad options for dataset {self.dataset!r} ({self.dataset_options}): {exc}") from None
+        check_keywords(adapter.load, self.dataset_options, f"dataset {self.dataset!r} ({self.dataset_options})",
+                       fixed={"split": "train"})
         check = getattr(adapter, "check_options", None)  # an adapter may check its folder without loading it
-        if check is not None:
+        if check is not None and check_data:
             check(**self.dataset_options)

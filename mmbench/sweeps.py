@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from mmbench.errors import MMBenchError
+from mmbench.errors import MMBenchError, did_you_mean
 from mmbench.executors import ExecutorSpec, check_resources, executor_from_table
-from mmbench.overrides import apply_to_sweep, did_you_mean, parse_overrides, parse_value  # noqa: F401 (parse_value: API)
+from mmbench.overrides import apply_to_sweep, parse_overrides, parse_value  # noqa: F401 (parse_value: API)
 from mmbench.runoptions import RunOptions
 from mmbench.runspec import RunSpec
 
@@ -70,8 +71,9 @@ def apply_overrides(doc: dict, overrides: list[str]) -> dict:
 
 
 def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | None = None,
-               runs_dir: Path | None = None, run_options: dict | None = None) -> Sweep:
-    """Parse and validate a sweep file; ``run_options`` (from command-line flags) override its [run] table."""
+               runs_dir: Path | None = None, run_options: dict | None = None, *, check_data: bool = True) -> Sweep:
+    """Parse and validate a sweep file; ``run_options`` (from command-line flags) override its [run] table.
+    ``check_data=False`` (status, cancel, logs, plan) leaves the dataset's folder unchecked."""
     path = Path(path)
     if not path.is_file():
         raise MMBenchError(f"sweep file {path} does not exist")
@@ -82,12 +84,12 @@ def load_sweep(path: Path, overrides: list[str] | None = None, executor: str | N
         raise MMBenchError(f"sweep file {path} is not valid TOML: {exc}") from None
     header = [f"# sweep file {path.resolve()}"] + [f"# --set {o}" for o in overrides or []]
     return sweep_from_doc(doc, f"sweep file {path}", overrides, executor, runs_dir, run_options,
-                          default_name=path.stem, source="\n".join(header) + "\n" + text)
+                          default_name=path.stem, source="\n".join(header) + "\n" + text, check_data=check_data)
 
 
 def sweep_from_doc(doc: dict, where: str, overrides: list[str] | None = None, executor: str | None = None,
                    runs_dir: Path | None = None, run_options: dict | None = None, *, default_name: str = "sweep",
-                   source: str = "") -> Sweep:
+                   source: str = "", check_data: bool = True) -> Sweep:
     """A validated Sweep from a parsed sweep document and the command line's ``--set`` items and flags."""
     unknown = sorted(set(doc) - TABLES)
     if unknown:
@@ -164,7 +166,7 @@ def sweep_from_doc(doc: dict, where: str, overrides: list[str] | None = None, ex
     if not specs:
         raise MMBenchError(f"{where}: the sweep has no runs")
     for spec in specs:
-        spec.validate()
+        spec.validate(check_data=check_data)
     unique = {s.run_id: s for s in specs}  # a model whose [config.<model>] pins a grid field runs once per value
     from_cli = {run_id: from_cli[id(s)] for run_id, s in unique.items()}
     specs = list(unique.values())
@@ -198,6 +200,17 @@ def train_sweep(model: str, dataset: str, data_root: str | None, modalities: int
     doc = {"sweep": {"name": "train", "models": [model], "seeds": [seed]}, "dataset": dataset_table,
            "evaluate": {"metrics": list(metrics)}, "executor": {"name": "inline"}}
     return sweep_from_doc(doc, "mmbench train", items, None, None, run_flags, default_name="train")
+
+
+def data_problems(sweep: Sweep) -> list[str]:
+    """What ``submit`` would refuse about the sweep's dataset folders (one line each), without loading them."""
+    problems = []
+    for spec in {json.dumps(s.dataset_options, sort_keys=True): s for s in sweep.specs}.values():
+        try:
+            spec.validate()
+        except MMBenchError as exc:
+            problems.append(str(exc))
+    return sorted(set(problems))
 
 
 def _check_flags_against_set(cli, run_options: dict | None, executor: str | None) -> None:

@@ -108,7 +108,7 @@ def test_run_and_executor_keys_win_and_a_disagreeing_flag_is_refused(sweep_file)
     ("grid=1", "[grid] is a table"),
     ("grid.beta=0.5", "a grid axis takes a non-empty list"),
     ("grid.beta=[]", "a grid axis takes a non-empty list"),
-    ("confg.beta=1", "unknown table 'confg'; did you mean 'config'?"),
+    ("confg.beta=1", "unknown table 'confg' (did you mean 'config'?)"),
     ("config.mopo.beta=1", "'mopo' is not a model of this sweep"),
     ("config.betta=1", "has no field 'betta'"),
     ("dataset.a.b=1", "dataset options are dataset.OPTION"),

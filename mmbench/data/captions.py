@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmbench.checkpoint import atomic_write_json
 from mmbench.data.base import MultimodalDataset
 from mmbench.errors import MMBenchError
 from mmbench.textvae import decoder_ids_to_text, through_first_eos, tokenizers
@@ -73,14 +72,7 @@ def cached_vocabulary(train_text: bytes, train_captions: Sequence[str], cache: P
     words = build_vocabulary(train_captions)
     info = {"format": _CACHE_FORMAT, "sha256": digest, "min_count": MIN_COUNT, "max_len": MAX_LEN, "words": words}
     try:
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(info, f, ensure_ascii=False)
-            os.replace(tmp, cache)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write_json(cache, info)
     except OSError:
         pass  # a read-only data folder: the vocabulary is rebuilt (deterministically) on every load
     return words

@@ -8,13 +8,13 @@ naming the dataset, split and folder; the adapter's own errors (which name the f
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from mmbench.config import check_keywords
 from mmbench.data.base import MultimodalDataset
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS
@@ -76,10 +76,10 @@ def check_dataset(name: str, root: str | Path | None = None, options: dict | Non
     opts = {**(options or {}), **({"root": str(root)} if root is not None else {})}
     where = str(root) if root is not None else "(no folder)"
     try:
-        inspect.signature(adapter.load).bind(split="train", **opts)
-    except TypeError as exc:
-        hint = f"; give its folder: mmbench data check {name} DIR" if root is None and "root" in str(exc) else ""
-        raise MMBenchError(f"bad options for dataset {name!r} ({opts}): {exc}{hint}") from None
+        check_keywords(adapter.load, opts, f"dataset {name!r} ({opts})", fixed={"split": "train"})
+    except MMBenchError as exc:
+        hint = f"; give its folder: mmbench data check {name} DIR" if root is None and "'root'" in str(exc) else ""
+        raise MMBenchError(f"{exc}{hint}") from None
     check = getattr(adapter, "check_options", None)
     if check is not None:
         check(**opts)

@@ -67,7 +67,8 @@ def find_weights(path: str | Path | None = None) -> FIDWeights:
             raise MMBenchError(f"FID weights {c} do not exist; get {STANDARD_NAME} from {SOURCE}")
     raise MMBenchError(f"FID needs the Inception weights {STANDARD_NAME}, found neither at $MMBENCH_FID_WEIGHTS nor in "
                        f"{candidates[-1].parent}; download it from {SOURCE} (on a machine with network) and put it "
-                       "there, or pass its path (--fid-weights PATH, the fid metric's weights option)")
+                       "there, or pass its path: mmbench eval --fid-weights PATH, or the fid metric's weights option "
+                       "(--set evaluate.fid.weights=PATH for train and sweeps, [evaluate.fid] weights in a sweep file)")
 
 
 def _pytorch_fid():
