@@ -49,6 +49,7 @@ class MMVAEConfig(TrainConfig):
 class MMVAE(MultimodalVAE):
     """MMVAE (Shi et al. 2019): uniform mixture of unimodal posteriors, stratified IWAE/DReG objective."""
 
+    display_name = "MMVAE"
     Config = MMVAEConfig
     config: MMVAEConfig
 

@@ -101,6 +101,7 @@ class _TwoLatents(nn.Module):
 class MMVAEPlus(MultimodalVAE):
     """MMVAE+ (Palumbo et al. 2023): shared z plus private w per modality, auxiliary priors for cross-modal decoding."""
 
+    display_name = "MMVAE+"
     Config = MMVAEPlusConfig
     config: MMVAEPlusConfig
 

@@ -63,6 +63,7 @@ class MoPoEConfig(TrainConfig):
 class MoPoE(MultimodalVAE):
     """MoPoE (Sutter et al. 2021): mixture over all 2^M-1 subsets of products of experts, eq. 3 ELBO."""
 
+    display_name = "MoPoE"
     Config = MoPoEConfig
     config: MoPoEConfig
 

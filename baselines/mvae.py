@@ -50,6 +50,7 @@ class MVAEConfig(TrainConfig):
 class MVAE(MultimodalVAE):
     """MVAE (Wu & Goodman 2018): product of experts with N(0, I) expert; joint plus unimodal ELBOs."""
 
+    display_name = "MVAE"
     Config = MVAEConfig
     config: MVAEConfig
 

@@ -42,6 +42,7 @@ class MVTCAEConfig(TrainConfig):
 class MVTCAE(MultimodalVAE):
     """MVTCAE (Hwang et al. 2021): product of all unimodal experts, total-correlation objective (alpha, beta)."""
 
+    display_name = "MVTCAE"
     Config = MVTCAEConfig
     config: MVTCAEConfig
 

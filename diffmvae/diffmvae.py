@@ -272,6 +272,7 @@ class _DiffusionMVAE(MultimodalVAE):
 class DiffMVAE(_DiffusionMVAE):
     """Diff-MVAE (Wesego & Rooshenas): score-based (VP-SDE) diffusion decoders in the subset-mixture ELBO, Euler-Maruyama sampling."""
 
+    display_name = "Diff-MVAE"
     Config = DiffMVAEConfig
     process = "vpsde"
 
@@ -280,5 +281,6 @@ class DiffMVAE(_DiffusionMVAE):
 class DiffMVAEStar(_DiffusionMVAE):
     """Diff-MVAE* (Wesego & Rooshenas): DDPM diffusion decoders (discrete timesteps) in the subset-mixture ELBO, DDIM sampling."""
 
+    display_name = "Diff-MVAE*"
     Config = DiffMVAEStarConfig
     process = "ddpm"

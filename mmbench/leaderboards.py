@@ -135,7 +135,7 @@ def _format(mean: float, std: float, seeds: int, row_seeds: int, family: Family)
 def _mark_best(rows: list[Row], columns: list[str], family: Family) -> None:
     for c in columns:
         values = [round(r.cells[c].mean, family.digits) for r in rows if r.source == "mmbench" and c in r.cells]
-        if len(values) < 2:
+        if not values:
             continue
         best = max(values) if family.higher_is_better else min(values)
         for r in rows:
@@ -260,12 +260,35 @@ def _tex(text: str) -> str:
     return "".join(_LATEX.get(ch, ch) for ch in str(text))
 
 
+def display_model(name: str) -> str:
+    """A model as papers print it (its plugin's ``display_name``), else its registry name."""
+    from mmbench.errors import MMBenchError
+    from mmbench.registry import MODELS
+
+    try:
+        return getattr(MODELS.get(name), "display_name", "") or name
+    except MMBenchError:  # a model this installation lacks
+        return name
+
+
+_LATEX_HEADS = {"model": "Model", "M": "$M$", "seeds": "Seeds", "note": "Note"}
+
+
 def to_latex(board: Leaderboard) -> str:
-    """A booktabs table (\\toprule, \\midrule, \\bottomrule), the best value per column in bold."""
-    head = board.label_columns + board.metric_columns
-    lines = [f"% {board.title}", r"\begin{tabular}{" + "l" * len(board.label_columns)
-             + "r" * len(board.metric_columns) + "}", r"\toprule", " & ".join(_tex(h) for h in head) + r" \\",
-             r"\midrule"]
+    """A complete booktabs ``table`` (caption, label) to paste into a paper: display names, the best value per
+    column in bold, paper rows after a rule with their sources in the caption."""
+    labels = [c for c in board.label_columns if c != "source"]
+    head = [_LATEX_HEADS.get(c, rf"\texttt{{{_tex(c)}}}") for c in labels] + [_tex(c) for c in board.metric_columns]
+    better = "higher" if board.family.higher_is_better else "lower"
+    caption = (f"{_tex(board.family.title)} on {_tex(board.dataset)} ({_tex(board.release)}); {better} is better. "
+               r"Mean $\pm$ standard deviation over seeds; best of our runs in bold.")
+    sources = sorted({(display_model(r.labels["model"]), r.source.split(": ", 1)[-1]) for r in board.rows
+                      if r.source != "mmbench"})
+    if sources:
+        caption += " Rows marked (paper): " + "; ".join(f"{_tex(m)} from {_tex(src)}" for m, src in sources) + "."
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{tab:{board.slug}}}",
+             r"\begin{tabular}{" + "l" * len(labels) + "r" * len(board.metric_columns) + "}", r"\toprule",
+             " & ".join(head) + r" \\", r"\midrule"]
     paper_started = False
     for r in board.rows:
         if r.source != "mmbench" and not paper_started:
@@ -273,20 +296,24 @@ def to_latex(board: Leaderboard) -> str:
             paper_started = True
         cells = [(rf"\textbf{{{_tex(r.cells[c].text)}}}" if r.cells[c].best else _tex(r.cells[c].text))
                  if c in r.cells else "" for c in board.metric_columns]
-        lines.append(" & ".join([_tex(v) for v in _labels(board, r)] + cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+        names = [display_model(r.labels["model"]) + (" (paper)" if r.source != "mmbench" else "") if c == "model"
+                 else r.labels.get(c, "") for c in labels]
+        lines.append(" & ".join([_tex(v) for v in names] + cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
 def to_frame(boards: list[Leaderboard]) -> pd.DataFrame:
-    """Every cell of every table in long form (for CSV): labels, column, mean, std, seeds, best."""
+    """Every cell of every table in long form (for CSV): labels, column, mean, std (rounded as the table shows
+    them), seeds, best."""
     out = []
     for b in boards:
         for r in b.rows:
             for c, cell in r.cells.items():
                 out.append({"dataset": b.dataset, "release": b.release, "metric": b.family.metric,
                             "source": r.source, **{k: v for k, v in r.labels.items()}, "column": c,
-                            "mean": cell.mean, "std": cell.std if cell.seeds > 1 else np.nan,
+                            "mean": round(cell.mean, b.family.digits),
+                            "std": round(cell.std, b.family.digits) if cell.seeds > 1 else np.nan,
                             "seeds": cell.seeds or np.nan, "best": cell.best})
     return pd.DataFrame(out)
 

@@ -46,6 +46,7 @@ class MultimodalVAE(nn.Module, abc.ABC):
 
     Config: ClassVar[type] = TrainConfig
     registry_name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""  # as papers print it (tables, figure legends); default: the registry name
 
     def __init__(self, modalities: Sequence[Modality], config: TrainConfig | None = None):
         super().__init__()

@@ -7,33 +7,11 @@ import re
 import pytest
 
 from chromium import dump_dom
+from helpers import record, row, write
 from mmbench.cli import main
 from mmbench.report import build_report
 
 PUBLISHED = "results/published.csv"
-
-
-def record(run_id, *, model="mopoe", seed=0, m=5, epochs=27, release="published", status="finished", git="abc",
-           sweep="s", metrics=(), failure=None, schema=2):
-    spec = {"model": model, "dataset": "polymnist", "dataset_options": {"root": "/data/p", "modalities": m},
-            "seed": seed, "config": {"epochs": epochs}, "metrics": ["coherence"], "metric_options": {},
-            "sweep": sweep}
-    return {"schema": schema, "run_id": run_id, "status": status, "failure": failure, "spec": spec,
-            "n_modalities": m, "config": {"beta": 2.5, "epochs": epochs}, "provenance": {"git": git},
-            "data": {"release": release}, "finished_at": "2026-11-20T10:00:00+00:00", "metrics": list(metrics)}
-
-
-def row(metric, n, value, target="*", given=None, prior=None):
-    given = ("*" if n else "") if given is None else given
-    prior = ("gaussian" if n == 0 else "") if prior is None else prior
-    return {"metric": metric, "target": target, "given": given, "n_given": n, "value": value, "prior": prior}
-
-
-def write(runs, *records):
-    for rec in records:
-        folder = runs / rec["run_id"]
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "record.json").write_text(json.dumps(rec))
 
 
 def table(text, title):
@@ -113,7 +91,7 @@ def test_bad_records_failed_runs_and_missing_seeds_are_named_not_fatal(tmp_path,
         assert "Figure 7a" in page  # listed as missing, with the sweep that makes it
     assert "sweeps/polymnist_scaling.toml" in said
     cells = table((tmp_path / "out" / "README.md").read_text(), "Coherence (%)")
-    assert [(r["seeds"], r["1 given"]) for r in cells] == [("2", "60.0 ± 14.1")]  # seeds 0 and 2 only
+    assert [(r["seeds"], r["1 given"]) for r in cells] == [("2", "**60.0 ± 14.1**")]  # seeds 0 and 2; alone: best
     assert (tmp_path / "out" / "sweeps" / "s.toml").is_file()
 
 

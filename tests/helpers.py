@@ -1,0 +1,26 @@
+"""Helpers the tests share: hand-made run records in the layout mmbench writes."""
+
+import json
+
+
+def record(run_id, *, model="mopoe", seed=0, m=5, epochs=27, release="published", status="finished", git="abc",
+           sweep="s", metrics=(), failure=None, schema=2):
+    spec = {"model": model, "dataset": "polymnist", "dataset_options": {"root": "/data/p", "modalities": m},
+            "seed": seed, "config": {"epochs": epochs}, "metrics": ["coherence"], "metric_options": {},
+            "sweep": sweep}
+    return {"schema": schema, "run_id": run_id, "status": status, "failure": failure, "spec": spec,
+            "n_modalities": m, "config": {"beta": 2.5, "epochs": epochs}, "provenance": {"git": git},
+            "data": {"release": release}, "finished_at": "2026-11-20T10:00:00+00:00", "metrics": list(metrics)}
+
+
+def row(metric, n, value, target="*", given=None, prior=None):
+    given = ("*" if n else "") if given is None else given
+    prior = ("gaussian" if n == 0 else "") if prior is None else prior
+    return {"metric": metric, "target": target, "given": given, "n_given": n, "value": value, "prior": prior}
+
+
+def write(runs, *records):
+    for rec in records:
+        folder = runs / rec["run_id"]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "record.json").write_text(json.dumps(rec))
