@@ -52,7 +52,11 @@ class CelebAMaskHQ:
 
     @staticmethod
     def load(root: str | Path, split: str = "train", size: int | None = None) -> MultimodalDataset:
-        """A split of the prepared cache at ``root``; ``size`` (64 or 128) must be the cache's (default: it is)."""
+        """A split of the prepared cache.
+
+        root: the folder ``mmbench data prepare celebamaskhq`` wrote.
+        size: 64 or 128, which must be the cache's (None: the cache's).
+        """
         root = Path(root)
         if split not in SPLITS:
             raise MMBenchError(f"CelebAMask-HQ split must be one of {SPLITS}, got {split!r}")

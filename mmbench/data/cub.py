@@ -72,8 +72,13 @@ class CUB:
 
     @staticmethod
     def load(root: str | Path, split: str = "train", caption: int = 0, text_vae: str = "") -> CaptionDataset:
-        """A split: image (3, 64, 64) in [0, 1] and caption (32,) token ids, one row per image; with ``text_vae``
-        (a local folder, ``mmbench.textvae``) caption token pairs (2, 32) of its encoder's and decoder's tokenizers."""
+        """A split: image (3, 64, 64) in [0, 1] and caption (32,) token ids, one row per image.
+
+        root:     the CUB image-captions folder (the published layout).
+        caption:  which of each image's 10 captions to use (0-9).
+        text_vae: a local BERT/GPT-2 (Optimus) folder: captions become token pairs (2, 32) of its two tokenizers
+                  (``mmbench.textvae``; "": the published vocabulary).
+        """
         root = Path(root)
         if split not in SPLITS:
             raise MMBenchError(f"CUB split must be one of {SPLITS}, got {split!r}")

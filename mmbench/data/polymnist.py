@@ -72,10 +72,13 @@ class PolyMNIST:
     @staticmethod
     def load(root: str | Path, split: str = "train", modalities: int | None = None,
              subset: list[str] | None = None, pad_to: int = 0) -> MultimodalDataset:
-        """Load a split. ``modalities`` keeps the first k (m0..m{k-1}), for scaling experiments; ``subset``
-        keeps the named ones (["m0", "m3"], in folder order); give one of them. ``pad_to`` (0 = off) pads
-        28x28 to pad_to x pad_to with zeros, centred, as the Extended PolyMNIST loader of the Diff-MVAE
-        authors does (32)."""
+        """Load a split.
+
+        root:       the PolyMNIST folder ({train,test}/m{k}/{i}.{label}.png, or m{k}.pt + labels.pt).
+        modalities: keep the first k modalities (m0..m{k-1}), for scaling experiments (None: all).
+        subset:     keep the named modalities (["m0", "m3"], in folder order); give modalities or subset.
+        pad_to:     pad 28x28 to pad_to x pad_to with zeros, centred, as the Diff-MVAE authors' loader (0: off).
+        """
         root = Path(root)
         if split not in SPLITS:
             raise MMBenchError(f"PolyMNIST split must be one of {SPLITS}, got {split!r}")

@@ -159,10 +159,16 @@ class Synthetic:
     @staticmethod
     def load(root: str | Path | None = None, split: str = "train", views: Sequence[str] = DEFAULT_VIEWS,
              n: int = 1000, size: int = 32, attributes: int = 8, seed: int = 0) -> SyntheticDataset:
-        """``n`` tuples of ``views`` (kinds, in order) for ``split``; images and masks ``size`` x ``size``,
-        ``attributes`` values per attribute view. ``root`` is ignored (nothing is read): it is accepted because
-        runs pass their dataset options, a folder among them (``mmbench train --data-root``), to every adapter;
-        it is part of a run's spec, so keep it fixed (or leave it out) to keep run ids stable."""
+        """``n`` tuples of ``views`` for ``split``, generated in code.
+
+        root:       ignored (nothing is read); accepted because runs pass a folder to every adapter, and part of a
+                    run's spec, so keep it fixed (or leave it out) to keep run ids stable.
+        views:      the kinds of the views, in order (image, mask, text, attributes).
+        n:          tuples per split.
+        size:       side of images and masks.
+        attributes: values per attribute view.
+        seed:       the generator's seed.
+        """
         drawn = sample(views, n, size, attributes, seed, split)
         mods = [view_modality(name, kind, size, attributes) for name, kind in zip(view_names(views), views)]
         return SyntheticDataset(mods, drawn.x, drawn.y, name="synthetic")

@@ -83,7 +83,13 @@ def clip_score(model, tokenizer, images: torch.Tensor, texts: Sequence[str], *, 
 
 @register_metric("clip_score")
 class CLIPScoreMetric:
-    """CLIP score (open_clip, local checkpoint) of generated images against captions and generated captions against images."""
+    """CLIP score (open_clip, local checkpoint) of generated images against captions and generated captions against images.
+
+    model:      open_clip architecture name.
+    checkpoint: path of its local weights file (required: nothing is downloaded).
+    batch_size: pairs per CLIP pass.
+    max_test:   evaluate on the first N test tuples (0: all).
+    """
 
     def __init__(self, model: str = "ViT-B-32", checkpoint: str | None = None, batch_size: int = 100,
                  max_test: int = 0):

@@ -69,7 +69,13 @@ def unconditional_coherence(model: MultimodalVAE, classifiers: Mapping[str, nn.M
 
 @register_metric("coherence")
 class CoherenceMetric:
-    """Conditional coherence per number of observed modalities and unconditional coherence (digit classifiers)."""
+    """Conditional coherence per number of observed modalities and unconditional coherence (digit classifiers).
+
+    classifier_epochs: epochs of each modality's digit classifier, trained on the training split.
+    n_unconditional:   unconditional samples whose digits must agree across modalities.
+    max_test:          evaluate on the first N test tuples (0: all).
+    classifiers:       folder of MoPoE's published PolyMNIST classifiers instead of training them (None: train).
+    """
 
     def __init__(self, classifier_epochs: int = 20, n_unconditional: int = 1000, max_test: int = 0,
                  classifiers: str | None = None):

@@ -34,7 +34,11 @@ def binary_f1(truth: np.ndarray, probability: np.ndarray, kind: str) -> float:
 
 @register_metric("f1")
 class F1Metric:
-    """F1 of generated attributes (macro over attributes) and masks (over pixels), per number of observed modalities."""
+    """F1 of generated attributes (macro over attributes) and masks (over pixels), per number of observed modalities.
+
+    batch_size: test tuples per generation batch.
+    max_test:   evaluate on the first N test tuples (0: all).
+    """
 
     def __init__(self, batch_size: int = 500, max_test: int = 0):
         if batch_size < 1 or max_test < 0:

@@ -62,7 +62,16 @@ def feature_statistics(net: InceptionFeatures, images: Iterable[torch.Tensor]) -
 
 @register_metric("fid")
 class FIDMetric:
-    """FID with pytorch-fid's Inception: unconditional per modality and prior, conditional per target and number observed."""
+    """FID with pytorch-fid's Inception: unconditional per modality and prior, conditional per target and number observed.
+
+    n_samples:     generated and real images per FID (10,000 as the paper).
+    dims:          Inception feature size (2048: the standard pool features; 64, 192, 768 for small tests).
+    batch_size:    images per Inception pass.
+    weights:       path of pt_inception-2015-12-05-6726825d.pth (None: $MMBENCH_FID_WEIGHTS, then the torch hub cache).
+    conditional:   FID of each target generated from each subset of the others.
+    unconditional: FID of samples from the prior.
+    max_subsets:   conditional subsets per number observed (0: every subset).
+    """
 
     def __init__(self, n_samples: int = 10000, dims: int = 2048, batch_size: int = 200, weights: str | None = None,
                  conditional: bool = True, unconditional: bool = True, max_subsets: int = 0):

@@ -44,7 +44,11 @@ def subset_means(model: MultimodalVAE, data: MultimodalDataset, subset, batch_si
 
 @register_metric("probe")
 class LinearProbe:
-    """Linear-probe accuracy of the label from posterior means of every subset, per subset size."""
+    """Linear-probe accuracy of the label from posterior means of every subset, per subset size.
+
+    max_train: training tuples the logistic regression is fitted on.
+    max_test:  evaluate on the first N test tuples (0: all).
+    """
 
     def __init__(self, max_train: int = 10000, max_test: int = 0):
         if max_train < 2 or max_test < 0:
