@@ -135,7 +135,7 @@ def test_vocabulary_is_cached_and_rebuilt_when_captions_change(cub):
 
 
 def test_unwritable_folder_still_loads_the_same(cub, monkeypatch):
-    import mmbench.data.captions as captions
+    import tempfile
 
     expected = CUB.load(cub, "train").vocabulary
     (cub / VOCAB_CACHE).unlink()
@@ -143,7 +143,7 @@ def test_unwritable_folder_still_loads_the_same(cub, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(captions.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)  # every atomic write starts with a temporary file
     assert CUB.load(cub, "train").vocabulary == expected
     assert not (cub / VOCAB_CACHE).exists()
 
