@@ -11,9 +11,10 @@ from torch import Tensor
 
 from mmbench.config import TrainConfig, check_choice, check_range
 from mmbench.fusion import Gaussian
-from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import Modality
-from mmbench.objectives import IMPORTANCE_ESTIMATORS as ESTIMATORS, importance_objective
+from mmbench.model import LossOutput, MultimodalVAE
+from mmbench.objectives import IMPORTANCE_ESTIMATORS as ESTIMATORS
+from mmbench.objectives import importance_objective
 from mmbench.registry import register_model
 from mmbench.unimodal import UnimodalParts
 
@@ -91,8 +92,9 @@ class MMVAE(MultimodalVAE):
         names = self.modality_names
         rec = torch.stack(list(self.parts.log_likelihoods(x, z, rows, names).values())).sum(0)
         log_prior = Gaussian(torch.zeros_like(z), torch.zeros_like(z)).log_prob(z)
-        log_q = torch.stack([Gaussian(experts.mu[m, rows], experts.logvar[m, rows]).log_prob(z)
-                             for m in range(len(names))])
+        log_q = torch.stack(
+            [Gaussian(experts.mu[m, rows], experts.logvar[m, rows]).log_prob(z) for m in range(len(names))]
+        )
         log_mix = torch.logsumexp(log_q, 0) - math.log(len(names))
         return rec + self.config.beta * (log_prior - log_mix)
 

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from mmbench.config import TrainConfig, check_choice, check_range
 from mmbench.errors import MMBenchError
 from mmbench.fusion import Gaussian, full_precision
-from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import Modality
+from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.nets import POLYMNIST_SHAPE, default_decoder, default_encoder
 from mmbench.nets.resnet_polymnist import ResNetPolyMNISTDecoder, ResNetPolyMNISTEncoder
 from mmbench.objectives import Likelihood, importance_objective
@@ -112,7 +112,9 @@ class MMVAEPlus(MultimodalVAE):
         self.decoders = nn.ModuleDict({m.name: self._decoder(m) for m in self.modalities})
         self.likelihoods = {m.name: Likelihood(m.likelihood, cfg.likelihood_scale) for m in self.modalities}
         # Auxiliary prior r_m(w) for cross-modal decoding: Laplace(0, softmax(l_m) * Dw), l_m learnable.
-        self.aux_raw_scale = nn.ParameterDict({m.name: nn.Parameter(torch.zeros(cfg.private_dim)) for m in self.modalities})
+        self.aux_raw_scale = nn.ParameterDict(
+            {m.name: nn.Parameter(torch.zeros(cfg.private_dim)) for m in self.modalities}
+        )
 
     def _encoder(self, m: Modality) -> nn.Module:
         dz, dw = self.config.latent_dim, self.config.private_dim
@@ -154,7 +156,7 @@ class MMVAEPlus(MultimodalVAE):
         subset = self.validate_subset(subset or self.modality_names)
         _, qz = self.posteriors(x, subset)
         locs = torch.stack([qz[m].loc for m in subset])
-        second = torch.stack([2 * qz[m].scale**2 + qz[m].loc**2 for m in subset]).mean(0)
+        second = torch.stack([2 * qz[m].scale ** 2 + qz[m].loc ** 2 for m in subset]).mean(0)
         mean = locs.mean(0)
         return Gaussian(mean, torch.log((second - mean**2).clamp_min(1e-12)))
 
@@ -176,7 +178,9 @@ class MMVAEPlus(MultimodalVAE):
         return self.standard_prior(self.latent_dim, self.device).rsample((n,), generator=generator)
 
     @torch.no_grad()
-    def generate(self, n: int, z: Tensor | None = None, *, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def generate(
+        self, n: int, z: Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         """z ~ p(z) (or the given z), w_m ~ p(w) for every modality."""
         if z is None:
             z = self.sample_prior(n, generator=generator)

@@ -9,16 +9,23 @@ import torch
 from torch import Tensor
 
 from mmbench.config import TrainConfig, check_choice, check_range
-from mmbench.fusion import (
-    PRIOR_EXPERT_RULES, Gaussian, has_prior_expert, product_of_stacked_experts, subset_mask, subset_posteriors,
-    subset_weights, subsets,
-)
-from mmbench.model import LossOutput, MultimodalVAE
-from mmbench.modality import LIKELIHOODS, Modality
 from mmbench.errors import MMBenchError
+from mmbench.fusion import (
+    PRIOR_EXPERT_RULES,
+    Gaussian,
+    has_prior_expert,
+    product_of_stacked_experts,
+    subset_mask,
+    subset_posteriors,
+    subset_weights,
+    subsets,
+)
+from mmbench.modality import LIKELIHOODS, Modality
+from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.objectives import ESTIMATORS, KL_ESTIMATORS, mixture_elbo, stratified_mixture_elbo
 from mmbench.registry import register_model
 from mmbench.unimodal import UnimodalParts
+
 
 @dataclasses.dataclass(frozen=True)
 class MoPoEConfig(TrainConfig):
@@ -53,8 +60,10 @@ class MoPoEConfig(TrainConfig):
         check_choice(self, "estimator", ESTIMATORS)
         check_choice(self, "kl_estimator", KL_ESTIMATORS)
         if self.kl_estimator == "stratified" and self.estimator != "stratified":
-            raise MMBenchError(f"{type(self).__name__}.kl_estimator = 'stratified' needs estimator = 'stratified' "
-                               f"(got {self.estimator!r})")
+            raise MMBenchError(
+                f"{type(self).__name__}.kl_estimator = 'stratified' needs estimator = 'stratified' "
+                f"(got {self.estimator!r})"
+            )
         check_range(self, "likelihood_scale", lo=0.0, lo_open=True)
         check_choice(self, "likelihood", ("", *LIKELIHOODS))
 
@@ -74,14 +83,17 @@ class MoPoE(MultimodalVAE):
         categorical = cfg.likelihood == "categorical"
         clash = [m.name for m in self.modalities if cfg.likelihood and categorical != (m.likelihood == "categorical")]
         if clash:
-            raise MMBenchError(f"MoPoEConfig.likelihood = {cfg.likelihood!r} cannot replace the likelihood of "
-                               f"modalities {clash} (categorical and other decoders differ); leave it '' for their own")
+            raise MMBenchError(
+                f"MoPoEConfig.likelihood = {cfg.likelihood!r} cannot replace the likelihood of "
+                f"modalities {clash} (categorical and other decoders differ); leave it '' for their own"
+            )
         self.parts = UnimodalParts(self.modalities, cfg.latent_dim, cfg.likelihood_scale, cfg.likelihood)
         self.family = subsets(self.modality_names)
         self.register_buffer("mask", subset_mask(self.family, self.modality_names).T.contiguous(), persistent=False)
         self.register_buffer("weights", subset_weights(self.family), persistent=False)
-        self.register_buffer("prior_flags", torch.tensor([self._has_prior_expert(s) for s in self.family]),
-                             persistent=False)
+        self.register_buffer(
+            "prior_flags", torch.tensor([self._has_prior_expert(s) for s in self.family]), persistent=False
+        )
 
     def _has_prior_expert(self, subset: Sequence[str]) -> bool:
         return has_prior_expert(self.config.prior_expert, len(subset), len(self.modalities))
@@ -101,12 +113,14 @@ class MoPoE(MultimodalVAE):
         experts = self.parts.experts(x, names)
         log_likelihood = lambda z, rows: self.parts.log_likelihoods(x, z, rows, names)  # noqa: E731
         if self.config.kl_estimator == "stratified":
-            out = stratified_mixture_elbo(experts, self.mask, self.prior_flags, self.weights, log_likelihood,
-                                          beta=self.config.beta)
+            out = stratified_mixture_elbo(
+                experts, self.mask, self.prior_flags, self.weights, log_likelihood, beta=self.config.beta
+            )
         else:
             posteriors = subset_posteriors(experts, self.mask, self.prior_flags)
-            out = mixture_elbo(posteriors, self.weights, log_likelihood, beta=self.config.beta,
-                               estimator=self.config.estimator)
+            out = mixture_elbo(
+                posteriors, self.weights, log_likelihood, beta=self.config.beta, estimator=self.config.estimator
+            )
         loss = -out.elbo.mean()
         terms = {"kl": out.kl.mean().item(), **{f"rec/{m}": -v.mean().item() for m, v in out.log_likelihood.items()}}
         return LossOutput(loss, terms)

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from mmbench.config import TrainConfig, check_range
 from mmbench.fusion import Gaussian, kl_normal, product_of_stacked_experts, subset_mask, subset_posteriors
-from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import Modality
+from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.registry import register_model
 from mmbench.unimodal import UnimodalParts
 

@@ -18,9 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from mmbench.data.polymnist_build import build_polymnist
-from mmbench.results import read_published, read_records, records_frame, summary_frame
-from mmbench.submission import submit
-from mmbench.sweeps import load_sweep
+from mmbench.report.frames import read_published, records_frame, summary_frame
+from mmbench.resources import published_csv
+from mmbench.storage.records import read_records
+from mmbench.sweeps.files import load_sweep
+from mmbench.sweeps.submission import submit
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -44,15 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     records = [r for r in read_records(out / "runs") if r["run_id"] in wanted]
     df = records_frame(records)
     s = summary_frame(df)
-    published = read_published(REPO / "results" / "published.csv")
+    published = read_published(published_csv())
     rows = []
     for rec in records:
         model = rec["spec"]["model"]
         mine = s[s.model == model].set_index("n_given")["mean"]
         train_s = rec.get("timings", {}).get("train_s", 0)
-        row = {"model": model, "source": "mmbench (CPU budget)", "M": rec.get("n_modalities"),
-               "train_s": round(train_s), "s/step": f"{train_s / max(rec['train']['steps'], 1):.3f}",
-               "eval_s": round(rec.get("timings", {}).get("eval_s", 0))}
+        row = {
+            "model": model,
+            "source": "mmbench (CPU budget)",
+            "M": rec.get("n_modalities"),
+            "train_s": round(train_s),
+            "s/step": f"{train_s / max(rec['train']['steps'], 1):.3f}",
+            "eval_s": round(rec.get("timings", {}).get("eval_s", 0)),
+        }
         row.update({f"{n} given": f"{100 * mine.get(n, float('nan')):.1f}" for n in range(1, rec["n_modalities"])})
         row["uncond."] = f"{100 * mine.get(0, float('nan')):.1f}"
         rows.append(row)

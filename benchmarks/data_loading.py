@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from mmbench.registry import DATASETS  # noqa: E402
-from mmbench.sweeps import parse_value  # noqa: E402
+from mmbench.sweeps.files import parse_value  # noqa: E402
 
 
 def measure(name: str, root, options: dict, batch: int, epochs: int, label: str = "") -> str:
@@ -40,24 +40,32 @@ def measure(name: str, root, options: dict, batch: int, epochs: int, label: str 
             seen += len(b["y"])
     batch_s = time.perf_counter() - t0
     shapes = ", ".join(f"{m.name} {tuple(m.shape)}" for m in data.modalities)
-    return (f"| {name} {label or options or ''} | {len(data)} | {shapes} | {load_s:.2f} | {len(data) / load_s:,.0f} | "
-            f"{seen / batch_s:,.0f} |")
+    return (
+        f"| {name} {label or options or ''} | {len(data)} | {shapes} | {load_s:.2f} | {len(data) / load_s:,.0f} | "
+        f"{seen / batch_s:,.0f} |"
+    )
 
 
 def fixtures(tmp: Path) -> list[tuple[str, object, dict, str]]:
-    from mmbench.data.celebamaskhq_prepare import prepare_celebamaskhq
-    from mmbench.data.polymnist_build import build_polymnist
     from test_celebamaskhq import make_release
     from test_cub import make_cub
+
+    from mmbench.data.celebamaskhq_prepare import prepare_celebamaskhq
+    from mmbench.data.polymnist_build import build_polymnist
 
     png = build_polymnist(tmp / "poly-png", 5, progress=False)
     pt = build_polymnist(tmp / "poly-pt", 5, layout="pt", progress=False)
     translated = build_polymnist(tmp / "poly-tr", 5, variant="translated", progress=False)
     celeba = prepare_celebamaskhq(make_release(tmp / "celeba-raw"), tmp / "celeba", 64, progress=False)
-    return [("polymnist", png, {}, "offline build, PNG layout"), ("polymnist", pt, {}, "offline build, tensor layout"),
-            ("polymnist", png, {"pad_to": 32}, "PNG layout, pad_to=32"),
-            ("polymnist", translated, {}, "translated, PNG layout"), ("cub", make_cub(tmp / "cub"), {}, "fixture"),
-            ("celebamaskhq", celeba, {}, "prepared fixture"), ("synthetic", None, {"n": 4000}, "n=4000, 5 views")]
+    return [
+        ("polymnist", png, {}, "offline build, PNG layout"),
+        ("polymnist", pt, {}, "offline build, tensor layout"),
+        ("polymnist", png, {"pad_to": 32}, "PNG layout, pad_to=32"),
+        ("polymnist", translated, {}, "translated, PNG layout"),
+        ("cub", make_cub(tmp / "cub"), {}, "fixture"),
+        ("celebamaskhq", celeba, {}, "prepared fixture"),
+        ("synthetic", None, {"n": 4000}, "n=4000, 5 views"),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

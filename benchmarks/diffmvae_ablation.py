@@ -20,19 +20,27 @@ import sys
 from pathlib import Path
 
 from latent_usage_probe import latent_usage
+
 from mmbench.config import build_config, config_to_dict
 from mmbench.data.polymnist_build import build_polymnist
 from mmbench.registry import MODELS
-from mmbench.results import read_records, records_frame, summary_frame
-from mmbench.submission import submit
-from mmbench.sweeps import load_sweep, parse_value
+from mmbench.report.frames import records_frame, summary_frame
+from mmbench.storage.records import read_records
+from mmbench.sweeps.files import load_sweep, parse_value
+from mmbench.sweeps.submission import submit
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROWS = [
-    "diffmvae_star:embedding:variance", "diffmvae_star:scale_shift:variance", "diffmvae_star:spatial:variance",
-    "diffmvae_star:scale_shift+spatial:high_noise:free_bits=0.5", "diffmvae_star:spatial:high_noise",
-    "diffmvae_star:spatial:high_noise:free_bits=3.0", "diffmvae_star:spatial:high_noise:free_bits=3.0:logvar_offset=-6.0",
-    "mopoe", "diffmvae:scale_shift+spatial:high_noise:free_bits=0.5", "diffmvae:spatial:high_noise:free_bits=3.0",
+    "diffmvae_star:embedding:variance",
+    "diffmvae_star:scale_shift:variance",
+    "diffmvae_star:spatial:variance",
+    "diffmvae_star:scale_shift+spatial:high_noise:free_bits=0.5",
+    "diffmvae_star:spatial:high_noise",
+    "diffmvae_star:spatial:high_noise:free_bits=3.0",
+    "diffmvae_star:spatial:high_noise:free_bits=3.0:logvar_offset=-6.0",
+    "mopoe",
+    "diffmvae:scale_shift+spatial:high_noise:free_bits=0.5",
+    "diffmvae:spatial:high_noise:free_bits=3.0",
 ]
 
 
@@ -45,8 +53,9 @@ def row_spec(sweep, row: str):
         return base
     conditioning, weighting, *extra = rest
     fields = {k: parse_value(v) for k, v in (e.split("=", 1) for e in extra)}
-    return dataclasses.replace(base, config={**base.config, "conditioning": conditioning, "weighting": weighting,
-                                             **fields})
+    return dataclasses.replace(
+        base, config={**base.config, "conditioning": conditioning, "weighting": weighting, **fields}
+    )
 
 
 def finished_record(records: list[dict], spec) -> dict | None:
@@ -58,18 +67,24 @@ def finished_record(records: list[dict], spec) -> dict | None:
     for r in records:
         s = r["spec"]
         recorded = {**defaults, **s["config"]}
-        if (r.get("status") == "finished" and s["model"] == spec.model
-                and all(recorded.get(k) == v for k, v in config.items())
-                and s["seed"] == spec.seed and s.get("dataset_options", {}).get("modalities") ==
-                spec.dataset_options.get("modalities")):
+        if (
+            r.get("status") == "finished"
+            and s["model"] == spec.model
+            and all(recorded.get(k) == v for k, v in config.items())
+            and s["seed"] == spec.seed
+            and s.get("dataset_options", {}).get("modalities") == spec.dataset_options.get("modalities")
+        ):
             return r
     return None
 
 
 def table(sweep, rows: list[str]) -> str:
     records = read_records(sweep.runs_dir)
-    lines = ["| model | conditioning | weighting | other | z-usage t=300 | t=600 | t=900 | mean spread (post. std) | "
-             "coherence 1 given | 2 given | train min |", "|" + "---|" * 11]
+    lines = [
+        "| model | conditioning | weighting | other | z-usage t=300 | t=600 | t=900 | mean spread (post. std) | "
+        "coherence 1 given | 2 given | train min |",
+        "|" + "---|" * 11,
+    ]
     for row in rows:
         spec = row_spec(sweep, row)
         base = next(s for s in sweep.specs if s.model == spec.model)
@@ -78,14 +93,24 @@ def table(sweep, rows: list[str]) -> str:
             continue
         s = summary_frame(records_frame([rec])).set_index("n_given")["mean"]
         u = latent_usage(sweep.runs_dir / rec["run_id"], n=500)
-        usage = "".join(f"| {u['ratio'][f]:.3f} " if f in u["ratio"] else "| - " for f in (0.3, 0.6, 0.9)) + \
-            f"| {u['spread']:.3f} ({u['posterior_std']:.3f}) "
+        usage = (
+            "".join(f"| {u['ratio'][f]:.3f} " if f in u["ratio"] else "| - " for f in (0.3, 0.6, 0.9))
+            + f"| {u['spread']:.3f} ({u['posterior_std']:.3f}) "
+        )
         cond = spec.config.get("conditioning", "-") if spec.model != "mopoe" else "-"
         weight = spec.config.get("weighting", "-") if spec.model != "mopoe" else "-"
-        other = " ".join(f"{k}={v}" for k, v in spec.config.items()
-                         if k not in ("conditioning", "weighting") and base.config.get(k) != v) or "-"
-        lines.append(f"| {spec.model} | {cond} | {weight} | {other} {usage}| {100 * s.get(1, float('nan')):.1f} | "
-                     f"{100 * s.get(2, float('nan')):.1f} | {rec.get('timings', {}).get('train_s', 0) / 60:.1f} |")
+        other = (
+            " ".join(
+                f"{k}={v}"
+                for k, v in spec.config.items()
+                if k not in ("conditioning", "weighting") and base.config.get(k) != v
+            )
+            or "-"
+        )
+        lines.append(
+            f"| {spec.model} | {cond} | {weight} | {other} {usage}| {100 * s.get(1, float('nan')):.1f} | "
+            f"{100 * s.get(2, float('nan')):.1f} | {rec.get('timings', {}).get('train_s', 0) / 60:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -101,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "manifest.json").is_file():
         build_polymnist(data, 3, seed=0)
     sweep = load_sweep(Path(args.sweep), [f'dataset.root="{data}"'], None, out / "runs")
-    for row in ([] if args.table_only else args.rows):
+    for row in [] if args.table_only else args.rows:
         spec = row_spec(sweep, row)
         if finished_record(read_records(sweep.runs_dir), spec) is not None:
             continue

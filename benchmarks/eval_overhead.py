@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from subset_scaling import polymnist_shaped
 
 from mmbench.config import build_config
 from mmbench.fusion import product_of_stacked_experts
@@ -31,7 +32,6 @@ from mmbench.metrics.coherence import conditional_coherence
 from mmbench.metrics.fid import feature_statistics
 from mmbench.metrics.inception import InceptionFeatures, build_fid_inception, find_weights
 from mmbench.registry import MODELS
-from subset_scaling import polymnist_shaped
 
 GOAL = 1.2
 
@@ -44,8 +44,9 @@ def bare_coherence(model, data, classifiers, batch_size: int) -> None:
         experts = model.parts.experts(batch["x"], names)  # every encoder once
         for given in subsets:
             idx = torch.tensor(given)
-            q = product_of_stacked_experts(type(experts)(experts.mu[idx], experts.logvar[idx]),
-                                           prior_expert=len(given) == len(names))
+            q = product_of_stacked_experts(
+                type(experts)(experts.mu[idx], experts.logvar[idx]), prior_expert=len(given) == len(names)
+            )
             z = q.rsample()
             for m in (names[i] for i in range(len(names)) if i not in given):
                 classifiers[m](model.parts.decoders[m](z)).argmax(-1)
@@ -81,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = cls(data.modalities, build_config(cls.Config, {})).eval()
     clfs = {m: DigitClassifier().eval() for m in model.modality_names}
-    ours, floor = median_pair(lambda: conditional_coherence(model, data, clfs, batch_size=args.batch),
-                              lambda: bare_coherence(model, data, clfs, args.batch), args.repeats)
+    ours, floor = median_pair(
+        lambda: conditional_coherence(model, data, clfs, batch_size=args.batch),
+        lambda: bare_coherence(model, data, clfs, args.batch),
+        args.repeats,
+    )
     report(f"coherence, MoPoE M={args.modalities}, {args.tuples} tuples", ours, floor)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,17 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         torch.save(build_fid_inception().state_dict(), path)
         net = InceptionFeatures(find_weights(path), dims=2048)
     images = torch.rand(args.fid_images, 3, 28, 28)
-    batches = lambda: (images[i:i + 200] for i in range(0, len(images), 200))  # noqa: E731
-    ours, floor = median_pair(lambda: feature_statistics(net, batches()),
-                              lambda: [net(b) for b in batches()], args.repeats)
+    batches = lambda: (images[i : i + 200] for i in range(0, len(images), 200))  # noqa: E731
+    ours, floor = median_pair(
+        lambda: feature_statistics(net, batches()), lambda: [net(b) for b in batches()], args.repeats
+    )
     report(f"FID feature pass, {args.fid_images} images, 2048-d", ours, floor)
     return 0
 
 
 def report(case: str, ours: float, floor: float) -> None:
     ratio = ours / floor
-    print(f"| {case} | {ours:.2f} | {floor:.2f} | {ratio:.2f}x | {GOAL}x | {'pass' if ratio <= GOAL else 'FAIL'} |",
-          flush=True)
+    print(
+        f"| {case} | {ours:.2f} | {floor:.2f} | {ratio:.2f}x | {GOAL}x | {'pass' if ratio <= GOAL else 'FAIL'} |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

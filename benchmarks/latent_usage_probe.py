@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from mmbench.checkpoint import load_model
-from mmbench.run import CHECKPOINT, load_split
-from mmbench.runspec import RunSpec
+from mmbench.runs.execute import CHECKPOINT, load_split
+from mmbench.runs.spec import RunSpec
+from mmbench.storage.checkpoint import load_model
 
 FRACTIONS = (0.3, 0.6, 0.9)
 
@@ -56,8 +56,13 @@ def latent_usage(run: Path, *, n: int = 200, source: str = "m0", target: str = "
             mean, std = (v.float() for v in model.sde.marginal(t[:1]))
         xt = mean * x0 + std * noise
         ratios[frac] = z_usage_ratio(model.decoders[target], xt, t, noise, z)
-    return {"epoch": state["epoch"], "steps": state["steps"], "spread": q.mu.std(0).mean().item(),
-            "posterior_std": q.std.mean().item(), "ratio": ratios}
+    return {
+        "epoch": state["epoch"],
+        "steps": state["steps"],
+        "spread": q.mu.std(0).mean().item(),
+        "posterior_std": q.std.mean().item(),
+        "ratio": ratios,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     u = latent_usage(Path(args.run), n=args.n, source=args.source, target=args.target)
     ratios = ", ".join(f"t={f}: {r:.4f}" for f, r in u["ratio"].items())
-    print(f"epoch {u['epoch']} step {u['steps']}: mean spread {u['spread']:.4f}, posterior std "
-          f"{u['posterior_std']:.3f}; noise-error ratio shuffled/true z {ratios}")
+    print(
+        f"epoch {u['epoch']} step {u['steps']}: mean spread {u['spread']:.4f}, posterior std "
+        f"{u['posterior_std']:.3f}; noise-error ratio shuffled/true z {ratios}"
+    )
     return 0
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/memory_format.py [--repeats 7] [--cases polymnist resnet_polymnist ...]
 
-``RunOptions.memory_format = "auto"`` trains in channels-last on the CPU (``mmbench.memory_format``). For each
+``RunOptions.memory_format = "auto"`` trains in channels-last on the CPU (``mmbench.training.memory_format``). For each
 preset the trainer can pick (``mmbench.nets.networks_for``, MMVAE+'s ResNet, Diff-MVAE's UNet), this times one
 forward and backward of its encoder and decoder on a random batch in both layouts, alternating in one
 process, fp32 on this machine's CPU, and prints the medians and channels-last / contiguous (below 1: faster).
@@ -21,10 +21,10 @@ import time
 import torch
 
 from diffmvae.unet import UNet, UNetConfig
-from mmbench.memory_format import apply_memory_format, to_memory_format
 from mmbench.modality import Modality
 from mmbench.nets import networks_for
 from mmbench.nets.resnet_polymnist import ResNetPolyMNISTDecoder, ResNetPolyMNISTEncoder
+from mmbench.training.memory_format import apply_memory_format, to_memory_format
 
 LATENT = 64
 
@@ -57,11 +57,13 @@ def unet_pass(unet, x, z) -> torch.Tensor:
 
 def cases(batch: int) -> dict:
     """{name: (label, make() -> (function, modules, args))}: each make builds fresh modules and inputs."""
+
     def ff(modality, b):
         def make():
             torch.manual_seed(0)
             enc, dec, x, z = feed_forward(modality, b)
             return encoder_decoder_pass, (enc, dec), (x, z)
+
         return make
 
     def resnet(b):
@@ -69,27 +71,32 @@ def cases(batch: int) -> dict:
             torch.manual_seed(0)
             enc, dec = ResNetPolyMNISTEncoder(32, 32), ResNetPolyMNISTDecoder(64)
             return encoder_decoder_pass, (enc, dec), (torch.rand(b, 3, 28, 28), torch.randn(b, 64))
+
         return make
 
     def unet(b):
         def make():
             torch.manual_seed(0)
-            net = UNet(UNetConfig(dims=2, channels=3, base=32, mults=(1, 2, 2), cond_dim=512,
-                                  conditioning="spatial", pad_to=32))
+            net = UNet(
+                UNetConfig(
+                    dims=2, channels=3, base=32, mults=(1, 2, 2), cond_dim=512, conditioning="spatial", pad_to=32
+                )
+            )
             return unet_pass, (net,), (torch.randn(b, 3, 28, 28), torch.randn(b, 512))
+
         return make
 
     small = max(batch // 4, 1)
     return {
-        "polymnist": (f"PolyMNIST conv (MoPoE, MVTCAE, MVAE, MMVAE), B={batch}",
-                      ff(Modality("m", (3, 28, 28)), batch)),
+        "polymnist": (f"PolyMNIST conv (MoPoE, MVTCAE, MVAE, MMVAE), B={batch}", ff(Modality("m", (3, 28, 28)), batch)),
         "resnet_polymnist": (f"MMVAE+ ResNet, B={small}", resnet(small)),
         "image32": (f"32x32 conv, B={batch}", ff(Modality("m", (3, 32, 32)), batch)),
         "softintro64": (f"Soft-IntroVAE ResNet 64x64, B={small}", ff(Modality("m", (3, 64, 64)), small)),
-        "mask128": (f"mask conv 1x128x128, B={small}",
-                    ff(Modality("m", (1, 128, 128), "mask", "bernoulli"), small)),
-        "sentence_cnn": (f"CUB sentence CNN, B={batch}",
-                         ff(Modality("t", (32,), "text", "categorical", classes=1590), batch)),
+        "mask128": (f"mask conv 1x128x128, B={small}", ff(Modality("m", (1, 128, 128), "mask", "bernoulli"), small)),
+        "sentence_cnn": (
+            f"CUB sentence CNN, B={batch}",
+            ff(Modality("t", (32,), "text", "categorical", classes=1590), batch),
+        ),
         "unet": (f"Diff-MVAE UNet 28x28 (base 32, spatial), B={small}", unet(small)),
     }
 
@@ -123,15 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.cases or []) - set(table))
     if unknown:
         p.error(f"unknown case(s) {unknown}; choose from {sorted(table)}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, forward + backward of encoder and "
-          f"decoder, median of {args.repeats} alternating passes")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, forward + backward of encoder and "
+        f"decoder, median of {args.repeats} alternating passes"
+    )
     print("| network | contiguous s | channels-last s | channels-last / contiguous | loss rel. difference |")
     print("|---|---|---|---|---|")
     for name in args.cases or table:
         label, make = table[name]
         contiguous, channels_last, diff = compare(make, args.repeats)
-        print(f"| {label} | {contiguous:.3f} | {channels_last:.3f} | {channels_last / contiguous:.2f}x | {diff:.1e} |",
-              flush=True)
+        print(
+            f"| {label} | {contiguous:.3f} | {channels_last:.3f} | {channels_last / contiguous:.2f}x | {diff:.1e} |",
+            flush=True,
+        )
     return 0
 
 

@@ -41,12 +41,11 @@ import dataclasses
 from typing import Callable, Mapping
 
 import torch
+from multivae.data.datasets.base import DatasetOutput
+from multivae.models import MVTCAE, MMVAEPlus, MMVAEPlusConfig, MoPoE, MoPoEConfig, MVTCAEConfig
+from multivae.models.nn.base_architectures import BaseDecoder, BaseEncoder, BaseMultilatentEncoder
 from pythae.models.base.base_utils import ModelOutput
 from torch import Tensor, nn
-
-from multivae.data.datasets.base import DatasetOutput
-from multivae.models import MMVAEPlus, MMVAEPlusConfig, MoPoE, MoPoEConfig, MVTCAE, MVTCAEConfig
-from multivae.models.nn.base_architectures import BaseDecoder, BaseEncoder, BaseMultilatentEncoder
 
 IMAGE_SHAPE = (3, 28, 28)
 LIKELIHOOD_SCALE = 0.75
@@ -76,8 +75,10 @@ class MultiVaeEncoder(BaseMultilatentEncoder):
         if isinstance(out, (tuple, list)) and len(out) == 4:
             loc_w, raw_w, loc_z, raw_z = out
             return ModelOutput(embedding=loc_z, log_covariance=raw_z, style_embedding=loc_w, style_log_covariance=raw_w)
-        raise TypeError(f"{type(self.net).__name__} returned {type(out).__name__}: expected mmbench's Gaussian "
-                        "or a (loc_w, raw_w, loc_z, raw_z) tuple")
+        raise TypeError(
+            f"{type(self.net).__name__} returned {type(out).__name__}: expected mmbench's Gaussian "
+            "or a (loc_w, raw_w, loc_z, raw_z) tuple"
+        )
 
 
 class MultiVaeDecoder(BaseDecoder):
@@ -121,9 +122,17 @@ def _config(model: str, modalities: int, latent_dim: int, overrides: Mapping):
     elif model == "mvtcae":
         cls, preset = MVTCAEConfig, dict(alpha=5 / 6, beta=2.5)
     elif model == "mmvaeplus":
-        cls, preset = MMVAEPlusConfig, dict(
-            modalities_specific_dim=latent_dim, beta=2.5, K=1, loss="iwae_looser",
-            prior_and_posterior_dist="laplace_with_softmax", learn_shared_prior=False, learn_modality_prior=True,
+        cls, preset = (
+            MMVAEPlusConfig,
+            dict(
+                modalities_specific_dim=latent_dim,
+                beta=2.5,
+                K=1,
+                loss="iwae_looser",
+                prior_and_posterior_dist="laplace_with_softmax",
+                learn_shared_prior=False,
+                learn_modality_prior=True,
+            ),
         )
     else:
         raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
@@ -134,9 +143,14 @@ def _config(model: str, modalities: int, latent_dim: int, overrides: Mapping):
     return cls(**{**common, **preset, **overrides})
 
 
-def build_multivae(model: str, modalities: int, latent_dim: int, encoders: Mapping[str, nn.Module],
-                   decoders: Mapping[str, nn.Module], **kw) -> tuple[nn.Module, Callable[[Mapping[str, Tensor],
-                                                                                          torch.optim.Optimizer], float]]:
+def build_multivae(
+    model: str,
+    modalities: int,
+    latent_dim: int,
+    encoders: Mapping[str, nn.Module],
+    decoders: Mapping[str, nn.Module],
+    **kw,
+) -> tuple[nn.Module, Callable[[Mapping[str, Tensor], torch.optim.Optimizer], float]]:
     """MultiVae's ``model`` over the given (wrapped) networks, and its one-step training function."""
     device = kw.pop("device", None)
     validate_args = kw.pop("validate_args", None)
@@ -148,8 +162,11 @@ def build_multivae(model: str, modalities: int, latent_dim: int, encoders: Mappi
         torch.distributions.Distribution.set_default_validate_args(bool(validate_args))
     config = _config(model, modalities, latent_dim, kw)
     cls = {"mopoe": MoPoE, "mvtcae": MVTCAE, "mmvaeplus": MMVAEPlus}[model]
-    net = cls(config, encoders={m: wrap_encoder(encoders[m]) for m in names},
-              decoders={m: wrap_decoder(decoders[m]) for m in names})
+    net = cls(
+        config,
+        encoders={m: wrap_encoder(encoders[m]) for m in names},
+        decoders={m: wrap_decoder(decoders[m]) for m in names},
+    )
     if device is not None:
         net = net.to(device)
         net.device = torch.device(device)
@@ -196,7 +213,9 @@ def _demo(m_count: int = 3, batch: int = 8, steps: int = 2) -> None:
         losses = [step(x, opt) for _ in range(steps)]
         assert all(torch.isfinite(torch.tensor(v)) for v in losses), losses
         n_params = sum(p.numel() for p in net.parameters())
-        print(f"{model:10s} {type(net.model_config).__name__}: {net.model_config.to_dict() if hasattr(net.model_config, 'to_dict') else ''}")
+        print(
+            f"{model:10s} {type(net.model_config).__name__}: {net.model_config.to_dict() if hasattr(net.model_config, 'to_dict') else ''}"
+        )
         print(f"{model:10s} params {n_params}  losses {[round(v, 2) for v in losses]}")
 
 

@@ -38,8 +38,8 @@ from subset_scaling import as_trained, bare_step, model_step, polymnist_shaped  
 
 from baselines.mmvaeplus import softmax_scale  # noqa: E402
 from mmbench.config import build_config  # noqa: E402
-from mmbench.memory_format import apply_memory_format, to_memory_format  # noqa: E402
 from mmbench.registry import MODELS  # noqa: E402
+from mmbench.training.memory_format import apply_memory_format, to_memory_format  # noqa: E402
 
 GOAL = 0.8
 
@@ -64,13 +64,16 @@ def pair(model: str, m: int, batch_size: int, overrides: dict | None = None, pee
     decoders = {k: copy.deepcopy(v) for k, v in nets.decoders.items()}
     opt, our_batch = as_trained(ours, batch)
     theirs, step = build_multivae(model, m, ours.config.latent_dim, encoders, decoders)
-    cases = [(ours, opt, our_batch),
-             (step, torch.optim.Adam(theirs.parameters(), lr=1e-4), batch)]
+    cases = [(ours, opt, our_batch), (step, torch.optim.Adam(theirs.parameters(), lr=1e-4), batch)]
     if peer_layout:
         cl = torch.channels_last
         theirs_cl, step_cl = build_multivae(
-            model, m, ours.config.latent_dim, {k: apply_memory_format(copy.deepcopy(v), cl) for k, v in encoders.items()},
-            {k: apply_memory_format(copy.deepcopy(v), cl) for k, v in decoders.items()})
+            model,
+            m,
+            ours.config.latent_dim,
+            {k: apply_memory_format(copy.deepcopy(v), cl) for k, v in encoders.items()},
+            {k: apply_memory_format(copy.deepcopy(v), cl) for k, v in decoders.items()},
+        )
         cases.append((step_cl, torch.optim.Adam(theirs_cl.parameters(), lr=1e-4), to_memory_format(batch, cl)))
     return cases
 
@@ -104,8 +107,15 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def side_by_side(model: str, m: int, batch_size: int, repeats: int, overrides: dict | None = None,
-                 with_floor: bool = False, peer_layout: bool = False):
+def side_by_side(
+    model: str,
+    m: int,
+    batch_size: int,
+    repeats: int,
+    overrides: dict | None = None,
+    with_floor: bool = False,
+    peer_layout: bool = False,
+):
     """Medians of (mmbench, MultiVae[, floor][, MultiVae channels-last]) step seconds, alternating step by step."""
     cases = pair(model, m, batch_size, overrides, peer_layout)
     (ours, opt, our_batch), (step, their_opt, batch) = cases[:2]
@@ -127,8 +137,12 @@ def side_by_side(model: str, m: int, batch_size: int, repeats: int, overrides: d
 def multivae_finishes(m: int, batch_size: int, limit: float) -> bool:
     """Whether MultiVae's MoPoE takes one step at this M within ``limit`` seconds (in a child process)."""
     try:
-        subprocess.run([sys.executable, __file__, "--probe", str(m), "--batch", str(batch_size)], check=True,
-                       timeout=limit, capture_output=True)
+        subprocess.run(
+            [sys.executable, __file__, "--probe", str(m), "--batch", str(batch_size)],
+            check=True,
+            timeout=limit,
+            capture_output=True,
+        )
         return True
     except subprocess.TimeoutExpired:
         return False
@@ -150,18 +164,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from importlib.metadata import version
 
-    print(f"mmbench vs multivae {version('multivae')}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"B={args.batch}, identical network modules, median of {args.repeats} alternating steps")
-    print("| case | mmbench s/step | MultiVae s/step | ratio | goal | pass | floor s/step | floor/MultiVae "
-          "| MultiVae channels-last s/step | mmbench/that |")
+    print(
+        f"mmbench vs multivae {version('multivae')}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"B={args.batch}, identical network modules, median of {args.repeats} alternating steps"
+    )
+    print(
+        "| case | mmbench s/step | MultiVae s/step | ratio | goal | pass | floor s/step | floor/MultiVae "
+        "| MultiVae channels-last s/step | mmbench/that |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for model in args.models:
-        ours, theirs, floor, theirs_cl = side_by_side(model, args.modalities, args.batch, args.repeats,
-                                                      with_floor=True, peer_layout=True)
+        ours, theirs, floor, theirs_cl = side_by_side(
+            model, args.modalities, args.batch, args.repeats, with_floor=True, peer_layout=True
+        )
         r = ours / theirs
-        print(f"| {model}, M={args.modalities} | {ours:.3f} | {theirs:.3f} | {r:.2f}x | <= {GOAL}x | "
-              f"{'pass' if r <= GOAL else 'FAIL'} | {floor:.3f} | {floor / theirs:.2f}x | {theirs_cl:.3f} | "
-              f"{ours / theirs_cl:.2f}x |", flush=True)
+        print(
+            f"| {model}, M={args.modalities} | {ours:.3f} | {theirs:.3f} | {r:.2f}x | <= {GOAL}x | "
+            f"{'pass' if r <= GOAL else 'FAIL'} | {floor:.3f} | {floor / theirs:.2f}x | {theirs_cl:.3f} | "
+            f"{ours / theirs_cl:.2f}x |",
+            flush=True,
+        )
     if args.scaling:
         print("\n| M | mmbench exact s | mmbench stratified s | MultiVae s | exact/MultiVae | stratified/MultiVae |")
         print("|---|---|---|---|---|---|")
@@ -177,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             model_step(strat, batch, opt)
             stratified = statistics.median(timed(lambda: model_step(strat, batch, opt)) for _ in range(args.repeats))
             their_cell = f"{theirs:.3f}" if finishes else f"no step within {args.limit:.0f} s"
-            ratios = (f"{exact / theirs:.2f}x | {stratified / theirs:.2f}x" if finishes else "- | -")
+            ratios = f"{exact / theirs:.2f}x | {stratified / theirs:.2f}x" if finishes else "- | -"
             print(f"| {m} | {exact:.3f} | {stratified:.3f} | {their_cell} | {ratios} |", flush=True)
     return 0
 

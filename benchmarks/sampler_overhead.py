@@ -16,10 +16,10 @@ import sys
 import time
 
 import torch
+from subset_scaling import polymnist_shaped
 
 from mmbench.config import build_config
 from mmbench.registry import MODELS
-from subset_scaling import polymnist_shaped
 
 GOAL = 1.10
 
@@ -62,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             floor.append(steps * forward_time(net, x, t, z))
         o, f = statistics.median(ours), statistics.median(floor)
         sampler = "DDIM (Diff-MVAE*)" if name == "diffmvae_star" else "Euler-Maruyama (Diff-MVAE)"
-        print(f"| {sampler} | {steps} | {o:.2f} | {f:.2f} | {o / f:.2f}x | {GOAL}x | "
-              f"{'pass' if o / f <= GOAL else 'FAIL'} |", flush=True)
+        print(
+            f"| {sampler} | {steps} | {o:.2f} | {f:.2f} | {o / f:.2f}x | {GOAL}x | "
+            f"{'pass' if o / f <= GOAL else 'FAIL'} |",
+            flush=True,
+        )
     return 0
 
 

@@ -29,18 +29,22 @@ import torch
 
 from mmbench.config import build_config
 from mmbench.data.base import MultimodalDataset
-from mmbench.memory_format import apply_memory_format, resolve_memory_format, to_memory_format
 from mmbench.modality import Modality
 from mmbench.optim import adam
 from mmbench.registry import MODELS
-from mmbench.sweeps import parse_value
+from mmbench.sweeps.files import parse_value
+from mmbench.training.memory_format import apply_memory_format, resolve_memory_format, to_memory_format
 
 
 def polymnist_shaped(n: int, modalities: int) -> MultimodalDataset:
     g = torch.Generator().manual_seed(0)
     mods = [Modality(f"m{i}", (3, 28, 28), "image", "laplace") for i in range(modalities)]
-    return MultimodalDataset(mods, {m.name: torch.rand(n, *m.shape, generator=g) for m in mods},
-                             torch.randint(0, 10, (n,), generator=g), "polymnist-shaped")
+    return MultimodalDataset(
+        mods,
+        {m.name: torch.rand(n, *m.shape, generator=g) for m in mods},
+        torch.randint(0, 10, (n,), generator=g),
+        "polymnist-shaped",
+    )
 
 
 def model_step(model, batch, opt) -> None:
@@ -94,8 +98,9 @@ def build_cases(name: str, m: int, batch_size: int, overrides: dict, only: str |
         if case not in wanted:
             continue
         torch.manual_seed(0)
-        model = cls(data.modalities, build_config(cls.Config, {**overrides, "kl_estimator": kl,
-                                                              "batch_size": batch_size}))
+        model = cls(
+            data.modalities, build_config(cls.Config, {**overrides, "kl_estimator": kl, "batch_size": batch_size})
+        )
         opt, trained_batch = as_trained(model, batch)
         cases[case] = (model_step, model, opt)
     if "stratified" in cases:
@@ -141,18 +146,30 @@ def main(argv: list[str] | None = None) -> int:
         print(peak_rss_mb())
         return 0
     if args.memory_only:
-        print(f"{args.model} {overrides or ''}, B={args.batch}: peak resident MB of a process that builds one case "
-              "and takes two steps")
+        print(
+            f"{args.model} {overrides or ''}, B={args.batch}: peak resident MB of a process that builds one case "
+            "and takes two steps"
+        )
         print("| M | bare MB | exact MB | stratified MB |\n|---|---|---|---|")
         for m in args.modalities:
-            print(f"| {m} |" + "".join(f" {peak_memory_mb(args.model, k, m, args.batch, args.set):.0f} |"
-                                      for k in ("bare", "exact", "stratified")), flush=True)
+            print(
+                f"| {m} |"
+                + "".join(
+                    f" {peak_memory_mb(args.model, k, m, args.batch, args.set):.0f} |"
+                    for k in ("bare", "exact", "stratified")
+                ),
+                flush=True,
+            )
         return 0
-    print(f"{args.model} {overrides or ''}, B={args.batch}, latent 512, {torch.get_num_threads()} threads, median of "
-          f"{args.repeats} alternating steps after one warm-up each")
+    print(
+        f"{args.model} {overrides or ''}, B={args.batch}, latent 512, {torch.get_num_threads()} threads, median of "
+        f"{args.repeats} alternating steps after one warm-up each"
+    )
     mem_head = " bare MB | exact MB | stratified MB |" if args.memory else ""
-    print("| M | bare s | exact s | stratified s | exact/bare | stratified/bare | exact vs M0 | stratified vs M0 |"
-          + mem_head)
+    print(
+        "| M | bare s | exact s | stratified s | exact/bare | stratified/bare | exact vs M0 | stratified vs M0 |"
+        + mem_head
+    )
     print("|---|---|---|---|---|---|---|---|" + "---|" * (3 if args.memory else 0))
     first: dict[str, float] = {}
     for m in args.modalities:
@@ -169,12 +186,16 @@ def main(argv: list[str] | None = None) -> int:
         mem = ""
         if args.memory:
             del cases
-            mem = "".join(f" {peak_memory_mb(args.model, k, m, args.batch, args.set):.0f} |"
-                          for k in ("bare", "exact", "stratified"))
-        print(f"| {m} | {med['bare']:.3f} | {med['exact']:.3f} | {med['stratified']:.3f} | "
-              f"{med['exact'] / med['bare']:.2f}x | {med['stratified'] / med['bare']:.2f}x | "
-              f"{med['exact'] / first['exact']:.1f}x | {med['stratified'] / first['stratified']:.1f}x |" + mem,
-              flush=True)
+            mem = "".join(
+                f" {peak_memory_mb(args.model, k, m, args.batch, args.set):.0f} |"
+                for k in ("bare", "exact", "stratified")
+            )
+        print(
+            f"| {m} | {med['bare']:.3f} | {med['exact']:.3f} | {med['stratified']:.3f} | "
+            f"{med['exact'] / med['bare']:.2f}x | {med['stratified'] / med['bare']:.2f}x | "
+            f"{med['exact'] / first['exact']:.1f}x | {med['stratified'] / first['stratified']:.1f}x |" + mem,
+            flush=True,
+        )
     return 0
 
 

@@ -4,7 +4,7 @@
                                           [--steps 20] [--repeats 3] [--devices cpu cuda] [--precisions fp32 bf16]
                                           [--set FIELD=VALUE ...]
 
-Each case trains the model with mmbench's trainer (``mmbench.train.train``, no checkpoint) for --steps
+Each case trains the model with mmbench's trainer (``mmbench.training.trainer.train``, no checkpoint) for --steps
 optimiser steps on PolyMNIST-shaped tuples (M modalities of 3x28x28, random pixels: throughput does not
 depend on the digits) after 3 warm-up steps, --repeats times; the table gives the median images/s
 (tuples x modalities per second), s/step, and the ratio to the same model's CPU fp32 median measured in
@@ -24,33 +24,52 @@ from mmbench.data.base import MultimodalDataset
 from mmbench.device import cuda_count
 from mmbench.modality import Modality
 from mmbench.registry import MODELS
-from mmbench.runoptions import RunOptions
-from mmbench.overrides import apply_to_table, parse_overrides
-from mmbench.train import train
+from mmbench.sweeps.overrides import apply_to_table, parse_overrides
+from mmbench.training.options import RunOptions
+from mmbench.training.trainer import train
 
 
 def polymnist_shaped(n: int, modalities: int) -> MultimodalDataset:
     g = torch.Generator().manual_seed(0)
     mods = [Modality(f"m{i}", (3, 28, 28)) for i in range(modalities)]
-    return MultimodalDataset(mods, {m.name: torch.rand(n, *m.shape, generator=g) for m in mods},
-                             torch.randint(0, 10, (n,), generator=g), "polymnist-shaped")
+    return MultimodalDataset(
+        mods,
+        {m.name: torch.rand(n, *m.shape, generator=g) for m in mods},
+        torch.randint(0, 10, (n,), generator=g),
+        "polymnist-shaped",
+    )
 
 
-def images_per_s(name: str, device: torch.device, precision: str, data: MultimodalDataset, batch: int, steps: int,
-                 overrides: dict) -> tuple[float, float]:
+def images_per_s(
+    name: str, device: torch.device, precision: str, data: MultimodalDataset, batch: int, steps: int, overrides: dict
+) -> tuple[float, float]:
     cls = MODELS.get(name)
     warmup = 3
     placed = data.to(device)
-    warm = build_config(cls.Config, {**overrides, "batch_size": batch, "max_steps": warmup, "epochs": 10**6,
-                                     "precision": precision})
+    warm = build_config(
+        cls.Config, {**overrides, "batch_size": batch, "max_steps": warmup, "epochs": 10**6, "precision": precision}
+    )
     torch.manual_seed(0)
-    train(cls(data.modalities, warm), placed, device=device, options=RunOptions(tensorboard=False), progress=False,
-          log=lambda s: None)  # warm-up: allocator, cuDNN autotuning, first-call overheads
-    config = build_config(cls.Config, {**overrides, "batch_size": batch, "max_steps": steps, "epochs": 10**6,
-                                       "precision": precision})
+    train(
+        cls(data.modalities, warm),
+        placed,
+        device=device,
+        options=RunOptions(tensorboard=False),
+        progress=False,
+        log=lambda s: None,
+    )  # warm-up: allocator, cuDNN autotuning, first-call overheads
+    config = build_config(
+        cls.Config, {**overrides, "batch_size": batch, "max_steps": steps, "epochs": 10**6, "precision": precision}
+    )
     torch.manual_seed(0)
-    result = train(cls(data.modalities, config), placed, device=device, options=RunOptions(tensorboard=False),
-                   progress=False, log=lambda s: None)
+    result = train(
+        cls(data.modalities, config),
+        placed,
+        device=device,
+        options=RunOptions(tensorboard=False),
+        progress=False,
+        log=lambda s: None,
+    )
     return result.examples_per_s * len(data.modalities), result.s_per_step
 
 
@@ -67,10 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     overrides = apply_to_table({}, parse_overrides(args.set or []), "config")
     data = polymnist_shaped(args.batch * 4, args.modalities)
-    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {cuda_count()} GPU(s)"
-          + (f" ({torch.cuda.get_device_name(0)})" if cuda_count() else "") + f", {torch.get_num_threads()} CPU threads; "
-          f"M={args.modalities}, B={args.batch}, {args.steps} steps, median of {args.repeats}")
-    print(f"| {'model':<14} | {'device':<6} | {'precision':<9} | {'images/s':>10} | {'s/step':>8} | {'vs CPU fp32':>11} |")
+    print(
+        f"torch {torch.__version__}, CUDA {torch.version.cuda}, {cuda_count()} GPU(s)"
+        + (f" ({torch.cuda.get_device_name(0)})" if cuda_count() else "")
+        + f", {torch.get_num_threads()} CPU threads; "
+        f"M={args.modalities}, B={args.batch}, {args.steps} steps, median of {args.repeats}"
+    )
+    print(
+        f"| {'model':<14} | {'device':<6} | {'precision':<9} | {'images/s':>10} | {'s/step':>8} | {'vs CPU fp32':>11} |"
+    )
     print(f"|{'-' * 16}|{'-' * 8}|{'-' * 11}|{'-' * 12}|{'-' * 10}|{'-' * 13}|")
     for name in args.models:
         cpu_ref = None
@@ -80,15 +104,18 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             device = torch.device(dev)
             for precision in args.precisions:
-                runs = [images_per_s(name, device, precision, data, args.batch, args.steps, overrides)
-                        for _ in range(args.repeats)]
+                runs = [
+                    images_per_s(name, device, precision, data, args.batch, args.steps, overrides)
+                    for _ in range(args.repeats)
+                ]
                 ips = statistics.median(r[0] for r in runs)
                 sps = statistics.median(r[1] for r in runs)
                 if dev == "cpu" and precision == "fp32":
                     cpu_ref = ips
                 ratio = f"{ips / cpu_ref:.1f}x" if cpu_ref else "-"
-                print(f"| {name:<14} | {dev:<6} | {precision:<9} | {ips:>10.1f} | {sps:>8.3f} | {ratio:>11} |",
-                      flush=True)
+                print(
+                    f"| {name:<14} | {dev:<6} | {precision:<9} | {ips:>10.1f} | {sps:>8.3f} | {ratio:>11} |", flush=True
+                )
     return 0
 
 

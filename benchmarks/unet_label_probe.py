@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from latent_usage_probe import z_usage_ratio
+
 from diffmvae.diffusion import WEIGHTINGS, DDPMSchedule, ddpm_loss, sample_ddim
 from diffmvae.unet import UNet, UNetConfig, conditioning_parts
 from mmbench.data.polymnist import PolyMNIST
@@ -78,7 +78,9 @@ def train(conditioning: str, weighting: str, steps: int, probe_every: int, data,
         idx = torch.randint(0, len(train_y), (32,), generator=g)
         x, z = train_x[idx] * 2 - 1, one_hot(train_y[idx])
         # averaged over the image's dimensions, as Diff-MVAE's term is (average_over_dims)
-        loss = ddpm_loss(lambda xt, t: net(xt, t, z), x, schedule, weighting=weighting, generator=g).mean() / x[0].numel()
+        loss = (
+            ddpm_loss(lambda xt, t: net(xt, t, z), x, schedule, weighting=weighting, generator=g).mean() / x[0].numel()
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -86,21 +88,37 @@ def train(conditioning: str, weighting: str, steps: int, probe_every: int, data,
             seconds = time.perf_counter() - start
             ratio = usage_ratio(net, schedule, test_x, test_z)
             acc = label_accuracy(net, schedule, test_z, test_y, classifier) if step == steps else None
-            rows.append({"conditioning": conditioning, "weighting": weighting, "steps": step, "ratio": ratio,
-                         "accuracy": acc, "seconds": seconds})
-            print(f"  {conditioning} / {weighting} step {step}: " +
-                  ", ".join(f"t={k}: {v:.4f}" for k, v in ratio.items()) +
-                  (f", label-conditional accuracy {acc:.1%}" if acc is not None else ""), flush=True)
+            rows.append(
+                {
+                    "conditioning": conditioning,
+                    "weighting": weighting,
+                    "steps": step,
+                    "ratio": ratio,
+                    "accuracy": acc,
+                    "seconds": seconds,
+                }
+            )
+            print(
+                f"  {conditioning} / {weighting} step {step}: "
+                + ", ".join(f"t={k}: {v:.4f}" for k, v in ratio.items())
+                + (f", label-conditional accuracy {acc:.1%}" if acc is not None else ""),
+                flush=True,
+            )
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| conditioning | weighting | steps | ratio t=300 | t=600 | t=900 | label-conditional accuracy | train s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| conditioning | weighting | steps | ratio t=300 | t=600 | t=900 | label-conditional accuracy | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f} %"
-        lines.append(f"| {r['conditioning']} | {r['weighting']} | {r['steps']:,} | " +
-                     " | ".join(f"{r['ratio'][t]:.3f}" for t in TIMES) + f" | {acc} | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['conditioning']} | {r['weighting']} | {r['steps']:,} | "
+            + " | ".join(f"{r['ratio'][t]:.3f}" for t in TIMES)
+            + f" | {acc} | {r['seconds']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -118,11 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "manifest.json").is_file():
         build_polymnist(args.data, 3, progress=True)
     train_split, test_split = (PolyMNIST.load(args.data, s, modalities=3) for s in ("train", "test"))
-    classifiers, _ = classifiers_for(train_split, test_split, HERE / "out" / "cache" / "classifiers", epochs=20,
-                                     progress=False)
+    classifiers, _ = classifiers_for(
+        train_split, test_split, HERE / "out" / "cache" / "classifiers", epochs=20, progress=False
+    )
     test_y = test_split.y[:300]
-    data = (train_split.x["m1"], train_split.y, test_split.x["m1"][:300] * 2 - 1, one_hot(test_y), test_y,
-            classifiers["m1"])
+    data = (
+        train_split.x["m1"],
+        train_split.y,
+        test_split.x["m1"][:300] * 2 - 1,
+        one_hot(test_y),
+        test_y,
+        classifiers["m1"],
+    )
     rows = []
     for conditioning in args.conditioning:
         for weighting in args.weighting:

@@ -25,17 +25,30 @@ import torch
 from torch import Tensor, nn
 
 from diffmvae.diffusion import (
-    VPSDE, WEIGHTINGS, DDPMSchedule, ddpm_loss, dsm_loss, sample_ddim, sample_euler_maruyama, score_from_noise_model,
+    VPSDE,
+    WEIGHTINGS,
+    DDPMSchedule,
+    ddpm_loss,
+    dsm_loss,
+    sample_ddim,
+    sample_euler_maruyama,
+    score_from_noise_model,
 )
 from diffmvae.unet import UNet, UNetConfig, conditioning_parts
 from mmbench.config import TrainConfig, check_choice, check_range
 from mmbench.errors import MMBenchError
 from mmbench.fusion import (
-    PRIOR_EXPERT_RULES, Gaussian, has_prior_expert, product_of_stacked_experts, subset_mask, subset_posteriors,
-    subset_weights, subsets,
+    PRIOR_EXPERT_RULES,
+    Gaussian,
+    has_prior_expert,
+    product_of_stacked_experts,
+    subset_mask,
+    subset_posteriors,
+    subset_weights,
+    subsets,
 )
-from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.modality import Modality
+from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.nets import default_decoder, default_encoder
 from mmbench.objectives import ESTIMATORS, KL_ESTIMATORS, Likelihood, mixture_elbo, stratified_mixture_elbo
 from mmbench.registry import register_model
@@ -135,8 +148,10 @@ class DiffMVAEConfig(TrainConfig):
         check_choice(self, "estimator", ESTIMATORS)
         check_choice(self, "kl_estimator", KL_ESTIMATORS)
         if self.kl_estimator == "stratified" and self.estimator != "stratified":
-            raise MMBenchError(f"{type(self).__name__}.kl_estimator = 'stratified' needs estimator = 'stratified' "
-                               f"(got {self.estimator!r})")
+            raise MMBenchError(
+                f"{type(self).__name__}.kl_estimator = 'stratified' needs estimator = 'stratified' "
+                f"(got {self.estimator!r})"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,20 +179,37 @@ class _DiffusionMVAE(MultimodalVAE):
         wanted = [m.name for m in self.modalities if diffusable(m)] if every else list(cfg.diffusion)
         unknown = [m for m in wanted if m not in names]
         if unknown:
-            raise MMBenchError(f"{type(self).__name__}.diffusion names unknown modalities {unknown}; modalities: {names}")
+            raise MMBenchError(
+                f"{type(self).__name__}.diffusion names unknown modalities {unknown}; modalities: {names}"
+            )
         by_name = {m.name: m for m in self.modalities}
         for m in wanted:
             if not diffusable(by_name[m]):
-                raise MMBenchError(f"modality {m!r} is marked for a diffusion decoder but is a {by_name[m].kind} "
-                                   f"of shape {by_name[m].shape}, not an image or mask (C x H x W); remove it from "
-                                   f"'diffusion'")
+                raise MMBenchError(
+                    f"modality {m!r} is marked for a diffusion decoder but is a {by_name[m].kind} "
+                    f"of shape {by_name[m].shape}, not an image or mask (C x H x W); remove it from "
+                    f"'diffusion'"
+                )
         self.diffusion_names = [m for m in names if m in wanted]
         self.encoders = nn.ModuleDict({m.name: default_encoder(m, cfg.latent_dim) for m in self.modalities})
-        self.decoders = nn.ModuleDict({
-            m.name: UNet(UNetConfig(dims=2, channels=m.shape[0], base=cfg.unet_base, mults=tuple(cfg.unet_mults),
-                                    cond_dim=cfg.latent_dim, conditioning=cfg.conditioning, pad_to=cfg.pad_to))
-            if m.name in self.diffusion_names else default_decoder(m, cfg.latent_dim)
-            for m in self.modalities})
+        self.decoders = nn.ModuleDict(
+            {
+                m.name: UNet(
+                    UNetConfig(
+                        dims=2,
+                        channels=m.shape[0],
+                        base=cfg.unet_base,
+                        mults=tuple(cfg.unet_mults),
+                        cond_dim=cfg.latent_dim,
+                        conditioning=cfg.conditioning,
+                        pad_to=cfg.pad_to,
+                    )
+                )
+                if m.name in self.diffusion_names
+                else default_decoder(m, cfg.latent_dim)
+                for m in self.modalities
+            }
+        )
         self.likelihoods = {m.name: Likelihood(m.likelihood, cfg.likelihood_scale) for m in self.modalities}
         self.sde = VPSDE()
         self.schedule = DDPMSchedule.linear()
@@ -235,12 +267,25 @@ class _DiffusionMVAE(MultimodalVAE):
         experts = self.experts(x, self.modality_names)
         log_likelihood = lambda z, rows: self.log_likelihoods(x, z, rows)  # noqa: E731
         if self.config.kl_estimator == "stratified":
-            out = stratified_mixture_elbo(experts, self.mask, self.prior_flags, self.weights, log_likelihood,
-                                          beta=self.kl_weight(), free_bits=self.config.free_bits)
+            out = stratified_mixture_elbo(
+                experts,
+                self.mask,
+                self.prior_flags,
+                self.weights,
+                log_likelihood,
+                beta=self.kl_weight(),
+                free_bits=self.config.free_bits,
+            )
         else:
             posteriors = subset_posteriors(experts, self.mask, self.prior_flags)
-            out = mixture_elbo(posteriors, self.weights, log_likelihood, beta=self.kl_weight(),
-                               estimator=self.config.estimator, free_bits=self.config.free_bits)
+            out = mixture_elbo(
+                posteriors,
+                self.weights,
+                log_likelihood,
+                beta=self.kl_weight(),
+                estimator=self.config.estimator,
+                free_bits=self.config.free_bits,
+            )
         terms = {"kl": out.kl.mean().item(), **{f"term/{m}": v.mean().item() for m, v in out.log_likelihood.items()}}
         return LossOutput(-out.elbo.mean(), terms)
 
@@ -254,11 +299,19 @@ class _DiffusionMVAE(MultimodalVAE):
             shape = (z.shape[0], *next(mm.shape for mm in self.modalities if mm.name == m))
             noise = torch.randn(shape, generator=generator).to(z.device)
             if self.process == "vpsde":  # images lie in [-1, 1]: both samplers clip their x_0 predictions there
-                x = sample_euler_maruyama(self.denoiser(m, z, clip=1.0), noise, self.sde,
-                                          steps=self.config.sampler_steps, generator=generator)
+                x = sample_euler_maruyama(
+                    self.denoiser(m, z, clip=1.0), noise, self.sde, steps=self.config.sampler_steps, generator=generator
+                )
             else:
-                x = sample_ddim(self.denoiser(m, z), noise, self.schedule, steps=self.config.sampler_steps,
-                                eta=self.config.ddim_eta, clip=1.0, generator=generator)
+                x = sample_ddim(
+                    self.denoiser(m, z),
+                    noise,
+                    self.schedule,
+                    steps=self.config.sampler_steps,
+                    eta=self.config.ddim_eta,
+                    clip=1.0,
+                    generator=generator,
+                )
             out[m] = ((x + 1) / 2).clamp(0, 1)
         return out
 

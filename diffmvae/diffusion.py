@@ -38,6 +38,7 @@ def _expand(v: Tensor, like: Tensor) -> Tensor:
 
 # -- discrete: DDPM -------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DDPMSchedule:
     """betas_t for t = 0..T-1 and the quantities derived from them (names spell the formulas)."""
@@ -47,8 +48,10 @@ class DDPMSchedule:
     @classmethod
     def linear(cls, timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "DDPMSchedule":
         if timesteps < 1 or not 0 < beta_start <= beta_end < 1:
-            raise MMBenchError(f"DDPM schedule needs timesteps >= 1 and 0 < beta_start <= beta_end < 1, got "
-                               f"{timesteps}, {beta_start}, {beta_end}")
+            raise MMBenchError(
+                f"DDPM schedule needs timesteps >= 1 and 0 < beta_start <= beta_end < 1, got "
+                f"{timesteps}, {beta_start}, {beta_end}"
+            )
         return cls(torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64))
 
     @property
@@ -65,8 +68,15 @@ class DDPMSchedule:
         return _expand(ab.sqrt(), x0) * x0 + _expand((1 - ab).sqrt(), x0) * noise
 
 
-def ddpm_loss(eps_model: Denoiser, x0: Tensor, schedule: DDPMSchedule, *, weighting: str = "variance",
-              t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+def ddpm_loss(
+    eps_model: Denoiser,
+    x0: Tensor,
+    schedule: DDPMSchedule,
+    *,
+    weighting: str = "variance",
+    t: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Per-example noise-prediction loss 1/2 w(t) || eps - eps_theta(x_t, t) ||^2 (summed over dimensions),
     t ~ U{0..T-1}: eq. 17's lambda(t)/2 || score error ||^2 written in the noise, w(t) = lambda(t) / std(t)^2
     (``noise_weight``). "variance" (w = 1) is DDPM's "simple" loss (Ho et al. 2020, eq. 14) with eq. 17's 1/2,
@@ -81,8 +91,16 @@ def ddpm_loss(eps_model: Denoiser, x0: Tensor, schedule: DDPMSchedule, *, weight
 
 
 @torch.no_grad()
-def sample_ddim(eps_model: Denoiser, noise: Tensor, schedule: DDPMSchedule, *, steps: int = 50, eta: float = 0.0,
-                clip: float | None = None, generator: torch.Generator | None = None) -> Tensor:
+def sample_ddim(
+    eps_model: Denoiser,
+    noise: Tensor,
+    schedule: DDPMSchedule,
+    *,
+    steps: int = 50,
+    eta: float = 0.0,
+    clip: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """DDIM (Song et al. 2021a, eq. 12) from x_T = noise over ``steps`` evenly spaced timesteps.
     eta = 0 is deterministic; eta = 1 matches DDPM's ancestral variance.
 
@@ -98,8 +116,9 @@ def sample_ddim(eps_model: Denoiser, noise: Tensor, schedule: DDPMSchedule, *, s
     x = noise
     for i, t in enumerate(times):
         ab = ab_all[t].to(x.dtype)
-        ab_prev = ab_all[times[i + 1]].to(x.dtype) if i + 1 < len(times) else torch.ones((), dtype=x.dtype,
-                                                                                              device=x.device)
+        ab_prev = (
+            ab_all[times[i + 1]].to(x.dtype) if i + 1 < len(times) else torch.ones((), dtype=x.dtype, device=x.device)
+        )
         eps = eps_model(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
         x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
         if clip is not None:
@@ -113,8 +132,9 @@ def sample_ddim(eps_model: Denoiser, noise: Tensor, schedule: DDPMSchedule, *, s
 
 
 @torch.no_grad()
-def sample_ancestral(eps_model: Denoiser, noise: Tensor, schedule: DDPMSchedule, *,
-                     generator: torch.Generator | None = None) -> Tensor:
+def sample_ancestral(
+    eps_model: Denoiser, noise: Tensor, schedule: DDPMSchedule, *, generator: torch.Generator | None = None
+) -> Tensor:
     """DDPM ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2, sigma_t^2 = beta_t)."""
     betas = schedule.betas.to(noise.device)
     ab_all = schedule.alphas_cumprod.to(noise.device)
@@ -129,6 +149,7 @@ def sample_ancestral(eps_model: Denoiser, noise: Tensor, schedule: DDPMSchedule,
 
 
 # -- continuous: VP-SDE ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class VPSDE:
@@ -159,6 +180,7 @@ def score_from_noise_model(eps_model: Denoiser, sde: VPSDE, *, clip: float | Non
     clip: for data in [-clip, clip], the implied x_0 = (x - std eps) / mean is clipped and the noise
     re-derived from it, as ``sample_ddim`` does: at t near 1, mean(t) ~ 0.007, so the noise model's error
     reaches x_0 multiplied by ~150 and carries the sampler out of range. Use it for sampling only."""
+
     def score(x: Tensor, t: Tensor) -> Tensor:
         mean, std = (_expand(v, x) for v in sde.marginal(t))
         eps = eps_model(x, t)
@@ -166,6 +188,7 @@ def score_from_noise_model(eps_model: Denoiser, sde: VPSDE, *, clip: float | Non
             x0 = ((x - std * eps) / mean).clamp(-clip, clip)
             eps = (x - mean * x0) / std
         return -eps / std
+
     return score
 
 
@@ -200,8 +223,16 @@ def _timesteps(t: Tensor | None, x0: Tensor, draw: Callable[[int], Tensor]) -> T
     return t.to(x0.device)
 
 
-def dsm_loss(score_model: Denoiser, x0: Tensor, sde: VPSDE, *, weighting: str = "variance", t_min: float = 1e-5,
-             t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+def dsm_loss(
+    score_model: Denoiser,
+    x0: Tensor,
+    sde: VPSDE,
+    *,
+    weighting: str = "variance",
+    t_min: float = 1e-5,
+    t: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Per-example denoising score matching (eq. 17 of the Diff-MVAE appendix), t ~ U(t_min, 1):
 
         lambda(t)/2 || grad log p_t(x_t | x_0) - s_theta(x_t, t) ||^2,   grad log p_t(x_t|x_0) = -noise / std(t),
@@ -220,9 +251,17 @@ def dsm_loss(score_model: Denoiser, x0: Tensor, sde: VPSDE, *, weighting: str = 
 
 
 @torch.no_grad()
-def sample_euler_maruyama(score_model: Denoiser, noise: Tensor, sde: VPSDE, *, steps: int = 1000,
-                          t_min: float = 1e-3, corrector_steps: int = 0, snr: float = 0.16,
-                          generator: torch.Generator | None = None) -> Tensor:
+def sample_euler_maruyama(
+    score_model: Denoiser,
+    noise: Tensor,
+    sde: VPSDE,
+    *,
+    steps: int = 1000,
+    t_min: float = 1e-3,
+    corrector_steps: int = 0,
+    snr: float = 0.16,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Reverse-time SDE dx = [-1/2 beta x - beta s(x, t)] dt + sqrt(beta) dw-bar from t = 1 to t_min
     (Euler-Maruyama predictor, Song et al. 2021b), with ``corrector_steps`` Langevin corrector steps per
     step (predictor-corrector). The last step returns the noise-free mean."""
@@ -250,20 +289,35 @@ def sample_euler_maruyama(score_model: Denoiser, noise: Tensor, sde: VPSDE, *, s
 
 def gaussian_vp_score(mu: Tensor, var: Tensor, sde: VPSDE) -> Denoiser:
     """The exact score of p_t when p_0 = N(mu, diag(var)): -(x - m(t) mu) / (m(t)^2 var + std(t)^2)."""
+
     def score(x: Tensor, t: Tensor) -> Tensor:
         m, s = sde.marginal(t)
         m, s = _expand(m, x), _expand(s, x)
         return -(x - m * mu) / (m**2 * var + s**2)
+
     return score
 
 
 def gaussian_ddpm_eps(mu: Tensor, var: Tensor, schedule: DDPMSchedule) -> Denoiser:
     """The exact noise prediction when p_0 = N(mu, diag(var)): eps* = -sqrt(1 - ab_t) * score_t(x)."""
+
     def eps(x: Tensor, t: Tensor) -> Tensor:
         ab = _expand(schedule.alphas_cumprod.to(x.device)[t].to(x.dtype), x)
         return (1 - ab).sqrt() * (x - ab.sqrt() * mu) / (ab * var + 1 - ab)
+
     return eps
 
 
-__all__ = ["DDPMSchedule", "VPSDE", "ddpm_loss", "dsm_loss", "gaussian_ddpm_eps", "gaussian_vp_score",
-           "noise_weight", "sample_ancestral", "sample_ddim", "sample_euler_maruyama", "score_from_noise_model"]
+__all__ = [
+    "DDPMSchedule",
+    "VPSDE",
+    "ddpm_loss",
+    "dsm_loss",
+    "gaussian_ddpm_eps",
+    "gaussian_vp_score",
+    "noise_weight",
+    "sample_ancestral",
+    "sample_ddim",
+    "sample_euler_maruyama",
+    "score_from_noise_model",
+]

@@ -17,10 +17,10 @@ from tqdm import tqdm
 
 from diffmvae.diffusion import DDPMSchedule, ddpm_loss, sample_ddim
 from diffmvae.unet import UNet, UNetConfig
-from mmbench.checkpoint import load_checkpoint, save_checkpoint
 from mmbench.config import build_config, check_range
 from mmbench.errors import MMBenchError
 from mmbench.registry import register_prior
+from mmbench.storage.checkpoint import load_checkpoint, save_checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,13 +81,16 @@ class ScorePrior(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         noise = torch.randn(n, self.latent_dim, generator=generator).to(self.mean.device)
-        x = sample_ddim(lambda x, t: self.net(x, t), noise, self.schedule, steps=self.config.sampler_steps,
-                        generator=generator)
+        x = sample_ddim(
+            lambda x, t: self.net(x, t), noise, self.schedule, steps=self.config.sampler_steps, generator=generator
+        )
         return x * self.std + self.mean
 
     def save(self, path: Path) -> None:
-        save_checkpoint(path, {"latent_dim": self.latent_dim, "config": dataclasses.asdict(self.config),
-                               "state_dict": self.state_dict()})
+        save_checkpoint(
+            path,
+            {"latent_dim": self.latent_dim, "config": dataclasses.asdict(self.config), "state_dict": self.state_dict()},
+        )
 
     @classmethod
     def load(cls, path: Path) -> "ScorePrior":

@@ -25,7 +25,6 @@ from torch.nn import functional as F
 
 from mmbench.errors import MMBenchError
 
-
 CONDITIONINGS = ("embedding", "scale_shift", "spatial")
 
 
@@ -34,8 +33,10 @@ def conditioning_parts(conditioning: str, *, field: str = "conditioning") -> tup
     parts = tuple(p.strip() for p in str(conditioning).split("+"))
     bad = [p for p in parts if p not in CONDITIONINGS]
     if bad or len(set(parts)) != len(parts):
-        raise MMBenchError(f"{field} = {conditioning!r}: use one of {', '.join(CONDITIONINGS)} or several joined "
-                           f"by '+' (e.g. 'scale_shift+spatial')")
+        raise MMBenchError(
+            f"{field} = {conditioning!r}: use one of {', '.join(CONDITIONINGS)} or several joined "
+            f"by '+' (e.g. 'scale_shift+spatial')"
+        )
     return parts
 
 
@@ -63,11 +64,14 @@ class UNetConfig:
         if not self.mults or self.base < self.groups or self.base % self.groups:
             raise MMBenchError(f"UNet base width {self.base} must be a positive multiple of groups {self.groups}")
         if "spatial" in conditioning_parts(self.conditioning) and self.dims != 2:
-            raise MMBenchError(f"conditioning = {self.conditioning!r}: 'spatial' makes feature maps for an image "
-                               f"UNet; a 1-D UNet takes 'embedding' or 'scale_shift'")
+            raise MMBenchError(
+                f"conditioning = {self.conditioning!r}: 'spatial' makes feature maps for an image "
+                f"UNet; a 1-D UNet takes 'embedding' or 'scale_shift'"
+            )
         if self.pad_to < 0 or self.spatial_channels < 1:
-            raise MMBenchError(f"UNet pad_to must be >= 0 and spatial_channels >= 1, got {self.pad_to}, "
-                               f"{self.spatial_channels}")
+            raise MMBenchError(
+                f"UNet pad_to must be >= 0 and spatial_channels >= 1, got {self.pad_to}, {self.spatial_channels}"
+            )
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -75,8 +79,8 @@ class UNetConfig:
 
 
 PRESETS = {
-    "image28": UNetConfig(dims=2, channels=3, base=32, mults=(1, 2, 2)),      # 28 -> 14 -> 7
-    "image64": UNetConfig(dims=2, channels=3, base=64, mults=(1, 2, 2, 4)),   # 64 -> 32 -> 16 -> 8
+    "image28": UNetConfig(dims=2, channels=3, base=32, mults=(1, 2, 2)),  # 28 -> 14 -> 7
+    "image64": UNetConfig(dims=2, channels=3, base=64, mults=(1, 2, 2, 4)),  # 64 -> 32 -> 16 -> 8
     "latent": UNetConfig(dims=1, channels=1, base=32, mults=(1, 2, 2)),
 }
 
@@ -134,8 +138,9 @@ class SpatialHead(nn.Module):
         super().__init__()
         self.width = width
         self.linear = nn.Linear(cond_dim, width * self.grid * self.grid)
-        self.convs = nn.Sequential(nn.SiLU(), nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
-                                   nn.Conv2d(width, channels, 3, padding=1))
+        self.convs = nn.Sequential(
+            nn.SiLU(), nn.Conv2d(width, width, 3, padding=1), nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1)
+        )
 
     def forward(self, z: Tensor, size: tuple[int, int]) -> Tensor:
         h = self.linear(z).reshape(z.shape[0], self.width, self.grid, self.grid)
@@ -171,7 +176,9 @@ class UNet(nn.Module):
         for w in reversed(widths):
             self.up.append(block(prev + w, w))
             prev = w
-        self.out = nn.Sequential(nn.GroupNorm(min(c.groups, prev), prev), nn.SiLU(), conv(prev, c.channels, 3, padding=1))
+        self.out = nn.Sequential(
+            nn.GroupNorm(min(c.groups, prev), prev), nn.SiLU(), conv(prev, c.channels, 3, padding=1)
+        )
 
     def forward(self, x: Tensor, t: Tensor, z: Tensor | None = None) -> Tensor:
         c = self.config

@@ -44,7 +44,9 @@ class TrainConfig:
         check_range(self, "grad_clip", lo=0.0)
 
 
-def check_range(cfg: Any, field: str, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> None:
+def check_range(
+    cfg: Any, field: str, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False
+) -> None:
     """Raise a one-line MMBenchError when cfg.field is outside [lo, hi] (or (lo, hi] with lo_open)."""
     v = getattr(cfg, field)
     bad = (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi)
@@ -118,13 +120,18 @@ def check_keywords(fn: Any, given: Mapping[str, Any], what: str, *, fixed: Mappi
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return
-    names = [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-             and n not in (fixed or {})]
+    names = [
+        n
+        for n, p in params.items()
+        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in (fixed or {})
+    ]
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     unknown = [] if takes_any else sorted(set(given) - set(names))
     if unknown:
-        raise MMBenchError(f"bad options for {what}: unexpected keyword argument {unknown[0]!r}"
-                           f"{did_you_mean(unknown[0], names)}; its options are: {', '.join(names) or 'none'}")
+        raise MMBenchError(
+            f"bad options for {what}: unexpected keyword argument {unknown[0]!r}"
+            f"{did_you_mean(unknown[0], names)}; its options are: {', '.join(names) or 'none'}"
+        )
     missing = [n for n in names if params[n].default is params[n].empty and n not in given]
     if missing:
         raise MMBenchError(f"bad options for {what}: missing a required argument: {missing[0]!r}")

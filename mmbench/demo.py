@@ -6,22 +6,19 @@ import time
 from pathlib import Path
 
 from mmbench.errors import MMBenchError
+from mmbench.resources import published_csv, resource_path
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_SWEEPS = {False: REPO / "sweeps" / "demo.toml", True: REPO / "sweeps" / "demo_quick.toml"}
-PUBLISHED = REPO / "results" / "published.csv"
+DEMO_SWEEPS = {False: "demo", True: "demo_quick"}  # packaged sweep files (mmbench.resources)
 
 
 def run_demo(out: Path, *, quick: bool = False, progress: bool = True, log=print):
     """Run the demo sweep under ``out`` and write the report in ``out/report``; returns the ``Report``."""
     from mmbench.data.polymnist_build import build_polymnist
-    from mmbench.report import build_report
-    from mmbench.submission import submit
-    from mmbench.sweeps import load_sweep
+    from mmbench.report.build import build_report
+    from mmbench.sweeps.files import load_sweep
+    from mmbench.sweeps.submission import submit
 
-    sweep_file = DEMO_SWEEPS[quick]
-    if not sweep_file.is_file():
-        raise MMBenchError(f"demo sweep {sweep_file} is missing; run the demo from a checkout of mmbench")
+    sweep_file = resource_path("sweeps", f"{DEMO_SWEEPS[quick]}.toml")
     t0 = time.perf_counter()
     out = Path(out).resolve()
     data = out / "data" / "polymnist"
@@ -37,7 +34,7 @@ def run_demo(out: Path, *, quick: bool = False, progress: bool = True, log=print
     failed = [r for r in records if r["status"] != "finished"]
     if failed:
         raise MMBenchError(f"demo run {failed[0]['run_id']} failed: {failed[0].get('failure')}")
-    report = build_report(out / "runs", out / "report", PUBLISHED, device="cpu", log=log)
+    report = build_report(out / "runs", out / "report", published_csv(), device="cpu", log=log)
     log((report.out / "leaderboard.md").read_text())
     log(f"demo finished in {time.perf_counter() - t0:.0f} s; everything is under {out}; the report: {report.index}")
     return report

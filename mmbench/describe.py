@@ -51,7 +51,7 @@ def documented_fields(*docs: str | None) -> dict[str, str]:
 
 def _first_sentence(text: str) -> str:
     m = re.search(r"(?<=[a-z0-9)\]\"'])\.\s", text + " ")
-    return (text[:m.start() + 1] if m else text).strip()
+    return (text[: m.start() + 1] if m else text).strip()
 
 
 def _type_name(hint: Any) -> str:
@@ -68,8 +68,12 @@ def config_fields(model: str, overrides: dict | None = None) -> tuple[str, list[
         others = documented_fields(*(MODELS.get(m).Config.__doc__ for m in MODELS.names()))
         docs = {**others, **docs}
     defaults = cls()
-    fields = [Field(f.name, _type_name(hints[f.name]), getattr(defaults, f.name), getattr(built, f.name),
-                    docs.get(f.name, "")) for f in dataclasses.fields(cls)]
+    fields = [
+        Field(
+            f.name, _type_name(hints[f.name]), getattr(defaults, f.name), getattr(built, f.name), docs.get(f.name, "")
+        )
+        for f in dataclasses.fields(cls)
+    ]
     source = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
     return source, fields
 

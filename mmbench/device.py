@@ -53,12 +53,16 @@ def resolve_device(name: str) -> torch.device:
     n = cuda_count()
     if n == 0:
         why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-        raise MMBenchError(f"device {name!r} was asked for but this machine has no CUDA device ({why}; "
-                           f"torch {torch.__version__}); use --device cpu or auto")
+        raise MMBenchError(
+            f"device {name!r} was asked for but this machine has no CUDA device ({why}; "
+            f"torch {torch.__version__}); use --device cpu or auto"
+        )
     index = torch.cuda.current_device() if index is None else index
     if index >= n:
-        raise MMBenchError(f"device {name!r} does not exist: this node has {n} CUDA device"
-                           f"{'s' if n > 1 else ''} (cuda:0 to cuda:{n - 1})")
+        raise MMBenchError(
+            f"device {name!r} does not exist: this node has {n} CUDA device"
+            f"{'s' if n > 1 else ''} (cuda:0 to cuda:{n - 1})"
+        )
     return torch.device("cuda", index)
 
 
@@ -67,8 +71,10 @@ def check_precision(precision: str, device: torch.device) -> None:
     if precision not in PRECISIONS:
         raise MMBenchError(f"precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise MMBenchError(f"precision 'bf16' is not supported by {torch.cuda.get_device_name(device)} ({device}); "
-                           "use precision = \"fp32\" (bf16 needs compute capability 8.0, e.g. A100, H100)")
+        raise MMBenchError(
+            f"precision 'bf16' is not supported by {torch.cuda.get_device_name(device)} ({device}); "
+            'use precision = "fp32" (bf16 needs compute capability 8.0, e.g. A100, H100)'
+        )
 
 
 def check_nproc(nproc: int, device: torch.device) -> None:
@@ -78,8 +84,9 @@ def check_nproc(nproc: int, device: torch.device) -> None:
     if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
         raise MMBenchError(f"nproc must be an integer >= 1, got {nproc!r}")
     if device.type == "cuda" and nproc > cuda_count():
-        raise MMBenchError(f"nproc {nproc} is more than the {cuda_count()} CUDA device(s) of this node "
-                           "(one process per GPU)")
+        raise MMBenchError(
+            f"nproc {nproc} is more than the {cuda_count()} CUDA device(s) of this node (one process per GPU)"
+        )
     if device.type == "cpu" and nproc > (os.cpu_count() or 1):
         raise MMBenchError(f"nproc {nproc} is more than the {os.cpu_count()} CPU cores of this machine")
 
@@ -128,8 +135,12 @@ def device_info(device: torch.device, world_size: int = 1) -> dict:
     info = {"type": device.type, "count": world_size, "torch": torch.__version__, "cuda": torch.version.cuda}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update(name=props.name, memory_gb=round(props.total_memory / 2**30, 1),
-                    capability=f"{props.major}.{props.minor}", cudnn=torch.backends.cudnn.version())
+        info.update(
+            name=props.name,
+            memory_gb=round(props.total_memory / 2**30, 1),
+            capability=f"{props.major}.{props.minor}",
+            cudnn=torch.backends.cudnn.version(),
+        )
     else:
         info.update(name=f"cpu ({platform.processor() or platform.machine()})", threads=torch.get_num_threads())
     return info

@@ -14,6 +14,6 @@ class MMBenchError(ValueError):
 
 
 def did_you_mean(name: object, choices: Iterable[object]) -> str:
-    """" (did you mean 'x'?)" for the closest of ``choices`` (difflib), or '' when none is close."""
+    """ " (did you mean 'x'?)" for the closest of ``choices`` (difflib), or '' when none is close."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -46,7 +46,9 @@ class Gaussian(NamedTuple):
         if generator is None:
             eps = torch.randn(shape, device=self.mu.device, dtype=self.mu.dtype)
         else:  # a generator draws on its own device (the CPU for evaluation's seeded draws), then moves
-            eps = torch.randn(shape, generator=generator, device=generator.device, dtype=self.mu.dtype).to(self.mu.device)
+            eps = torch.randn(shape, generator=generator, device=generator.device, dtype=self.mu.dtype).to(
+                self.mu.device
+            )
         return self.mu + self.std * eps
 
     def log_prob(self, z: Tensor) -> Tensor:
@@ -172,7 +174,9 @@ def stratified_assignment(batch_size: int, weights: Tensor, *, generator: torch.
     return torch.repeat_interleave(torch.arange(len(weights)), counts)
 
 
-def subset_posteriors(experts: Gaussian, mask: Tensor, prior_expert: Tensor | None = None, eps: float = 1e-8) -> Gaussian:
+def subset_posteriors(
+    experts: Gaussian, mask: Tensor, prior_expert: Tensor | None = None, eps: float = 1e-8
+) -> Gaussian:
     """q(z|x_A) for every subset A at once, each a product of the unimodal experts in A.
 
     experts: unimodal Gaussians stacked on dim 0, shapes (M, ..., D); mask: (S, M) 0/1 (``subset_mask``

@@ -39,11 +39,14 @@ class Modality:
             )
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         if self.likelihood == "categorical" and self.classes < 2:
-            raise MMBenchError(f"modality {self.name!r}: a categorical modality needs classes >= 2 (its vocabulary "
-                               f"size), got {self.classes}")
+            raise MMBenchError(
+                f"modality {self.name!r}: a categorical modality needs classes >= 2 (its vocabulary "
+                f"size), got {self.classes}"
+            )
         if self.pretrained and self.kind != "text":
-            raise MMBenchError(f"modality {self.name!r}: pretrained networks are for text modalities (a text VAE), "
-                               f"not {self.kind}")
+            raise MMBenchError(
+                f"modality {self.name!r}: pretrained networks are for text modalities (a text VAE), not {self.kind}"
+            )
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "shape": list(self.shape), "kind": self.kind, "likelihood": self.likelihood}
@@ -53,5 +56,11 @@ class Modality:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Modality":
-        return cls(d["name"], tuple(d["shape"]), d.get("kind", "image"), d.get("likelihood", "laplace"),
-                   int(d.get("classes", 0)), str(d.get("pretrained", "")))
+        return cls(
+            d["name"],
+            tuple(d["shape"]),
+            d.get("kind", "image"),
+            d.get("likelihood", "laplace"),
+            int(d.get("classes", 0)),
+            str(d.get("pretrained", "")),
+        )

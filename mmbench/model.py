@@ -1,4 +1,4 @@
-"""The plugin contract every multimodal VAE implements (DESIGN.md, "Contracts").
+"""The plugin contract every multimodal VAE implements (docs/plugins.md, docs/architecture.md).
 
 Metrics, evaluation, the auxiliary score prior and plots use only these methods:
 
@@ -110,8 +110,9 @@ class MultimodalVAE(nn.Module, abc.ABC):
         """q(z | x_subset) for a batch; subset None means every modality."""
 
     @abc.abstractmethod
-    def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *,
-               generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def decode(
+        self, z: Tensor, modalities: Sequence[str] | None = None, *, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         """Decoder means of the given modalities (all when None) for latents z (N, D); decoders that sample
         (diffusion) draw their randomness from ``generator``."""
 
@@ -124,7 +125,9 @@ class MultimodalVAE(nn.Module, abc.ABC):
         return self.loss(batch)
 
     @torch.no_grad()
-    def generate(self, n: int, z: Tensor | None = None, *, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def generate(
+        self, n: int, z: Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         """Unconditional samples of every modality, z ~ p(z) unless z (n, D) is given (e.g. a score prior)."""
         if z is None:
             z = self.sample_prior(n, generator=generator)
@@ -134,8 +137,12 @@ class MultimodalVAE(nn.Module, abc.ABC):
 
     @torch.no_grad()
     def cond_generate(
-        self, x: Mapping[str, Tensor], given: Sequence[str], targets: Sequence[str] | None = None,
-        *, generator: torch.Generator | None = None,
+        self,
+        x: Mapping[str, Tensor],
+        given: Sequence[str],
+        targets: Sequence[str] | None = None,
+        *,
+        generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
         """Encode the observed subset ``given``, sample z, decode ``targets`` (all modalities when None)."""
         self.validate_subset(given)

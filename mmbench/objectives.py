@@ -57,8 +57,9 @@ class Likelihood:
             return sum_per_example(d) * (-1.0 / self.scale) - d[0].numel() * math.log(2 * self.scale)
         if self.name == "normal":  # sum_i -(x_i - loc_i)^2 / (2 s^2) - log s - log(2 pi) / 2
             d = (x - out).square()
-            return (sum_per_example(d) * (-0.5 / self.scale ** 2)
-                    - d[0].numel() * (math.log(self.scale) + 0.5 * math.log(2 * math.pi)))
+            return sum_per_example(d) * (-0.5 / self.scale**2) - d[0].numel() * (
+                math.log(self.scale) + 0.5 * math.log(2 * math.pi)
+            )
         if self.name == "bernoulli":
             lp = -F.binary_cross_entropy_with_logits(out, x, reduction="none")
         else:

@@ -79,8 +79,9 @@ class Registry:
         self.discover()
         if name not in self._entries:
             known = ", ".join(sorted(self._entries)) or "none"
-            raise MMBenchError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}"
-                               + did_you_mean(name, self._entries))
+            raise MMBenchError(
+                f"unknown {self.kind} {name!r}; known {self.kind}s: {known}" + did_you_mean(name, self._entries)
+            )
         return self._entries[name].obj
 
     def entries(self) -> list[Entry]:

@@ -26,8 +26,10 @@ from mmbench.errors import MMBenchError
 PARTS = ("encoder", "decoder")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INSTALL_HINT = "the pretrained text VAE needs Hugging Face transformers: pip install 'mmbench[text]'"
-SOURCE_HINT = ("save a BERT encoder and a GPT-2 decoder with save_pretrained into {folder}/encoder and "
-               "{folder}/decoder (Optimus's checkpoints, github.com/ChunyuanLI/Optimus, have this layout)")
+SOURCE_HINT = (
+    "save a BERT encoder and a GPT-2 decoder with save_pretrained into {folder}/encoder and "
+    "{folder}/decoder (Optimus's checkpoints, github.com/ChunyuanLI/Optimus, have this layout)"
+)
 
 
 def transformers_module():
@@ -55,8 +57,9 @@ def check_folder(folder: str | Path) -> Path:
         if not any((sub / w).is_file() for w in WEIGHT_FILES):
             raise MMBenchError(f"text VAE {part} {sub} has no weights ({' or '.join(WEIGHT_FILES)}); {hint}")
         if not any((sub / t).is_file() for t in ("tokenizer.json", "vocab.txt", "vocab.json")):
-            raise MMBenchError(f"text VAE {part} {sub} has no tokenizer (tokenizer.json, vocab.txt or vocab.json); "
-                               f"{hint}")
+            raise MMBenchError(
+                f"text VAE {part} {sub} has no tokenizer (tokenizer.json, vocab.txt or vocab.json); {hint}"
+            )
     return folder
 
 
@@ -85,12 +88,16 @@ def tokenizers(folder: str) -> Tokenizers:
         try:
             loaded[part] = auto.from_pretrained(str(folder / part), local_files_only=True)
         except Exception as exc:  # transformers raises many kinds for a broken tokenizer
-            raise MMBenchError(f"text VAE {part} tokenizer in {folder / part} does not load "
-                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+            raise MMBenchError(
+                f"text VAE {part} tokenizer in {folder / part} does not load "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from None
     enc, dec = loaded["encoder"], loaded["decoder"]
     if dec.eos_token_id is None:
-        raise MMBenchError(f"text VAE decoder tokenizer in {folder / 'decoder'} has no eos_token; the decoder must "
-                           f"end each caption with one")
+        raise MMBenchError(
+            f"text VAE decoder tokenizer in {folder / 'decoder'} has no eos_token; the decoder must "
+            f"end each caption with one"
+        )
     if enc.pad_token_id is None:
         raise MMBenchError(f"text VAE encoder tokenizer in {folder / 'encoder'} has no pad_token")
     pad = dec.pad_token_id if dec.pad_token_id is not None else dec.eos_token_id
@@ -105,8 +112,8 @@ def encode_pairs(captions: Sequence[str], folder: str | Path, max_len: int) -> T
     out[:, 0] = text_to_encoder_ids(captions, folder, max_len)
     out[:, 1] = tok.decoder_pad
     for row, ids in enumerate(tok.decoder(list(captions), add_special_tokens=False)["input_ids"]):
-        ids = [*ids[:max_len - 1], tok.decoder_eos]
-        out[row, 1, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        ids = [*ids[: max_len - 1], tok.decoder_eos]
+        out[row, 1, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     return out
 
 
@@ -126,7 +133,7 @@ def decoder_ids_to_text(tokens: Tensor, folder: str | Path) -> list[str]:
     texts = []
     for row in tokens.tolist():
         if tok.decoder_eos in row:
-            row = row[:row.index(tok.decoder_eos)]
+            row = row[: row.index(tok.decoder_eos)]
         texts.append(tok.decoder.decode(row, skip_special_tokens=True).strip())
     return texts
 

@@ -14,7 +14,6 @@ from mmbench.modality import Modality
 from mmbench.nets import default_decoder, default_encoder
 from mmbench.objectives import Likelihood
 
-
 _ENCODINGS: ContextVar[dict | None] = ContextVar("mmbench_encodings", default=None)
 
 
@@ -64,11 +63,22 @@ def decoded_mean(decoder: nn.Module, likelihood: Likelihood, z: Tensor) -> Tenso
 class UnimodalParts(nn.Module):
     """One encoder and one feed-forward decoder per modality, with each modality's likelihood."""
 
-    def __init__(self, modalities: Sequence[Modality], latent_dim: int, likelihood_scale: float = 0.75,
-                 likelihood: str = "", encoder_latent_dim: int | None = None, decoder_latent_dim: int | None = None):
+    def __init__(
+        self,
+        modalities: Sequence[Modality],
+        latent_dim: int,
+        likelihood_scale: float = 0.75,
+        likelihood: str = "",
+        encoder_latent_dim: int | None = None,
+        decoder_latent_dim: int | None = None,
+    ):
         super().__init__()
-        self.encoders = nn.ModuleDict({m.name: default_encoder(m, encoder_latent_dim or latent_dim) for m in modalities})
-        self.decoders = nn.ModuleDict({m.name: default_decoder(m, decoder_latent_dim or latent_dim) for m in modalities})
+        self.encoders = nn.ModuleDict(
+            {m.name: default_encoder(m, encoder_latent_dim or latent_dim) for m in modalities}
+        )
+        self.decoders = nn.ModuleDict(
+            {m.name: default_decoder(m, decoder_latent_dim or latent_dim) for m in modalities}
+        )
         self.likelihoods = {m.name: Likelihood(likelihood or m.likelihood, likelihood_scale) for m in modalities}
 
     def experts(self, x: Mapping[str, Tensor], names: Sequence[str]) -> Gaussian:
@@ -82,6 +92,8 @@ class UnimodalParts(nn.Module):
     def decode_mean(self, z: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
         return {m: decoded_mean(self.decoders[m], self.likelihoods[m], z) for m in names}
 
-    def log_likelihoods(self, x: Mapping[str, Tensor], z: Tensor, rows: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
+    def log_likelihoods(
+        self, x: Mapping[str, Tensor], z: Tensor, rows: Tensor, names: Sequence[str]
+    ) -> dict[str, Tensor]:
         """log p(x_m[rows] | z) per modality, each (N,)."""
         return {m: decoded_log_prob(self.decoders[m], self.likelihoods[m], x[m][rows], z) for m in names}

@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 
 from mmbench import MultimodalVAE, register_model
-from mmbench.distributed import DistEnv, init_process_group
 from mmbench.fusion import kl_normal, product_of_stacked_experts
 from mmbench.model import LossOutput
-from mmbench.runoptions import RunOptions
-from mmbench.train import train
+from mmbench.training.distributed import DistEnv, init_process_group
+from mmbench.training.options import RunOptions
+from mmbench.training.trainer import train
 from mmbench.unimodal import UnimodalParts
 
 
@@ -49,8 +49,12 @@ def dataset(n: int):
 
     g = torch.Generator().manual_seed(0)
     mods = [Modality(f"m{i}", (3, 28, 28)) for i in range(2)]
-    return MultimodalDataset(mods, {m.name: torch.rand(n, *m.shape, generator=g) for m in mods},
-                             torch.randint(0, 10, (n,), generator=g), "tiny")
+    return MultimodalDataset(
+        mods,
+        {m.name: torch.rand(n, *m.shape, generator=g) for m in mods},
+        torch.randint(0, 10, (n,), generator=g),
+        "tiny",
+    )
 
 
 def initial_weights(n: int, config: dict) -> dict:
@@ -72,8 +76,16 @@ def train_deterministic(out: Path, n: int, config: dict, nan_row: int | None = N
     if nan_row is not None:
         data.x["m0"][nan_row] = float("nan")
     model = DeterministicAE(data.modalities, build_config(DeterministicAE.Config, config))
-    train(model, data, seed=1, checkpoint=Path(out) / f"ckpt-{env.world_size}.pt", env=env,
-          options=RunOptions(checkpoint_every=2, tensorboard=False), progress=False, log=lambda s: None)
+    train(
+        model,
+        data,
+        seed=1,
+        checkpoint=Path(out) / f"ckpt-{env.world_size}.pt",
+        env=env,
+        options=RunOptions(checkpoint_every=2, tensorboard=False),
+        progress=False,
+        log=lambda s: None,
+    )
     if env.is_main:
         torch.save(model.state_dict(), Path(out) / f"weights-{env.world_size}.pt")
     return model

@@ -2,15 +2,47 @@
 
 import json
 
+import torch
 
-def record(run_id, *, model="mopoe", seed=0, m=5, epochs=27, release="published", status="finished", git="abc",
-           sweep="s", metrics=(), failure=None, schema=2):
-    spec = {"model": model, "dataset": "polymnist", "dataset_options": {"root": "/data/p", "modalities": m},
-            "seed": seed, "config": {"epochs": epochs}, "metrics": ["coherence"], "metric_options": {},
-            "sweep": sweep}
-    return {"schema": schema, "run_id": run_id, "status": status, "failure": failure, "spec": spec,
-            "n_modalities": m, "config": {"beta": 2.5, "epochs": epochs}, "provenance": {"git": git},
-            "data": {"release": release}, "finished_at": "2026-11-20T10:00:00+00:00", "metrics": list(metrics)}
+
+def record(
+    run_id,
+    *,
+    model="mopoe",
+    seed=0,
+    m=5,
+    epochs=27,
+    release="published",
+    status="finished",
+    git="abc",
+    sweep="s",
+    metrics=(),
+    failure=None,
+    schema=2,
+):
+    spec = {
+        "model": model,
+        "dataset": "polymnist",
+        "dataset_options": {"root": "/data/p", "modalities": m},
+        "seed": seed,
+        "config": {"epochs": epochs},
+        "metrics": ["coherence"],
+        "metric_options": {},
+        "sweep": sweep,
+    }
+    return {
+        "schema": schema,
+        "run_id": run_id,
+        "status": status,
+        "failure": failure,
+        "spec": spec,
+        "n_modalities": m,
+        "config": {"beta": 2.5, "epochs": epochs},
+        "provenance": {"git": git},
+        "data": {"release": release},
+        "finished_at": "2026-11-20T10:00:00+00:00",
+        "metrics": list(metrics),
+    }
 
 
 def row(metric, n, value, target="*", given=None, prior=None):
@@ -24,3 +56,14 @@ def write(runs, *records):
         folder = runs / rec["run_id"]
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "record.json").write_text(json.dumps(rec))
+
+
+def tiny_dataset(n: int = 64, shapes=((3, 28, 28), (3, 28, 28), (3, 28, 28)), seed: int = 0):
+    from mmbench.data.base import MultimodalDataset
+    from mmbench.modality import Modality
+
+    g = torch.Generator().manual_seed(seed)
+    mods = [Modality(f"m{i}", s) for i, s in enumerate(shapes)]
+    x = {m.name: torch.rand(n, *m.shape, generator=g) for m in mods}
+    y = torch.randint(0, 10, (n,), generator=g)
+    return MultimodalDataset(mods, x, y, "tiny")

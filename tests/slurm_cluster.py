@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mmbench.distributed import free_port
+from mmbench.training.distributed import free_port
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue")
 
@@ -62,12 +62,12 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={self.socket},cred_expire=10
-StateSaveLocation={r / 'state'}
-SlurmdSpoolDir={r / 'spool'}
-SlurmctldPidFile={r / 'slurmctld.pid'}
-SlurmdPidFile={r / 'slurmd.pid'}
-SlurmctldLogFile={r / 'log' / 'slurmctld.log'}
-SlurmdLogFile={r / 'log' / 'slurmd.log'}
+StateSaveLocation={r / "state"}
+SlurmdSpoolDir={r / "spool"}
+SlurmctldPidFile={r / "slurmctld.pid"}
+SlurmdPidFile={r / "slurmd.pid"}
+SlurmctldLogFile={r / "log" / "slurmctld.log"}
+SlurmdLogFile={r / "log" / "slurmd.log"}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -92,18 +92,29 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSu
         r = self.root
         log = open(r / "log" / "daemons.out", "ab")
         self.procs["munged"] = subprocess.Popen(
-            [_binary("munged"), "--foreground", "--force", f"--key-file={r / 'munge-key' / 'munge.key'}",
-             f"--socket={self.socket}", f"--pid-file={r / 'munge' / 'munged.pid'}",
-             f"--log-file={r / 'log' / 'munged.log'}", f"--seed-file={r / 'munge' / 'munged.seed'}"],
-            stdout=log, stderr=log)
+            [
+                _binary("munged"),
+                "--foreground",
+                "--force",
+                f"--key-file={r / 'munge-key' / 'munge.key'}",
+                f"--socket={self.socket}",
+                f"--pid-file={r / 'munge' / 'munged.pid'}",
+                f"--log-file={r / 'log' / 'munged.log'}",
+                f"--seed-file={r / 'munge' / 'munged.seed'}",
+            ],
+            stdout=log,
+            stderr=log,
+        )
         self._wait(lambda: self.socket.exists(), timeout, "munged to open its socket")
         for var in ("SLURM_CONF",):
             self._saved_env[var] = os.environ.get(var)
         os.environ["SLURM_CONF"] = str(self.conf)
-        self.procs["slurmctld"] = subprocess.Popen([_binary("slurmctld"), "-D", "-i", "-f", str(self.conf)],
-                                                   stdout=log, stderr=log)
-        self.procs["slurmd"] = subprocess.Popen([_binary("slurmd"), "-D", "-N", "localhost", "-f", str(self.conf)],
-                                                stdout=log, stderr=log)
+        self.procs["slurmctld"] = subprocess.Popen(
+            [_binary("slurmctld"), "-D", "-i", "-f", str(self.conf)], stdout=log, stderr=log
+        )
+        self.procs["slurmd"] = subprocess.Popen(
+            [_binary("slurmd"), "-D", "-N", "localhost", "-f", str(self.conf)], stdout=log, stderr=log
+        )
         self._wait(self._idle, timeout, "the node to be idle")
         return self
 

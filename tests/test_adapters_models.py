@@ -4,13 +4,13 @@ import math
 
 import pytest
 import torch
-
-from mmbench.config import build_config
-from mmbench.registry import DATASETS, MODELS
 from test_celebamaskhq import make_release
 from test_cub import make_cub
 from test_nets import PER_MODEL, TINY
 from text_vae_fixture import make_text_vae
+
+from mmbench.config import build_config
+from mmbench.registry import DATASETS, MODELS
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +32,21 @@ def adapters(tmp_path_factory):
         "cub": DATASETS.get("cub").load(cub, "train"),
         "cub with a text VAE": DATASETS.get("cub").load(cub, "train", text_vae=str(text_vae)),
         "celebamaskhq": DATASETS.get("celebamaskhq").load(celeba, "train"),
-        "synthetic": DATASETS.get("synthetic").load(None, "train", views=["image", "mask", "attributes", "text"],
-                                                    n=8, size=16),
+        "synthetic": DATASETS.get("synthetic").load(
+            None, "train", views=["image", "mask", "attributes", "text"], n=8, size=16
+        ),
     }
 
 
-ADAPTERS = ["polymnist", "polymnist padded to 32", "polymnist translated", "cub", "cub with a text VAE",
-            "celebamaskhq", "synthetic"]
+ADAPTERS = [
+    "polymnist",
+    "polymnist padded to 32",
+    "polymnist translated",
+    "cub",
+    "cub with a text VAE",
+    "celebamaskhq",
+    "synthetic",
+]
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)

@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_dataset
 
-from conftest import tiny_dataset
 from mmbench.config import build_config
 from mmbench.errors import MMBenchError
 from mmbench.fusion import Gaussian
@@ -108,14 +108,17 @@ def test_mvtcae_loss_is_the_total_correlation_objective():
     assert torch.allclose(model.loss(batch).loss, expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name, field, value, message", [
-    ("mvtcae", "alpha", 1.5, "alpha = 1.5 is out of range"),
-    ("mvtcae", "beta", -0.1, "beta = -0.1 is out of range"),
-    ("mvae", "random_subsets", -1, "random_subsets = -1 is out of range"),
-    ("mvae", "latent_dim", 0, "latent_dim = 0 is out of range"),
-    ("mvae", "warmup_epochs", -1.0, "warmup_epochs = -1.0 is out of range"),
-    ("mmvaeplus", "networks", "vgg", "networks"),
-])
+@pytest.mark.parametrize(
+    "name, field, value, message",
+    [
+        ("mvtcae", "alpha", 1.5, "alpha = 1.5 is out of range"),
+        ("mvtcae", "beta", -0.1, "beta = -0.1 is out of range"),
+        ("mvae", "random_subsets", -1, "random_subsets = -1 is out of range"),
+        ("mvae", "latent_dim", 0, "latent_dim = 0 is out of range"),
+        ("mvae", "warmup_epochs", -1.0, "warmup_epochs = -1.0 is out of range"),
+        ("mmvaeplus", "networks", "vgg", "networks"),
+    ],
+)
 def test_out_of_range_values_are_one_clear_error(name, field, value, message):
     with pytest.raises(MMBenchError, match=message):
         build_config(MODELS.get(name).Config, {field: value})
@@ -146,11 +149,14 @@ def test_mmvae_loss_is_the_stratified_mixture_bound(estimator):
     for m in names:
         mu, var = experts[m]
         z = mu + var.sqrt() * torch.randn(k, 6, 4)
-        lw = torch.stack([
-            sum(decode_ll(model, x, z[j], d) for d in names)
-            + normal_logpdf(z[j], torch.zeros(4), torch.ones(4))
-            - (torch.logsumexp(torch.stack([normal_logpdf(z[j], *experts[e]) for e in names]), 0) - math.log(3))
-            for j in range(k)])
+        lw = torch.stack(
+            [
+                sum(decode_ll(model, x, z[j], d) for d in names)
+                + normal_logpdf(z[j], torch.zeros(4), torch.ones(4))
+                - (torch.logsumexp(torch.stack([normal_logpdf(z[j], *experts[e]) for e in names]), 0) - math.log(3))
+                for j in range(k)
+            ]
+        )
         if estimator == "elbo":
             total = total + lw.mean(0)
         elif estimator == "iwae":
@@ -192,8 +198,9 @@ def laplace_logpdf(x, loc, scale):
     return (-torch.log(2 * scale) - (x - loc).abs() / scale).sum(-1)
 
 
-@pytest.mark.parametrize("estimator, k, networks", [
-    ("elbo", 1, "resnet"), ("elbo", 2, "resnet"), ("dreg", 2, "resnet"), ("elbo", 1, "conv")])
+@pytest.mark.parametrize(
+    "estimator, k, networks", [("elbo", 1, "resnet"), ("elbo", 2, "resnet"), ("dreg", 2, "resnet"), ("elbo", 1, "conv")]
+)
 def test_mmvaeplus_loss_uses_private_latents_and_auxiliary_priors(estimator, k, networks):
     model, batch = build("mmvaeplus", estimator=estimator, k=k, private_dim=3, beta=2.5, networks=networks)
     x, names = batch["x"], model.modality_names
@@ -222,8 +229,7 @@ def test_mmvaeplus_loss_uses_private_latents_and_auxiliary_priors(estimator, k, 
             loc = model.decoders[d](torch.cat([w_d, z], -1).flatten(0, 1))
             rec = rec + laplace_ll(x[d].expand(k, *x[d].shape).flatten(0, 1), loc).view(k, -1)
         mix = torch.logsumexp(torch.stack([laplace_logpdf(z, *post[m][1]) for m in names]), 0) - math.log(3)
-        lw_ = rec + 2.5 * (laplace_logpdf(z, 0.0, one) + laplace_logpdf(w, 0.0, one) - mix
-                           - laplace_logpdf(w, lw, sw))
+        lw_ = rec + 2.5 * (laplace_logpdf(z, 0.0, one) + laplace_logpdf(w, 0.0, one) - mix - laplace_logpdf(w, lw, sw))
         total = total + (lw_.mean(0) if estimator == "elbo" else (torch.softmax(lw_, 0) * lw_).sum(0))
     expected = -(total / 3).mean()
     torch.manual_seed(21)

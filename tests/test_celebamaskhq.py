@@ -16,11 +16,13 @@ from mmbench.data.celebamaskhq_source import ATTRIBUTE_INDICES
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS
 
-NAMES = ("5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
-         "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
-         "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
-         "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
-         "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young").split()
+NAMES = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
+    "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
+    "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
+    "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
+    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
+).split()
 # CelebA-HQ index k -> original CelebA index: two images per split, the split boundaries on both sides.
 ORIG = {0: 10, 1: 162770, 2: 162771, 3: 182637, 2000: 182638, 4001: 200000}
 SPLIT_KEYS = {"train": [0, 1], "val": [2, 3], "test": [2000, 4001]}
@@ -38,10 +40,14 @@ def _quadrant(top: bool, left: bool) -> np.ndarray:
 
 
 # each image's part files: skin covers everything (left out of the mask); no file for image 3 at all
-PARTS = {0: {"skin": np.full((H, H), 255, np.uint8), "hair": _quadrant(True, True), "nose": _quadrant(False, False)},
-         1: {"skin": np.full((H, H), 255, np.uint8)},
-         2: {"cloth": _quadrant(False, True)}, 3: {},
-         2000: {"hat": _quadrant(True, True), "l_eye": _quadrant(True, False)}, 4001: {"neck": _quadrant(False, True)}}
+PARTS = {
+    0: {"skin": np.full((H, H), 255, np.uint8), "hair": _quadrant(True, True), "nose": _quadrant(False, False)},
+    1: {"skin": np.full((H, H), 255, np.uint8)},
+    2: {"cloth": _quadrant(False, True)},
+    3: {},
+    2000: {"hat": _quadrant(True, True), "l_eye": _quadrant(True, False)},
+    4001: {"neck": _quadrant(False, True)},
+}
 
 
 def make_release(src: Path) -> Path:
@@ -51,8 +57,9 @@ def make_release(src: Path) -> Path:
         (src / "CelebAMask-HQ-mask-anno" / str(k // 2000)).mkdir(parents=True, exist_ok=True)
         for part, a in PARTS[k].items():
             im = Image.fromarray(a)
-            (im.convert("RGB") if part == "nose" else im).save(src / "CelebAMask-HQ-mask-anno" / str(k // 2000)
-                                                              / f"{k:05d}_{part}.png")
+            (im.convert("RGB") if part == "nose" else im).save(
+                src / "CelebAMask-HQ-mask-anno" / str(k // 2000) / f"{k:05d}_{part}.png"
+            )
     lines = [str(len(ORIG)), " ".join(NAMES)]
     lines += [f"{k}.jpg  " + " ".join(str(_value(k, j)) for j in range(40)) for k in ORIG]
     (src / "CelebAMask-HQ-attribute-anno.txt").write_text("\n".join(lines) + "\n")
@@ -87,8 +94,11 @@ def test_splits_shapes_and_dtypes(prepared):
         assert d.modality_names == ["image", "mask", "attributes"] and len(d) == 2
         assert d.x["image"].shape == (2, 3, 64, 64) and d.x["image"].dtype == torch.float32
         assert d.x["mask"].shape == (2, 1, 64, 64) and d.x["attributes"].shape == (2, 18)
-        assert [(m.kind, m.likelihood) for m in d.modalities] == [("image", "laplace"), ("mask", "bernoulli"),
-                                                                ("attributes", "bernoulli")]
+        assert [(m.kind, m.likelihood) for m in d.modalities] == [
+            ("image", "laplace"),
+            ("mask", "bernoulli"),
+            ("attributes", "bernoulli"),
+        ]
         for i, k in enumerate(keys):
             assert abs(float(d.x["image"][i, 0, 30, 30]) - (k % 250) / 255) < 3 / 255
     CelebAMaskHQ.check_options(prepared)
@@ -155,8 +165,12 @@ def test_cache_problems_are_named(prepared, tmp_path):
     torch.save(torch.full((2, 18), 2, dtype=torch.uint8), prepared / "val" / "attributes.pt")
     _expect("val/attributes.pt holds value 2, out of range", CelebAMaskHQ.load, prepared, "val")
     torch.save(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), prepared / "train" / "image.pt")
-    _expect(r"train/image.pt holds torch.uint8 \(2, 3, 32, 32\), expected uint8 \(2, 3, 64, 64\)",
-            CelebAMaskHQ.load, prepared, "train")
+    _expect(
+        r"train/image.pt holds torch.uint8 \(2, 3, 32, 32\), expected uint8 \(2, 3, 64, 64\)",
+        CelebAMaskHQ.load,
+        prepared,
+        "train",
+    )
     (prepared / "manifest.json").unlink()
     _expect("manifest.json is missing or unreadable", CelebAMaskHQ.load, prepared, "val")
 

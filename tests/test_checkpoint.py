@@ -9,14 +9,14 @@ import os
 
 import pytest
 import torch
+from helpers import tiny_dataset
 
-from conftest import tiny_dataset
-from mmbench.checkpoint import (CheckpointFallbackWarning, load_checkpoint, previous_path, save_checkpoint)
 from mmbench.config import build_config
 from mmbench.errors import MMBenchError
 from mmbench.registry import MODELS
-from mmbench.runoptions import RunOptions
-from mmbench.train import train
+from mmbench.storage.checkpoint import CheckpointFallbackWarning, load_checkpoint, previous_path, save_checkpoint
+from mmbench.training.options import RunOptions
+from mmbench.training.trainer import train
 
 SMALL = {"latent_dim": 8, "batch_size": 16, "epochs": 3}
 
@@ -42,7 +42,10 @@ def test_a_corrupt_latest_falls_back_to_the_previous_good_one_with_a_warning(tmp
     with pytest.warns(CheckpointFallbackWarning, match="previous good checkpoint"):
         assert load_checkpoint(path)["step"] == 1
     previous_path(path).write_bytes(b"garbage")
-    with pytest.raises(MMBenchError, match="previous one cannot be loaded either"), pytest.warns(CheckpointFallbackWarning):
+    with (
+        pytest.raises(MMBenchError, match="previous one cannot be loaded either"),
+        pytest.warns(CheckpointFallbackWarning),
+    ):
         load_checkpoint(path)
 
 
@@ -80,8 +83,15 @@ def _train(ckpt, data, crash_at=None, monkeypatch=None, every=2):
             original(step, per_epoch)
 
         model.begin_step = begin_step
-    train(model, data, seed=3, checkpoint=ckpt, options=RunOptions(checkpoint_every=every, tensorboard=False),
-          progress=False, log=lambda s: None)
+    train(
+        model,
+        data,
+        seed=3,
+        checkpoint=ckpt,
+        options=RunOptions(checkpoint_every=every, tensorboard=False),
+        progress=False,
+        log=lambda s: None,
+    )
     return model
 
 
@@ -105,7 +115,7 @@ def test_training_crashed_at_any_step_resumes_to_bit_identical_weights(tmp_path,
 def test_training_crashed_between_the_renames_of_a_save_resumes_to_bit_identical_weights(tmp_path, monkeypatch):
     data = tiny_dataset(40)
     straight = _train(tmp_path / "a" / "c.pt", data)
-    import mmbench.checkpoint as ckpt_module
+    import mmbench.storage.checkpoint as ckpt_module
 
     calls = {"n": 0}
     real_replace = os.replace

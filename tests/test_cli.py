@@ -33,35 +33,57 @@ def one_line_error(code, err, pattern):
 
 
 def test_unknown_model_is_one_line(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "train", "--model", "nope", "--data-root", str(tmp_path), "--runs", str(tmp_path / "r"))
+    code, _, err = run_cli(
+        capsys, "train", "--model", "nope", "--data-root", str(tmp_path), "--runs", str(tmp_path / "r")
+    )
     one_line_error(code, err, "unknown model 'nope'; known models: ")
     assert "mopoe" in err and "mvtcae" in err
     assert not (tmp_path / "r").exists()  # nothing half-written
 
 
 def test_unknown_config_field_is_one_line(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "train", "--model", "mopoe", "--data-root", str(tmp_path), "--set", "betta=2",
-                           "--runs", str(tmp_path / "r"))
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--model",
+        "mopoe",
+        "--data-root",
+        str(tmp_path),
+        "--set",
+        "betta=2",
+        "--runs",
+        str(tmp_path / "r"),
+    )
     one_line_error(code, err, "MoPoEConfig has no field 'betta'")
 
 
 def test_missing_data_folder_is_one_line(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "train", "--model", "mopoe", "--data-root", str(tmp_path / "none"),
-                           "--runs", str(tmp_path / "r"))
+    code, _, err = run_cli(
+        capsys, "train", "--model", "mopoe", "--data-root", str(tmp_path / "none"), "--runs", str(tmp_path / "r")
+    )
     one_line_error(code, err, "does not exist")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[sweep\nname=1", "is not valid TOML"),
-    ("[sweep]\nname='x'\n", "models must be a non-empty list"),
-    ("[sweep]\nmodels=['mopoe']\n", "missing table [dataset]"),
-    ("[sweep]\nmodels=['mopoe']\n[dataset]\nname='polymnist'\n[grid]\nbeta=2.5\n", "beta must be a non-empty list"),
-    ("[sweep]\nmodels=['mopoe']\n[dataset]\nname='polymnist'\n[config]\nbetta=2.5\n", "has no field 'betta'"),
-    ("[sweep]\nmodels=['mopoe']\n[dataset]\nname='nodata'\n", "unknown dataset 'nodata'"),
-    ("[sweep]\nmodels=['mopoe']\n[dataset]\nname='polymnist'\n[executor]\nname='cloud'\n", "unknown executor 'cloud'"),
-    ("[sweep]\nmodels=['mopoe']\n[dataset]\nname='polymnist'\n[extra]\n", "unknown table(s) ['extra']"),
-    ("[sweep]\nmodels=['mopoe']\n[dataset]\nname='polymnist'\n[config]\nbeta=-1.0\n", "beta = -1.0 is out of range"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[sweep\nname=1", "is not valid TOML"),
+        ("[sweep]\nname='x'\n", "models must be a non-empty list"),
+        ("[sweep]\nmodels=['mopoe']\n", "missing table [dataset]"),
+        ("[sweep]\nmodels=['mopoe']\n[dataset]\nname='polymnist'\n[grid]\nbeta=2.5\n", "beta must be a non-empty list"),
+        ("[sweep]\nmodels=['mopoe']\n[dataset]\nname='polymnist'\n[config]\nbetta=2.5\n", "has no field 'betta'"),
+        ("[sweep]\nmodels=['mopoe']\n[dataset]\nname='nodata'\n", "unknown dataset 'nodata'"),
+        (
+            "[sweep]\nmodels=['mopoe']\n[dataset]\nname='polymnist'\n[executor]\nname='cloud'\n",
+            "unknown executor 'cloud'",
+        ),
+        ("[sweep]\nmodels=['mopoe']\n[dataset]\nname='polymnist'\n[extra]\n", "unknown table(s) ['extra']"),
+        (
+            "[sweep]\nmodels=['mopoe']\n[dataset]\nname='polymnist'\n[config]\nbeta=-1.0\n",
+            "beta = -1.0 is out of range",
+        ),
+    ],
+)
 def test_malformed_sweep_files_are_one_line(capsys, tmp_path, text, message):
     f = tmp_path / "bad.toml"
     f.write_text(text)
@@ -89,7 +111,15 @@ def test_data_build_refuses_a_bad_modality_count(capsys, tmp_path):
 
 
 def test_every_command_has_help():
-    for args in (["--help"], ["sweep", "submit", "--help"], ["data", "build", "--help"], ["report", "--help"],
-                 ["demo", "--help"], ["train", "--help"], ["list", "--help"], ["prior", "fit", "--help"]):
+    for args in (
+        ["--help"],
+        ["sweep", "submit", "--help"],
+        ["data", "build", "--help"],
+        ["report", "--help"],
+        ["demo", "--help"],
+        ["train", "--help"],
+        ["list", "--help"],
+        ["prior", "fit", "--help"],
+    ):
         out = subprocess.run([sys.executable, "-m", "mmbench.cli", *args], capture_output=True, text=True)
         assert out.returncode == 0 and "usage: mmbench" in out.stdout

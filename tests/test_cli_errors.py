@@ -38,12 +38,18 @@ def test_typos_suggest_the_close_name(capsys, tmp_path, polymnist_pt, sweep_file
     cases = [
         (["train", "--model", "mopo", "--data-root", root, "--runs", runs], "did you mean 'mopoe'?"),
         (["train", "--model", "mopoe", "--data-root", root, "--set", "bta=1", "--runs", runs], "did you mean 'beta'?"),
-        (["train", "--model", "mopoe", "--dataset", "polymnst", "--data-root", root, "--runs", runs],
-         "did you mean 'polymnist'?"),
-        (["train", "--model", "mopoe", "--data-root", root, "--set", "dataset.pad=32", "--runs", runs],
-         "did you mean 'pad_to'?"),
-        (["train", "--model", "mopoe", "--data-root", root, "--set", "evaluate.coherence.max_tst=3", "--runs", runs],
-         "did you mean 'max_test'?"),
+        (
+            ["train", "--model", "mopoe", "--dataset", "polymnst", "--data-root", root, "--runs", runs],
+            "did you mean 'polymnist'?",
+        ),
+        (
+            ["train", "--model", "mopoe", "--data-root", root, "--set", "dataset.pad=32", "--runs", runs],
+            "did you mean 'pad_to'?",
+        ),
+        (
+            ["train", "--model", "mopoe", "--data-root", root, "--set", "evaluate.coherence.max_tst=3", "--runs", runs],
+            "did you mean 'max_test'?",
+        ),
         (["sweep", "plan", str(sweep_file), "--set", "confg.beta=1"], "did you mean 'config'?"),
         (["sweep", "submit", str(sweep_file), "--set", "config.mopo.beta=1"], "did you mean 'mopoe'?"),
         (["sweep", "status", str(sweep_file), "--set", "sweep.seed=[1]"], "did you mean 'seeds'?"),
@@ -56,8 +62,20 @@ def test_typos_suggest_the_close_name(capsys, tmp_path, polymnist_pt, sweep_file
 
 
 def test_metric_and_adapter_typos_list_the_valid_options(capsys, tmp_path, polymnist_pt):
-    line = one_line(capsys, ["train", "--model", "mopoe", "--data-root", str(polymnist_pt), "--set",
-                             "evaluate.coherence.epochs=3", "--runs", str(tmp_path / "r")])
+    line = one_line(
+        capsys,
+        [
+            "train",
+            "--model",
+            "mopoe",
+            "--data-root",
+            str(polymnist_pt),
+            "--set",
+            "evaluate.coherence.epochs=3",
+            "--runs",
+            str(tmp_path / "r"),
+        ],
+    )
     assert "its options are: classifier_epochs" in line
     line = one_line(capsys, ["data", "check", "synthetic", "--set", "colour=1"])
     assert "its options are: root, views, n" in line
@@ -76,7 +94,10 @@ def test_status_and_plan_do_not_need_the_data_folder(capsys, tmp_path):
 def test_report_refuses_a_file_as_out_and_an_unknown_sample_run(capsys, tmp_path):
     (tmp_path / "runs").mkdir()
     (tmp_path / "file").write_text("")
-    assert "is a file" in one_line(capsys, ["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "file")])
-    line = one_line(capsys, ["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o"),
-                             "--samples", "mopoe-123"])
+    assert "is a file" in one_line(
+        capsys, ["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "file")]
+    )
+    line = one_line(
+        capsys, ["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o"), "--samples", "mopoe-123"]
+    )
     assert "--samples mopoe-123: no run of that id" in line and not (tmp_path / "o").exists()

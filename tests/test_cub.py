@@ -103,7 +103,7 @@ def test_tokens_vocabulary_and_specials(cub):
     short = d.x["caption"][1]  # "A blue Bird very train1x1."
     n = int(d.caption_lengths("caption")[1])
     assert n == 7 and short[n - 1] == EOS and (short[n:] == PAD).all()
-    assert short[:n - 1].tolist() == [3, 9, 5, 7, EXC, 6]
+    assert short[: n - 1].tolist() == [3, 9, 5, 7, EXC, 6]
 
 
 def test_decode_text_takes_scores_and_stops_at_eos(cub):

@@ -27,8 +27,10 @@ def test_synthetic_summary_names_splits_counts_shapes_and_labels():
 def test_polymnist_summary_and_the_extended_val_split(tmp_path, polymnist_pt):
     s = check_dataset("polymnist", polymnist_pt, {"subset": ["m1"]})
     assert s.release == "offline build, 4,000/1,000 tuples"
-    assert [(x.split, x.n, x.labels) for x in s.splits] == [("train", 4000, "labels 0..9 (10 distinct)"),
-                                                            ("test", 1000, "labels 0..9 (10 distinct)")]
+    assert [(x.split, x.n, x.labels) for x in s.splits] == [
+        ("train", 4000, "labels 0..9 (10 distinct)"),
+        ("test", 1000, "labels 0..9 (10 distinct)"),
+    ]
     ext = build_polymnist(tmp_path / "ext", variant="extended", per_class=10, layout="pt", progress=False)
     s = check_dataset("polymnist", ext, {"modalities": 2, "pad_to": 32})
     assert [x.split for x in s.splits] == ["train", "val", "test"]
@@ -70,8 +72,11 @@ class Fake:
             raise RuntimeError("disk on fire")
         if fault == "not a dataset":
             return {"x": {}}
-        mods = [Modality("img", (1, 2, 2), "image"), Modality("mask", (1, 2, 2), "mask", "bernoulli"),
-                Modality("tok", (3,), "text", "categorical", classes=5)]
+        mods = [
+            Modality("img", (1, 2, 2), "image"),
+            Modality("mask", (1, 2, 2), "mask", "bernoulli"),
+            Modality("tok", (3,), "text", "categorical", classes=5),
+        ]
         x = {"img": torch.rand(n, 1, 2, 2), "mask": torch.ones(n, 1, 2, 2), "tok": torch.zeros(n, 3, dtype=torch.long)}
         y = torch.arange(n) % 3
         if fault == "empty":
@@ -105,16 +110,19 @@ def test_a_third_party_adapter_declares_its_splits(fake, tmp_path):
     assert dataset_splits(object(), {}) == ("train", "test")
 
 
-@pytest.mark.parametrize("split, fault, message", [
-    ("val", "raise", r"dataset 'fake' failed to load the val split from .*: RuntimeError: disk on fire"),
-    ("test", "not a dataset", "returned a dict for the test split, expected a MultimodalDataset"),
-    ("val", "empty", r"fake val split at .* is empty"),
-    ("test", "other shape", r"test split does not declare the same modalities .*\[1, 2, 2\].* vs img \[1, 3, 3\]"),
-    ("train", "nan", "fake train split at .*: modality 'img' holds NaN or infinite values"),
-    ("val", "mask range", r"modality 'mask' \(mask, bernoulli\) holds values in \[1, 2\]; expected \[0, 1\]"),
-    ("test", "token range", r"modality 'tok' \(text, categorical\) must hold integer indices 0\.\.4"),
-    ("train", "negative label", r"labels must be class indices >= 0"),
-])
+@pytest.mark.parametrize(
+    "split, fault, message",
+    [
+        ("val", "raise", r"dataset 'fake' failed to load the val split from .*: RuntimeError: disk on fire"),
+        ("test", "not a dataset", "returned a dict for the test split, expected a MultimodalDataset"),
+        ("val", "empty", r"fake val split at .* is empty"),
+        ("test", "other shape", r"test split does not declare the same modalities .*\[1, 2, 2\].* vs img \[1, 3, 3\]"),
+        ("train", "nan", "fake train split at .*: modality 'img' holds NaN or infinite values"),
+        ("val", "mask range", r"modality 'mask' \(mask, bernoulli\) holds values in \[1, 2\]; expected \[0, 1\]"),
+        ("test", "token range", r"modality 'tok' \(text, categorical\) must hold integer indices 0\.\.4"),
+        ("train", "negative label", r"labels must be class indices >= 0"),
+    ],
+)
 def test_each_defect_is_one_clear_error(fake, tmp_path, split, fault, message):
     fake.faults = {split: fault}
     with pytest.raises(MMBenchError, match=message):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mmbench.cli import main
-from mmbench.results import read_records
+from mmbench.storage.records import read_records
 
 
 def test_quick_demo_builds_data_trains_evaluates_and_reports(tmp_path, capsys):
@@ -66,8 +66,12 @@ def test_prior_fit_on_a_finished_run_adds_rows_and_refuses_runs_without_a_checkp
     assert main(["prior", "fit", str(run), *fast]) == 0
     assert (run / "prior-score.pt").is_file()
     rows = {(m["metric"], m.get("prior", "")) for m in read_records(out / "runs")[0]["metrics"] if m["n_given"] == 0}
-    assert {("latent_frechet", "score"), ("latent_frechet", "gaussian"), ("coherence", "score"),
-            ("coherence", "gaussian")} <= rows
+    assert {
+        ("latent_frechet", "score"),
+        ("latent_frechet", "gaussian"),
+        ("coherence", "score"),
+        ("coherence", "gaussian"),
+    } <= rows
     assert main(["samples", str(run), "--prior", "score", "--n", "4"]) == 0
     assert (run / "samples.png").stat().st_size > 1000
     assert main(["report", "--runs", str(out / "runs"), "--out", str(out / "report")]) == 0
@@ -85,15 +89,19 @@ def test_sample_grid_of_a_finished_run_and_its_bad_input(finished_demo, tmp_path
     grid = tmp_path / "grid.png"
     assert main(["samples", str(run), "--given", "m1", "m2", "--n", "3", "--out", str(grid)]) == 0
     assert grid.stat().st_size > 1000 and str(grid) in capsys.readouterr().out
-    for bad, message in [(["--given", "m9"], "subset ['m9'] must name"), (["--n", "0"], "--n must be at least 1"),
-                         (["--prior", "score"], "prior-score.pt does not exist; fit it first")]:
+    for bad, message in [
+        (["--given", "m9"], "subset ['m9'] must name"),
+        (["--n", "0"], "--n must be at least 1"),
+        (["--prior", "score"], "prior-score.pt does not exist; fit it first"),
+    ]:
         assert main(["samples", str(run), "--out", str(grid), *bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
 
 
-def test_eval_adds_rows_to_a_finished_run_and_refuses_bad_input_leaving_the_record(finished_demo, tmp_path,
-                                                                                   capsys, monkeypatch):
+def test_eval_adds_rows_to_a_finished_run_and_refuses_bad_input_leaving_the_record(
+    finished_demo, tmp_path, capsys, monkeypatch
+):
     import torch
 
     from mmbench.metrics.inception import build_fid_inception
@@ -102,10 +110,12 @@ def test_eval_adds_rows_to_a_finished_run_and_refuses_bad_input_leaving_the_reco
     before = (run / "record.json").read_text()
     monkeypatch.delenv("MMBENCH_FID_WEIGHTS", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
-    bad = [(["--metrics", "f1"], "f1 needs an attributes or mask modality"),
-           (["--metrics", "fid"], "FID needs the Inception weights pt_inception-2015-12-05-6726825d.pth"),
-           (["--metrics", "nope"], "unknown metric 'nope'"),
-           (["--metrics", "probe", "--option", "fid.dims=64"], "options given for metrics ['fid']")]
+    bad = [
+        (["--metrics", "f1"], "f1 needs an attributes or mask modality"),
+        (["--metrics", "fid"], "FID needs the Inception weights pt_inception-2015-12-05-6726825d.pth"),
+        (["--metrics", "nope"], "unknown metric 'nope'"),
+        (["--metrics", "probe", "--option", "fid.dims=64"], "options given for metrics ['fid']"),
+    ]
     for args, message in bad:
         assert main(["eval", str(run), "--no-progress", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -121,9 +131,24 @@ def test_eval_adds_rows_to_a_finished_run_and_refuses_bad_input_leaving_the_reco
     weights = tmp_path / "test-inception-random-values.pth"  # the architecture's init: the values mean nothing
     torch.manual_seed(0)
     torch.save(build_fid_inception().state_dict(), weights)
-    fid = ["--metrics", "fid", "probe", "--fid-weights", str(weights), "--option", "fid.dims=64",
-           "--option", "fid.max_subsets=1", "--option", "fid.batch_size=64", "--option", "probe.max_train=300",
-           "--n-samples", "64", "--no-progress"]
+    fid = [
+        "--metrics",
+        "fid",
+        "probe",
+        "--fid-weights",
+        str(weights),
+        "--option",
+        "fid.dims=64",
+        "--option",
+        "fid.max_subsets=1",
+        "--option",
+        "fid.batch_size=64",
+        "--option",
+        "probe.max_train=300",
+        "--n-samples",
+        "64",
+        "--no-progress",
+    ]
     assert main(["eval", str(run), *fid]) == 0
     assert "rows added to" in capsys.readouterr().out
     rec = read_records(out / "runs")[0]
@@ -147,23 +172,28 @@ def test_coherence_with_mopoe_published_classifiers(finished_demo, tmp_path, cap
     the classifiers mmbench trained, give the coherence those give."""
     import torch
 
-    from mmbench.checkpoint import load_checkpoint
+    from mmbench.storage.checkpoint import load_checkpoint
 
     out, run = copy_of(finished_demo, tmp_path)
     published = tmp_path / "trained_clfs_polyMNIST"
     published.mkdir()
     for path in (out / "runs" / ".cache" / "classifiers").glob("m*.pt"):
         state = load_checkpoint(path)["state_dict"]
-        torch.save({k.replace("net.", "encoder.", 1): v for k, v in state.items()},
-                   published / f"pretrained_img_to_digit_clf_{path.name.split('-')[0]}")
+        torch.save(
+            {k.replace("net.", "encoder.", 1): v for k, v in state.items()},
+            published / f"pretrained_img_to_digit_clf_{path.name.split('-')[0]}",
+        )
     rec = read_records(out / "runs")[0]
     run_spec = json.loads((run / "spec.json").read_text())
     run_spec["metric_options"]["coherence"]["classifiers"] = str(published)
     mine = {(m["target"], m["given"]): m["value"] for m in rec["metrics"] if m["metric"] == "coherence"}
     (run / "spec.json").write_text(json.dumps(run_spec))
     assert main(["eval", str(run), "--metrics", "coherence", "--no-progress"]) == 0
-    theirs = {(m["target"], m["given"]): m["value"] for m in read_records(out / "runs")[0]["metrics"]
-              if m["metric"] == "coherence"}
+    theirs = {
+        (m["target"], m["given"]): m["value"]
+        for m in read_records(out / "runs")[0]["metrics"]
+        if m["metric"] == "coherence"
+    }
     assert theirs == pytest.approx(mine)
     (published / "pretrained_img_to_digit_clf_m0").write_bytes(b"not a state dict")
     assert main(["eval", str(run), "--metrics", "coherence", "--no-progress"]) == 2

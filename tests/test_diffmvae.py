@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from helpers import tiny_dataset
 
-from conftest import tiny_dataset
 from mmbench.config import build_config
 from mmbench.errors import MMBenchError
 from mmbench.fusion import Gaussian, kl_normal, product_of_experts, stratified_assignment, subsets
@@ -27,8 +27,12 @@ def test_loss_is_eq23_with_diffusion_surrogates_in_place_of_log_likelihoods(name
     x, names = batch["x"], model.modality_names
     family = subsets(names)
     e = model.experts(x, names)
-    posts = [product_of_experts([Gaussian(e.mu[names.index(m)], e.logvar[names.index(m)]) for m in s],
-                                prior_expert=len(s) == 3) for s in family]
+    posts = [
+        product_of_experts(
+            [Gaussian(e.mu[names.index(m)], e.logvar[names.index(m)]) for m in s], prior_expert=len(s) == 3
+        )
+        for s in family
+    ]
     kl = sum(kl_normal(q) for q in posts) / len(family)
     assigned = stratified_assignment(7, torch.full((7,), 1 / 7))  # 7 rows, 7 subsets: one each
     torch.manual_seed(5)
@@ -40,7 +44,9 @@ def test_loss_is_eq23_with_diffusion_surrogates_in_place_of_log_likelihoods(name
             terms = terms - model.diffusion_loss(m, x[m], z) / (3 * 28 * 28)
         else:
             loc = model.decoders[m](z)
-            terms = terms + (-(x[m] - loc).abs() / 0.75 - torch.log(torch.tensor(1.5))).flatten(1).sum(1) / (3 * 28 * 28)
+            terms = terms + (-(x[m] - loc).abs() / 0.75 - torch.log(torch.tensor(1.5))).flatten(1).sum(1) / (
+                3 * 28 * 28
+            )
     expected = -(terms - 0.5 * kl).mean()
     torch.manual_seed(5)
     assert torch.allclose(model.loss(batch).loss, expected, rtol=1e-5)
@@ -94,21 +100,32 @@ def test_sampler_steps_below_one_are_refused():
         build_config(MODELS.get("diffmvae_star").Config, {"sampler_steps": 0})
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("conditioning", "film", "DiffMVAEStarConfig.conditioning = 'film': use one of embedding, scale_shift, spatial"),
-    ("weighting", "snr", "DiffMVAEStarConfig.weighting = 'snr'; allowed: 'variance', 'likelihood', 'high_noise'"),
-    ("free_bits", -0.1, "free_bits = -0.1 is out of range"),
-    ("logvar_offset", -25.0, "logvar_offset = -25.0 is out of range; allowed: \\[-20.0, 20.0\\]"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        (
+            "conditioning",
+            "film",
+            "DiffMVAEStarConfig.conditioning = 'film': use one of embedding, scale_shift, spatial",
+        ),
+        ("weighting", "snr", "DiffMVAEStarConfig.weighting = 'snr'; allowed: 'variance', 'likelihood', 'high_noise'"),
+        ("free_bits", -0.1, "free_bits = -0.1 is out of range"),
+        ("logvar_offset", -25.0, "logvar_offset = -25.0 is out of range; allowed: \\[-20.0, 20.0\\]"),
+    ],
+)
 def test_bad_diffusion_settings_are_one_line(field, value, message):
     with pytest.raises(MMBenchError, match=message):
         build_config(MODELS.get("diffmvae_star").Config, {field: value})
 
 
-@pytest.mark.parametrize("name, conditioning, weighting", [
-    ("diffmvae_star", "scale_shift", "high_noise"), ("diffmvae", "spatial", "likelihood"),
-    ("diffmvae_star", "scale_shift+spatial", "variance"),
-])
+@pytest.mark.parametrize(
+    "name, conditioning, weighting",
+    [
+        ("diffmvae_star", "scale_shift", "high_noise"),
+        ("diffmvae", "spatial", "likelihood"),
+        ("diffmvae_star", "scale_shift+spatial", "variance"),
+    ],
+)
 def test_every_conditioning_and_weighting_trains_and_reaches_the_encoder(name, conditioning, weighting):
     model, batch = build(name, conditioning=conditioning, weighting=weighting, pad_to=32)
     out = model.loss(batch)

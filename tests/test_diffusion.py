@@ -4,8 +4,16 @@ import pytest
 import torch
 
 from diffmvae.diffusion import (
-    VPSDE, DDPMSchedule, ddpm_loss, dsm_loss, gaussian_ddpm_eps, gaussian_vp_score, sample_ancestral, sample_ddim,
-    sample_euler_maruyama, score_from_noise_model,
+    VPSDE,
+    DDPMSchedule,
+    ddpm_loss,
+    dsm_loss,
+    gaussian_ddpm_eps,
+    gaussian_vp_score,
+    sample_ancestral,
+    sample_ddim,
+    sample_euler_maruyama,
+    score_from_noise_model,
 )
 from mmbench.errors import MMBenchError
 
@@ -42,8 +50,9 @@ def test_dsm_loss_is_lowest_at_the_true_score(weighting):
     score = gaussian_vp_score(MU, VAR, sde)
     x0 = data(20000)
     true = dsm_loss(score, x0, sde, weighting=weighting, generator=torch.Generator().manual_seed(4)).mean()
-    off = dsm_loss(lambda x, t: score(x, t) * 0.9, x0, sde, weighting=weighting,
-                   generator=torch.Generator().manual_seed(4)).mean()
+    off = dsm_loss(
+        lambda x, t: score(x, t) * 0.9, x0, sde, weighting=weighting, generator=torch.Generator().manual_seed(4)
+    ).mean()
     assert true < off
 
 
@@ -82,10 +91,16 @@ def test_clipped_vp_score_keeps_euler_maruyama_in_range():
     sde = VPSDE()
     exact = gaussian_vp_score(MU, VAR, sde)
     biased = lambda x, t: -sde.marginal(t)[1][:, None] * exact(x, t) + 0.2  # noqa: E731
-    free = sample_euler_maruyama(score_from_noise_model(biased, sde), noise(2000), sde, steps=100,
-                                 generator=torch.Generator().manual_seed(0))
-    clipped = sample_euler_maruyama(score_from_noise_model(biased, sde, clip=4.0), noise(2000), sde, steps=100,
-                                    generator=torch.Generator().manual_seed(0))
+    free = sample_euler_maruyama(
+        score_from_noise_model(biased, sde), noise(2000), sde, steps=100, generator=torch.Generator().manual_seed(0)
+    )
+    clipped = sample_euler_maruyama(
+        score_from_noise_model(biased, sde, clip=4.0),
+        noise(2000),
+        sde,
+        steps=100,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert free.abs().max() > 5 and clipped.abs().max() < 4.05  # the last EM step moves a little past x_0
 
 
@@ -115,16 +130,23 @@ def test_ddim_with_eta_zero_is_deterministic_for_fixed_noise_and_eta_one_is_not(
 
 def test_ancestral_sampling_with_the_exact_score_reproduces_the_data_moments():
     sched = DDPMSchedule.linear()
-    x = sample_ancestral(gaussian_ddpm_eps(MU, VAR, sched), noise(20000), sched,
-                         generator=torch.Generator().manual_seed(5))
+    x = sample_ancestral(
+        gaussian_ddpm_eps(MU, VAR, sched), noise(20000), sched, generator=torch.Generator().manual_seed(5)
+    )
     assert_moments(x)
 
 
 @pytest.mark.parametrize("corrector_steps", [0, 1])
 def test_euler_maruyama_with_the_exact_score_reproduces_the_data_moments(corrector_steps):
     sde = VPSDE()
-    x = sample_euler_maruyama(gaussian_vp_score(MU, VAR, sde), noise(20000), sde, steps=1000,
-                              corrector_steps=corrector_steps, generator=torch.Generator().manual_seed(6))
+    x = sample_euler_maruyama(
+        gaussian_vp_score(MU, VAR, sde),
+        noise(20000),
+        sde,
+        steps=1000,
+        corrector_steps=corrector_steps,
+        generator=torch.Generator().manual_seed(6),
+    )
     assert_moments(x)
 
 
@@ -143,17 +165,21 @@ def test_ddim_samples_a_mixture_of_two_gaussians_with_its_weights():
         score = (r * (-(x - ab.sqrt() * means) / var)).sum(-1, keepdim=True)
         return -(1 - ab).sqrt() * score
 
-    x = sample_ddim(eps, torch.randn(20000, 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64),
-                    sched, steps=50)
+    x = sample_ddim(
+        eps, torch.randn(20000, 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64), sched, steps=50
+    )
     assert abs((x > 0).double().mean().item() - 0.7) < 0.02
     assert abs(x[x > 0].mean().item() - 2.0) < 0.05 and abs(x[x < 0].mean().item() + 2.0) < 0.05
 
 
-@pytest.mark.parametrize("call", [
-    lambda: sample_ddim(lambda x, t: x, noise(2), DDPMSchedule.linear(), steps=0),
-    lambda: sample_euler_maruyama(lambda x, t: x, noise(2), VPSDE(), steps=0),
-    lambda: sample_ddim(lambda x, t: x, noise(2), DDPMSchedule.linear(), steps=2000),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: sample_ddim(lambda x, t: x, noise(2), DDPMSchedule.linear(), steps=0),
+        lambda: sample_euler_maruyama(lambda x, t: x, noise(2), VPSDE(), steps=0),
+        lambda: sample_ddim(lambda x, t: x, noise(2), DDPMSchedule.linear(), steps=2000),
+    ],
+)
 def test_sampler_steps_below_one_are_refused(call):
     with pytest.raises(MMBenchError, match="sampler steps must be an integer >= 1"):
         call()

@@ -8,13 +8,14 @@ import stat
 
 import pytest
 import torch
-
-from mmbench.checkpoint import atomic_folder, atomic_write_json, save_checkpoint
-from mmbench.report import build_report
-
 from helpers import record, row, write
 
-PUBLISHED = "results/published.csv"
+from mmbench.report.build import build_report
+from mmbench.resources import published_csv
+from mmbench.storage.atomic import atomic_folder, atomic_write_json
+from mmbench.storage.checkpoint import save_checkpoint
+
+PUBLISHED = str(published_csv())
 
 
 @pytest.fixture(params=[0o022, 0o077])

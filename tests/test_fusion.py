@@ -7,14 +7,22 @@ import torch
 
 from mmbench.errors import MMBenchError
 from mmbench.fusion import (
-    Gaussian, kl_normal, product_of_experts, stratified_assignment, subset_mask, subset_posteriors, subset_weights,
+    Gaussian,
+    kl_normal,
+    product_of_experts,
+    stratified_assignment,
+    subset_mask,
+    subset_posteriors,
+    subset_weights,
     subsets,
 )
 
 
 def random_gaussian(g, *shape):
-    return Gaussian(torch.randn(*shape, generator=g, dtype=torch.float64),
-                    torch.randn(*shape, generator=g, dtype=torch.float64) * 0.5)
+    return Gaussian(
+        torch.randn(*shape, generator=g, dtype=torch.float64),
+        torch.randn(*shape, generator=g, dtype=torch.float64) * 0.5,
+    )
 
 
 def test_product_of_experts_is_the_normalised_product_of_densities_on_a_grid():

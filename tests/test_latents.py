@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from mmbench.latents import gaussian_fit_distance, moment_errors
+from mmbench.runs.latents import gaussian_fit_distance, moment_errors
 
 
 def gaussian_sample(n, mean, cov, seed):

@@ -9,11 +9,12 @@ import shutil
 import subprocess
 
 import pytest
-
 from helpers import record, row, write
-from mmbench.report import build_report
 
-PUBLISHED = "results/published.csv"
+from mmbench.report.build import build_report
+from mmbench.resources import published_csv
+
+PUBLISHED = str(published_csv())
 
 
 def report_of(tmp_path, *records):
@@ -23,8 +24,11 @@ def report_of(tmp_path, *records):
 
 
 def test_latex_is_a_complete_table_with_display_names(tmp_path):
-    report = report_of(tmp_path, record("a", metrics=[row("coherence", 1, 0.6481)]),
-                       record("b", model="mmvaeplus", metrics=[row("coherence", 1, 0.50)]))
+    report = report_of(
+        tmp_path,
+        record("a", metrics=[row("coherence", 1, 0.6481)]),
+        record("b", model="mmvaeplus", metrics=[row("coherence", 1, 0.50)]),
+    )
     latex = (report.out / "leaderboard.tex").read_text()
     assert latex.startswith(r"\begin{table}[t]") and latex.rstrip().endswith(r"\end{table}")
     assert r"\caption{Coherence (\%) on polymnist (published); higher is better." in latex
@@ -35,8 +39,11 @@ def test_latex_is_a_complete_table_with_display_names(tmp_path):
 
 
 def test_csv_numbers_are_rounded_as_the_table_shows_them(tmp_path):
-    report = report_of(tmp_path, record("a", metrics=[row("coherence", 1, 0.6481)]),
-                       record("b", seed=1, metrics=[row("coherence", 1, 0.6482)]))
+    report = report_of(
+        tmp_path,
+        record("a", metrics=[row("coherence", 1, 0.6481)]),
+        record("b", seed=1, metrics=[row("coherence", 1, 0.6482)]),
+    )
     csv = (report.out / "leaderboard.csv").read_text()
     assert "64.81000000000002" not in csv and ",64.8,0.0," in csv
 
@@ -52,13 +59,23 @@ def test_the_latex_compiles(tmp_path):
         if os.environ.get("CI"):
             pytest.fail("pdflatex is missing in CI: .ci/run installs texlive-latex-base texlive-latex-recommended")
         pytest.skip("pdflatex is not installed (Debian: texlive-latex-base texlive-latex-recommended)")
-    report = report_of(tmp_path, record("a", metrics=[row("coherence", 1, 0.6481), row("coherence", 0, 0.3)]),
-                       record("b", model="diffmvae_star", epochs=3, metrics=[row("coherence", 1, 0.5)]),
-                       record("c", model="mvtcae", metrics=[row("fid", 0, 80.25)]))
+    report = report_of(
+        tmp_path,
+        record("a", metrics=[row("coherence", 1, 0.6481), row("coherence", 0, 0.3)]),
+        record("b", model="diffmvae_star", epochs=3, metrics=[row("coherence", 1, 0.5)]),
+        record("c", model="mvtcae", metrics=[row("fid", 0, 80.25)]),
+    )
     doc = tmp_path / "paper.tex"
-    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                   f"\\input{{{report.out / 'leaderboard.tex'}}}\n\\end{{document}}\n")
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    doc.write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+        f"\\input{{{report.out / 'leaderboard.tex'}}}\n\\end{{document}}\n"
+    )
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "paper.pdf").stat().st_size > 1000

@@ -7,19 +7,19 @@ import copy
 
 import pytest
 import torch
+from helpers import tiny_dataset
 
-from conftest import tiny_dataset
 from mmbench.cli import build_parser, run_flags
 from mmbench.config import build_config
 from mmbench.errors import MMBenchError
-from mmbench.memory_format import apply_memory_format, resolve_memory_format, to_memory_format
 from mmbench.nets.polymnist import PolyMNISTEncoder
 from mmbench.nets.resnet_polymnist import ResNetPolyMNISTDecoder
 from mmbench.optim import adam, fused_supported
 from mmbench.registry import MODELS
-from mmbench.runoptions import RunOptions
-from mmbench.sweeps import run_options_from
-from mmbench.train import train
+from mmbench.sweeps.files import run_options_from
+from mmbench.training.memory_format import apply_memory_format, resolve_memory_format, to_memory_format
+from mmbench.training.options import RunOptions
+from mmbench.training.trainer import train
 
 
 def test_auto_is_channels_last_on_the_cpu_and_contiguous_on_cuda():
@@ -38,8 +38,9 @@ def test_a_bad_layout_is_one_line_naming_the_value_and_the_choices():
 
 def test_the_layout_is_a_run_table_key_and_a_command_line_flag():
     assert run_options_from({"memory_format": "contiguous"}, "sweep.toml").memory_format == "contiguous"
-    args = build_parser().parse_args(["train", "--model", "mopoe", "--data-root", "d", "--memory-format",
-                                      "channels_last"])
+    args = build_parser().parse_args(
+        ["train", "--model", "mopoe", "--data-root", "d", "--memory-format", "channels_last"]
+    )
     assert run_flags(args)["memory_format"] == "channels_last"
     assert run_options_from({"memory_format": "contiguous"}, "f", run_flags(args)).memory_format == "channels_last"
 
@@ -48,7 +49,8 @@ def test_only_image_batches_change_layout_and_values_stay():
     images, text = torch.rand(2, 3, 5, 5), torch.randint(0, 9, (2, 2, 8))
     out = to_memory_format({"x": {"a": images, "t": text}, "y": [torch.arange(2)], "name": "b"}, torch.channels_last)
     assert out["x"]["a"].is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     assert torch.equal(out["x"]["a"], images) and out["x"]["t"] is text and out["name"] == "b"
 
 
@@ -123,13 +125,22 @@ def test_the_trainer_puts_the_model_in_the_layout_asked_for(name):
     runs = {}
     for layout in ("contiguous", "channels_last"):
         data, model = _small(name)
-        result = train(model, data, seed=0, options=RunOptions(tensorboard=False, memory_format=layout),
-                       progress=False, log=lambda s: None)
+        result = train(
+            model,
+            data,
+            seed=0,
+            options=RunOptions(tensorboard=False, memory_format=layout),
+            progress=False,
+            log=lambda s: None,
+        )
         runs[layout] = (model, result)
     kernels = [p for p in runs["channels_last"][0].parameters() if p.dim() == 4 and p.shape[-1] > 1]
     assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
-    assert not any(p.is_contiguous(memory_format=torch.channels_last)
-                   for p in runs["contiguous"][0].parameters() if p.dim() == 4 and p.shape[-1] > 1)
+    assert not any(
+        p.is_contiguous(memory_format=torch.channels_last)
+        for p in runs["contiguous"][0].parameters()
+        if p.dim() == 4 and p.shape[-1] > 1
+    )
     losses = [[h["loss"] for h in result.history] for _, result in runs.values()]
     assert len(losses[0]) == 1 and losses[0] == pytest.approx(losses[1], rel=1e-4)
 

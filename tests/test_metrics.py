@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_dataset
 from sklearn.metrics import f1_score
 
-from conftest import tiny_dataset
 from mmbench.config import build_config
 from mmbench.errors import MMBenchError
 from mmbench.metrics.base import EvalContext, MetricRow
@@ -84,12 +84,19 @@ def test_fid_rows_carry_their_sample_counts_and_priors(test_weights, tmp_path):
     from mmbench.metrics.fid import FIDMetric
 
     model, data = _trained_tiny()
-    ctx = EvalContext(data, data.head(80), tmp_path / "cache", progress=False,
-                      priors={"gaussian": None, "shifted": lambda n, g: torch.randn(n, 8, generator=g) + 3})
+    ctx = EvalContext(
+        data,
+        data.head(80),
+        tmp_path / "cache",
+        progress=False,
+        priors={"gaussian": None, "shifted": lambda n, g: torch.randn(n, 8, generator=g) + 3},
+    )
     metric = FIDMetric(n_samples=64, dims=64, batch_size=32, weights=str(test_weights), max_subsets=1)
     rows = metric(model, ctx)
     uncond = [r for r in rows if r.n_given == 0]
-    assert {(r.target, r.prior) for r in uncond} == {(m, p) for m in ["m0", "m1", "m2", "*"] for p in ["gaussian", "shifted"]}
+    assert {(r.target, r.prior) for r in uncond} == {
+        (m, p) for m in ["m0", "m1", "m2", "*"] for p in ["gaussian", "shifted"]
+    }
     assert all(r.n_samples == 64 and r.value > 0 for r in rows)
     cond = [r for r in rows if r.n_given == 1 and r.given not in ("*",)]
     assert len(cond) == 2  # one sampled subset of size 1, generating the two other modalities
@@ -124,9 +131,16 @@ def test_conditional_coherence_equals_a_hand_count():
     data = MultimodalDataset([Modality(m, (1,), "attributes", "bernoulli") for m in "abc"], x, y, "fixed")
     # classifier of a: right for every row; of b: right on rows 0-2; of c: right on row 0 only
     right = {"a": 6, "b": 3, "c": 1}
-    clfs = {m: (lambda k: lambda t: torch.nn.functional.one_hot(
-        torch.where(t[:, 0] < k, t[:, 0], torch.full_like(t[:, 0], 9)).long(), 10).float())(right[m])
-            for m in "abc"}
+    clfs = {
+        m: (
+            lambda k: (
+                lambda t: torch.nn.functional.one_hot(
+                    torch.where(t[:, 0] < k, t[:, 0], torch.full_like(t[:, 0], 9)).long(), 10
+                ).float()
+            )
+        )(right[m])
+        for m in "abc"
+    }
     rows = {(r.target, r.given): r.value for r in conditional_coherence(_EchoModel(), data, clfs, sizes=[1])}
     assert rows[("b", "a")] == pytest.approx(3 / 6) and rows[("c", "a")] == pytest.approx(1 / 6)
     assert rows[("a", "b")] == pytest.approx(6 / 6)
@@ -216,7 +230,9 @@ def test_clip_score_is_100_times_the_mean_cosine_clipped_at_zero():
     txt = torch.tensor([[1.0, 0.0], [1.0, 1.0], [-1.0, -1.0]])
     tokenizer = lambda texts: torch.zeros(len(texts), 3, dtype=torch.long)  # noqa: E731
     expected = 100 * (1.0 + np.sqrt(0.5) - 1.0) / 3
-    assert clip_score(_FixedCLIP(img, txt), tokenizer, torch.rand(3, 3, 8, 8), ["a", "b", "c"]) == pytest.approx(expected)
+    assert clip_score(_FixedCLIP(img, txt), tokenizer, torch.rand(3, 3, 8, 8), ["a", "b", "c"]) == pytest.approx(
+        expected
+    )
     assert clip_score(_FixedCLIP(img, -txt), tokenizer, torch.rand(3, 3, 8, 8), ["a", "b", "c"]) == 0.0
 
 
@@ -227,8 +243,11 @@ def test_clip_checkpoints_load_from_a_local_file_or_are_refused(tmp_path, monkey
     from mmbench.metrics.clip_score import CLIPScoreMetric, clip_score, load_clip
 
     monkeypatch.delenv("MMBENCH_CLIP_CHECKPOINT", raising=False)
-    config = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    config = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
     (tmp_path / "mmbench-test-tiny.json").write_text(json.dumps(config))
     open_clip.add_model_config(tmp_path / "mmbench-test-tiny.json")
     torch.manual_seed(0)

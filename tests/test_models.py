@@ -4,19 +4,21 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_dataset
 
-from conftest import tiny_dataset
-from mmbench.checkpoint import load_model, save_model
 from mmbench.config import build_config
 from mmbench.errors import MMBenchError
 from mmbench.fusion import Gaussian, kl_normal, subsets
 from mmbench.registry import MODELS
-from mmbench.train import NonFiniteLossError, train
+from mmbench.storage.checkpoint import load_model, save_model
+from mmbench.training.trainer import NonFiniteLossError, train
 
 SMALL = {"latent_dim": 8, "batch_size": 16, "epochs": 1}
 # Diffusion decoders sample with 1000 Euler-Maruyama steps by default; these tests only need the plumbing.
-FAST = {"diffmvae": {"sampler_steps": 2, "unet_base": 8, "unet_mults": [1, 2]},
-        "diffmvae_star": {"sampler_steps": 2, "unet_base": 8, "unet_mults": [1, 2]}}
+FAST = {
+    "diffmvae": {"sampler_steps": 2, "unet_base": 8, "unet_mults": [1, 2]},
+    "diffmvae_star": {"sampler_steps": 2, "unet_base": 8, "unet_mults": [1, 2]},
+}
 
 
 def small(name):

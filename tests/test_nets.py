@@ -28,18 +28,21 @@ def example(m: Modality, n: int, generator: torch.Generator | None = None) -> to
     return (x > 0.5).float() if m.likelihood == "bernoulli" else x
 
 
-@pytest.mark.parametrize("modality, network, out_shape", [
-    (IMAGE, "Soft-IntroVAE ResNet", (3, 64, 64)),
-    (Modality("image", (3, 32, 32)), "32x32 conv", (3, 32, 32)),
-    (Modality("image", (3, 28, 28)), "PolyMNIST conv", (3, 28, 28)),
-    (MASK, "mask conv", (1, 64, 64)),
-    (Modality("mask", (1, 128, 128), "mask", "bernoulli"), "mask conv", (1, 128, 128)),
-    (ATTRIBUTES, "MLP", (18,)),
-    (CAPTION, "sentence CNN", (32, 50)),
-    (Modality("caption", (24,), "text", "categorical", classes=7), "sentence CNN", (24, 7)),
-    (Modality("labels", (3,), "attributes", "categorical", classes=5), "one-hot MLP", (3, 5)),
-    (Modality("image", (3, 48, 48)), "MLP", (3, 48, 48)),
-])
+@pytest.mark.parametrize(
+    "modality, network, out_shape",
+    [
+        (IMAGE, "Soft-IntroVAE ResNet", (3, 64, 64)),
+        (Modality("image", (3, 32, 32)), "32x32 conv", (3, 32, 32)),
+        (Modality("image", (3, 28, 28)), "PolyMNIST conv", (3, 28, 28)),
+        (MASK, "mask conv", (1, 64, 64)),
+        (Modality("mask", (1, 128, 128), "mask", "bernoulli"), "mask conv", (1, 128, 128)),
+        (ATTRIBUTES, "MLP", (18,)),
+        (CAPTION, "sentence CNN", (32, 50)),
+        (Modality("caption", (24,), "text", "categorical", classes=7), "sentence CNN", (24, 7)),
+        (Modality("labels", (3,), "attributes", "categorical", classes=5), "one-hot MLP", (3, 5)),
+        (Modality("image", (3, 48, 48)), "MLP", (3, 48, 48)),
+    ],
+)
 def test_each_network_maps_its_modality_to_a_gaussian_and_back_to_likelihood_parameters(modality, network, out_shape):
     nets = networks_for(modality)
     assert nets.name == network
@@ -77,8 +80,9 @@ PER_MODEL = {
 
 def every_kind_dataset(n: int = 8) -> MultimodalDataset:
     g = torch.Generator().manual_seed(0)
-    return MultimodalDataset(EVERY_KIND, {m.name: example(m, n, g) for m in EVERY_KIND},
-                             torch.randint(0, 2, (n,), generator=g), "every-kind")
+    return MultimodalDataset(
+        EVERY_KIND, {m.name: example(m, n, g) for m in EVERY_KIND}, torch.randint(0, 2, (n,), generator=g), "every-kind"
+    )
 
 
 def check_samples(samples: dict, names: list[str], n: int) -> None:

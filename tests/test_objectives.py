@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mmbench.errors import MMBenchError
-from mmbench.fusion import Gaussian, product_of_experts, subsets, subset_weights
+from mmbench.fusion import Gaussian, product_of_experts, subset_weights, subsets
 from mmbench.objectives import Likelihood, mixture_elbo
 
 D = 3
@@ -31,8 +31,10 @@ def make_model(seed=0):
 def sample_data(params, n, seed=1):
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, D, generator=g, dtype=torch.float64)
-    return {m: z @ W.T + b + sigma * torch.randn(n, D, generator=g, dtype=torch.float64)
-            for m, (W, b, sigma, _) in params.items()}
+    return {
+        m: z @ W.T + b + sigma * torch.randn(n, D, generator=g, dtype=torch.float64)
+        for m, (W, b, sigma, _) in params.items()
+    }
 
 
 def log_marginal(params, x):
@@ -56,8 +58,10 @@ def exact_posterior(params, x, subset):
 
 def log_likelihood_fn(params, x):
     def fn(z, rows):
-        return {m: Likelihood("normal", params[m][2]).log_prob(x[m][rows], z @ params[m][0].T + params[m][1])
-                for m in NAMES}
+        return {
+            m: Likelihood("normal", params[m][2]).log_prob(x[m][rows], z @ params[m][0].T + params[m][1]) for m in NAMES
+        }
+
     return fn
 
 
@@ -69,8 +73,13 @@ def test_single_subset_with_the_exact_posterior_gives_log_p_x():
     params = make_model()
     x = sample_data(params, 16)
     q = stack([exact_posterior(params, x, NAMES)])
-    out = mixture_elbo(q, torch.ones(1, dtype=torch.float64), log_likelihood_fn(params, x), n_samples=20000,
-                       generator=torch.Generator().manual_seed(0))
+    out = mixture_elbo(
+        q,
+        torch.ones(1, dtype=torch.float64),
+        log_likelihood_fn(params, x),
+        n_samples=20000,
+        generator=torch.Generator().manual_seed(0),
+    )
     # The KL is exact; the reconstruction term is a Monte-Carlo mean (std about 2 nats here).
     assert torch.allclose(out.elbo, log_marginal(params, x), atol=0.06)
 
@@ -80,8 +89,13 @@ def test_mixture_elbo_over_all_subsets_is_below_log_p_x():
     x = sample_data(params, 16)
     family = subsets(NAMES)
     q = stack([exact_posterior(params, x, s) for s in family])
-    out = mixture_elbo(q, subset_weights(family).double(), log_likelihood_fn(params, x), n_samples=4000,
-                       generator=torch.Generator().manual_seed(0))
+    out = mixture_elbo(
+        q,
+        subset_weights(family).double(),
+        log_likelihood_fn(params, x),
+        n_samples=4000,
+        generator=torch.Generator().manual_seed(0),
+    )
     gap = log_marginal(params, x) - out.elbo
     assert (gap > 0.5).all(), gap  # strictly below: the unimodal posteriors are not the full posterior
 
@@ -109,8 +123,9 @@ def test_each_proper_subset_alone_is_below_and_the_estimate_is_the_weighted_sum_
     assert (exact[:-1] < logp - 1e-6).all()  # every proper subset stays strictly below
     w = subset_weights(family).double()
     q = stack([exact_posterior(params, x, s) for s in family])
-    mixed = mixture_elbo(q, w, log_likelihood_fn(params, x), n_samples=4000,
-                         generator=torch.Generator().manual_seed(1)).elbo
+    mixed = mixture_elbo(
+        q, w, log_likelihood_fn(params, x), n_samples=4000, generator=torch.Generator().manual_seed(1)
+    ).elbo
     assert torch.allclose(mixed, (w[:, None] * exact).sum(0), atol=0.06)
 
 
@@ -126,7 +141,7 @@ def test_stratified_estimator_agrees_with_enumeration_on_the_batch_mean():
     enum = mixture_elbo(q, w, log_likelihood_fn(params, x), n_samples=20, generator=g).elbo
     # Rows of one subset are i.i.d.; the stratified mean's standard error comes from within-subset spread.
     blocks = strat.reshape(7, 3000)
-    stderr = (blocks.var(1) / 3000).mean().sqrt() / 7 ** 0.5
+    stderr = (blocks.var(1) / 3000).mean().sqrt() / 7**0.5
     assert abs(strat.mean() - enum.mean()) < 4 * stderr + 0.02
 
 
@@ -178,15 +193,17 @@ def test_the_stratified_kl_agrees_with_the_exact_average_in_expectation():
     experts = Gaussian(torch.randn(4, 6, 3, generator=g), torch.randn(4, 6, 3, generator=g) * 0.5)
     exact = (weights[:, None] * kl_normal(subset_posteriors(experts, mask, flags))).sum(0)  # (B,)
     zero = lambda z, rows: {"a": torch.zeros(len(rows))}  # noqa: E731
-    draws = torch.stack([stratified_mixture_elbo(experts, mask, flags, weights, zero, generator=g).kl
-                         for _ in range(3000)])
+    draws = torch.stack(
+        [stratified_mixture_elbo(experts, mask, flags, weights, zero, generator=g).kl for _ in range(3000)]
+    )
     assert torch.allclose(draws.mean(0), exact, rtol=0.05)
     assert draws.std(0).max() > 0  # a real estimator: rows change subsets between batches
 
 
 @pytest.mark.parametrize("name", ["mopoe", "diffmvae_star"])
 def test_models_train_with_the_stratified_kl_and_refuse_it_without_stratified_rows(name):
-    from conftest import tiny_dataset
+    from helpers import tiny_dataset
+
     from mmbench.config import build_config
     from mmbench.registry import MODELS
 

@@ -10,8 +10,8 @@ import pytest
 
 from mmbench.cli import main
 from mmbench.errors import MMBenchError
-from mmbench.overrides import parse_overrides
-from mmbench.sweeps import load_sweep, train_sweep
+from mmbench.sweeps.files import load_sweep, train_sweep
+from mmbench.sweeps.overrides import parse_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,8 +54,10 @@ def sweep_file(tmp_path, polymnist_pt):
 
 
 def configs(sweep):
-    return [(s.model, s.dataset_options.get("modalities"), s.config.get("beta"), s.config.get("epochs"))
-            for s in sweep.specs]
+    return [
+        (s.model, s.dataset_options.get("modalities"), s.config.get("beta"), s.config.get("epochs"))
+        for s in sweep.specs
+    ]
 
 
 def test_without_set_the_file_decides(sweep_file):
@@ -102,19 +104,22 @@ def test_run_and_executor_keys_win_and_a_disagreeing_flag_is_refused(sweep_file)
         load_sweep(sweep_file, ["executor.name=slurm"], executor="local")
 
 
-@pytest.mark.parametrize("item, message", [
-    ("executor=slurm", "[executor] is a table; set one of its keys, e.g. --set executor.name=slurm"),
-    ("config=1", "[config] is a table"),
-    ("grid=1", "[grid] is a table"),
-    ("grid.beta=0.5", "a grid axis takes a non-empty list"),
-    ("grid.beta=[]", "a grid axis takes a non-empty list"),
-    ("confg.beta=1", "unknown table 'confg' (did you mean 'config'?)"),
-    ("config.mopo.beta=1", "'mopo' is not a model of this sweep"),
-    ("config.betta=1", "has no field 'betta'"),
-    ("dataset.a.b=1", "dataset options are dataset.OPTION"),
-    ("beta", "expected KEY=VALUE"),
-    ("config..beta=1", "is not a dotted key"),
-])
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("executor=slurm", "[executor] is a table; set one of its keys, e.g. --set executor.name=slurm"),
+        ("config=1", "[config] is a table"),
+        ("grid=1", "[grid] is a table"),
+        ("grid.beta=0.5", "a grid axis takes a non-empty list"),
+        ("grid.beta=[]", "a grid axis takes a non-empty list"),
+        ("confg.beta=1", "unknown table 'confg' (did you mean 'config'?)"),
+        ("config.mopo.beta=1", "'mopo' is not a model of this sweep"),
+        ("config.betta=1", "has no field 'betta'"),
+        ("dataset.a.b=1", "dataset options are dataset.OPTION"),
+        ("beta", "expected KEY=VALUE"),
+        ("config..beta=1", "is not a dotted key"),
+    ],
+)
 def test_values_that_cannot_apply_are_refused_in_one_line(sweep_file, capsys, item, message):
     code = main(["sweep", "plan", str(sweep_file), "--set", item])
     err = capsys.readouterr().err.strip().splitlines()
@@ -129,8 +134,22 @@ def test_two_command_line_values_for_one_field_are_refused(sweep_file):
 
 
 def test_plan_shows_which_values_came_from_the_command_line(sweep_file, capsys, tmp_path):
-    assert main(["sweep", "plan", str(sweep_file), "--runs", str(tmp_path / "r"), "--set", "config.beta=0.5",
-                 "--set", "run.checkpoint_every=9"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "plan",
+                str(sweep_file),
+                "--runs",
+                str(tmp_path / "r"),
+                "--set",
+                "config.beta=0.5",
+                "--set",
+                "run.checkpoint_every=9",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "from --set: run.checkpoint_every=9" in out
     header = next(line for line in out.splitlines() if line.startswith("run "))
@@ -141,12 +160,33 @@ def test_plan_shows_which_values_came_from_the_command_line(sweep_file, capsys, 
 
 def test_the_record_keeps_the_command_line_value(polymnist_pt, tmp_path, capsys):
     f = tmp_path / "quick.toml"
-    f.write_text('[sweep]\nmodels = ["mopoe"]\n[dataset]\nname = "polymnist"\nroot = "nowhere"\n'
-                 '[config]\nmax_steps = 100\nbeta = 2.0\n[evaluate]\nmetrics = ["coherence"]\n')
+    f.write_text(
+        '[sweep]\nmodels = ["mopoe"]\n[dataset]\nname = "polymnist"\nroot = "nowhere"\n'
+        '[config]\nmax_steps = 100\nbeta = 2.0\n[evaluate]\nmetrics = ["coherence"]\n'
+    )
     runs = tmp_path / "runs"
-    code = main(["sweep", "submit", str(f), "--runs", str(runs), "--no-progress", "--set", f"dataset.root={polymnist_pt}",
-                 "--set", "config.max_steps=2", "--set", "config.latent_dim=8", "--set", "config.beta=0.75",
-                 "--set", "evaluate.metrics=[]", "--set", "run.tensorboard=false"])
+    code = main(
+        [
+            "sweep",
+            "submit",
+            str(f),
+            "--runs",
+            str(runs),
+            "--no-progress",
+            "--set",
+            f"dataset.root={polymnist_pt}",
+            "--set",
+            "config.max_steps=2",
+            "--set",
+            "config.latent_dim=8",
+            "--set",
+            "config.beta=0.75",
+            "--set",
+            "evaluate.metrics=[]",
+            "--set",
+            "run.tensorboard=false",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     (record,) = [json.loads(p.read_text()) for p in runs.glob("*/record.json")]
     assert record["status"] == "finished" and record["spec"]["metrics"] == []
@@ -155,8 +195,16 @@ def test_the_record_keeps_the_command_line_value(polymnist_pt, tmp_path, capsys)
 
 
 def test_train_takes_the_same_keys_and_refuses_a_disagreeing_flag(polymnist_pt):
-    sweep = train_sweep("mopoe", "polymnist", str(polymnist_pt), 0, 0, ["coherence"],
-                        ["beta=0.5", "config.latent_dim=8", "dataset.modalities=2", "run.checkpoint_every=3"], {})
+    sweep = train_sweep(
+        "mopoe",
+        "polymnist",
+        str(polymnist_pt),
+        0,
+        0,
+        ["coherence"],
+        ["beta=0.5", "config.latent_dim=8", "dataset.modalities=2", "run.checkpoint_every=3"],
+        {},
+    )
     (spec,) = sweep.specs
     assert spec.config == {"beta": 0.5, "latent_dim": 8} and spec.dataset_options["modalities"] == 2
     assert sweep.options.checkpoint_every == 3 and spec.sweep == "train"
@@ -177,8 +225,9 @@ def test_parse_overrides_reads_toml_values_and_quoted_keys():
 
 def test_the_paper_sweep_keeps_no_silent_loss(polymnist_pt):
     """The issue's example: beta 0.5 and epochs 5 from the command line reach every run of the scaling sweep."""
-    sweep = load_sweep(REPO / "sweeps" / "polymnist_scaling.toml",
-                       [f"dataset.root={polymnist_pt}", "config.beta=0.5", "config.epochs=5",
-                        "grid.dataset.modalities=[2,3]"])
+    sweep = load_sweep(
+        REPO / "mmbench" / "resources" / "sweeps" / "polymnist_scaling.toml",
+        [f"dataset.root={polymnist_pt}", "config.beta=0.5", "config.epochs=5", "grid.dataset.modalities=[2,3]"],
+    )
     assert {(s.config["beta"], s.config["epochs"]) for s in sweep.specs} == {(0.5, 5)}
     assert len(sweep.specs) == 5 * 2 * 3

@@ -47,7 +47,7 @@ def test_composite_inverts_the_background_under_the_digit():
     out = composite(digit, background, rng_a)[0].transpose(1, 2, 0)
     rng_b = np.random.default_rng(1)
     top, left = rng_b.integers(0, 13), rng_b.integers(0, 23)
-    crop = background[top:top + 28, left:left + 28]
+    crop = background[top : top + 28, left : left + 28]
     on = digit[0] > 128
     assert np.allclose(out[on], 1 - crop[on]) and np.allclose(out[~on], crop[~on])
 
@@ -136,16 +136,19 @@ def test_subset_chooses_modalities_by_name_in_folder_order(polymnist_pt):
     PolyMNIST.check_options(polymnist_pt, subset=["m1"])
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"subset": ["m0", "m7", "x"]}, r"test has no modality 'm7', 'x'; it holds m0\.\.m2"),
-    ({"subset": ["m0", "m0"]}, "one modality named twice"),
-    ({"subset": "m0"}, "non-empty list of modality names"),
-    ({"subset": []}, "non-empty list of modality names"),
-    ({"subset": ["m0"], "modalities": 2}, "either modalities .* or subset .*, not both"),
-    ({"modalities": 0}, "cannot take modalities=0"),
-    ({"pad_to": 31}, "pad_to must be 0 .* got 31"),
-    ({"pad_to": 20}, "pad_to must be 0 .* got 20"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"subset": ["m0", "m7", "x"]}, r"test has no modality 'm7', 'x'; it holds m0\.\.m2"),
+        ({"subset": ["m0", "m0"]}, "one modality named twice"),
+        ({"subset": "m0"}, "non-empty list of modality names"),
+        ({"subset": []}, "non-empty list of modality names"),
+        ({"subset": ["m0"], "modalities": 2}, "either modalities .* or subset .*, not both"),
+        ({"modalities": 0}, "cannot take modalities=0"),
+        ({"pad_to": 31}, "pad_to must be 0 .* got 31"),
+        ({"pad_to": 20}, "pad_to must be 0 .* got 20"),
+    ],
+)
 def test_bad_options_are_one_clear_error(polymnist_pt, options, message):
     with pytest.raises(MMBenchError, match=message):
         PolyMNIST.load(polymnist_pt, "test", **options)
@@ -174,8 +177,9 @@ def test_default_build_is_the_standard_variant(polymnist_png):
 
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory):
-    return build_polymnist(tmp_path_factory.mktemp("ext") / "ext", variant="extended", per_class=10, layout="pt",
-                           progress=False)
+    return build_polymnist(
+        tmp_path_factory.mktemp("ext") / "ext", variant="extended", per_class=10, layout="pt", progress=False
+    )
 
 
 def test_extended_build_has_ten_modalities_and_a_val_split(extended, tmp_path):
@@ -230,8 +234,12 @@ def test_build_refuses_an_unknown_variant_and_too_few_digits(tmp_path):
 def test_cli_builds_a_variant_and_refuses_bad_counts(capsys, tmp_path):
     from mmbench.cli import main
 
-    assert main(["data", "build", "polymnist", "--out", str(tmp_path / "e"), "--variant", "extended",
-                 "--modalities", "11"]) == 2
+    assert (
+        main(
+            ["data", "build", "polymnist", "--out", str(tmp_path / "e"), "--variant", "extended", "--modalities", "11"]
+        )
+        == 2
+    )
     assert "between 2 and 10" in capsys.readouterr().err
 
 

@@ -29,6 +29,7 @@ def test_two_objects_claiming_one_name_are_refused():
         pass
 
     with pytest.raises(MMBenchError, match="two plugins claim the model name 'same'"):
+
         @reg.register("same")
         class B:
             pass
@@ -43,11 +44,17 @@ def _fake_distribution(tmp_path, dist, module, name, body):
 
 
 def test_a_third_party_package_registers_a_model_exactly_like_the_builtins(tmp_path, monkeypatch):
-    _fake_distribution(tmp_path, "thirdparty_vae", "thirdparty_vae_mod", "thirdparty", '''
+    _fake_distribution(
+        tmp_path,
+        "thirdparty_vae",
+        "thirdparty_vae_mod",
+        "thirdparty",
+        '''
         from mmbench.model import MultimodalVAE
         class Model(MultimodalVAE):
             """A third-party model."""
-    ''')
+    ''',
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     reg = Registry("model", "mmbench.models")
     assert reg.get("thirdparty").__doc__ == "A third-party model."
@@ -56,10 +63,16 @@ def test_a_third_party_package_registers_a_model_exactly_like_the_builtins(tmp_p
 
 
 def test_a_third_party_package_claiming_a_builtin_name_is_refused(tmp_path, monkeypatch):
-    _fake_distribution(tmp_path, "squatter_vae", "squatter_vae_mod", "mopoe", '''
+    _fake_distribution(
+        tmp_path,
+        "squatter_vae",
+        "squatter_vae_mod",
+        "mopoe",
+        '''
         class Model:
             """Not MoPoE."""
-    ''')
+    ''',
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     reg = Registry("model", "mmbench.models")
     with pytest.raises(MMBenchError, match="two plugins claim the model name 'mopoe'"):

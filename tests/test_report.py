@@ -1,17 +1,16 @@
 """`mmbench report` from hand-made records: honest leaderboards, the paper's figures, bad input, the HTML page."""
 
 import itertools
-import json
 import re
-
-import pytest
 
 from chromium import dump_dom
 from helpers import record, row, write
-from mmbench.cli import main
-from mmbench.report import build_report
 
-PUBLISHED = "results/published.csv"
+from mmbench.cli import main
+from mmbench.report.build import build_report
+from mmbench.resources import published_csv
+
+PUBLISHED = str(published_csv())
 
 
 def table(text, title):
@@ -24,12 +23,14 @@ def table(text, title):
 
 def test_leaderboards_never_merge_experiments_and_mark_the_best(tmp_path):
     runs = tmp_path / "runs"
-    write(runs,
-          record("a", seed=0, metrics=[row("coherence", 1, 0.40), row("fid", 0, 60.0)]),
-          record("b", seed=1, metrics=[row("coherence", 1, 0.50)]),
-          record("c", seed=0, epochs=300, metrics=[row("coherence", 1, 0.80)]),
-          record("d", seed=1, epochs=300, git="def", metrics=[row("coherence", 1, 0.70)]),
-          record("e", model="mvtcae", metrics=[row("coherence", 1, 0.60), row("fid", 0, 50.0)]))
+    write(
+        runs,
+        record("a", seed=0, metrics=[row("coherence", 1, 0.40), row("fid", 0, 60.0)]),
+        record("b", seed=1, metrics=[row("coherence", 1, 0.50)]),
+        record("c", seed=0, epochs=300, metrics=[row("coherence", 1, 0.80)]),
+        record("d", seed=1, epochs=300, git="def", metrics=[row("coherence", 1, 0.70)]),
+        record("e", model="mvtcae", metrics=[row("coherence", 1, 0.60), row("fid", 0, 50.0)]),
+    )
     report = build_report(runs, tmp_path / "out", PUBLISHED, samples=[], log=lambda *_: None)
     text = report.readme.read_text()
 
@@ -40,10 +41,12 @@ def test_leaderboards_never_merge_experiments_and_mark_the_best(tmp_path):
     assert mine[("mopoe", "300")]["note"] == "mixed code revisions" and mine[("mopoe", "27")]["note"] == ""
     assert mine[("mvtcae", "27")]["1 given"] == "60.0"  # one seed: the mean alone
     papers = {(r["model"], r["source"]): r["1 given"] for r in coherence if r["source"] != "mmbench"}
-    assert papers == {("mopoe", "paper: MoPoE paper (Sutter et al. 2021) as listed by MultiVae"): "66.0",
-                      ("mopoe", "paper: MultiVae reproduction"): "67.0",
-                      ("mvtcae", "paper: MVTCAE paper Fig. 2 (read by eye)"): "59.0",
-                      ("mvtcae", "paper: MultiVae reproduction"): "64.0"}
+    assert papers == {
+        ("mopoe", "paper: MoPoE paper (Sutter et al. 2021) as listed by MultiVae"): "66.0",
+        ("mopoe", "paper: MultiVae reproduction"): "67.0",
+        ("mvtcae", "paper: MVTCAE paper Fig. 2 (read by eye)"): "59.0",
+        ("mvtcae", "paper: MultiVae reproduction"): "64.0",
+    }
 
     fid = table(text, "FID on polymnist (published)")
     cells = {r["model"]: r["unconditional"] for r in fid}  # only epochs=27 runs have FID: no epochs column
@@ -60,8 +63,11 @@ def test_leaderboards_never_merge_experiments_and_mark_the_best(tmp_path):
 
 def test_paper_rows_only_beside_the_same_release_and_number_of_modalities(tmp_path):
     runs = tmp_path / "runs"
-    write(runs, record("a", release="offline build, 4,000/1,000 tuples", metrics=[row("coherence", 1, 0.5)]),
-          record("b", m=3, metrics=[row("coherence", 1, 0.5)]))
+    write(
+        runs,
+        record("a", release="offline build, 4,000/1,000 tuples", metrics=[row("coherence", 1, 0.5)]),
+        record("b", m=3, metrics=[row("coherence", 1, 0.5)]),
+    )
     text = build_report(runs, tmp_path / "out", PUBLISHED, samples=[], log=lambda *_: None).readme.read_text()
     offline = table(text, "Coherence (%) on polymnist (offline build, 4,000/1,000 tuples)")
     published = table(text, "Coherence (%) on polymnist (published)")
@@ -71,16 +77,21 @@ def test_paper_rows_only_beside_the_same_release_and_number_of_modalities(tmp_pa
 
 def test_bad_records_failed_runs_and_missing_seeds_are_named_not_fatal(tmp_path, capsys):
     runs = tmp_path / "runs"
-    write(runs, record("good0", seed=0, metrics=[row("coherence", 1, 0.5)]),
-          record("good2", seed=2, metrics=[row("coherence", 1, 0.7)]),
-          record("broken", seed=3, status="failed", failure="CUDA out of memory"),
-          record("future", schema=99))
+    write(
+        runs,
+        record("good0", seed=0, metrics=[row("coherence", 1, 0.5)]),
+        record("good2", seed=2, metrics=[row("coherence", 1, 0.7)]),
+        record("broken", seed=3, status="failed", failure="CUDA out of memory"),
+        record("future", schema=99),
+    )
     (runs / "corrupt").mkdir()
     (runs / "corrupt" / "record.json").write_text('{"run_id": "corr')
     (runs / "foreign").mkdir()
     (runs / "foreign" / "record.json").write_text('{"run_id": "x", "status": "finished", "spec": [], "metrics": {}}')
     (runs / ".sweeps" / "s").mkdir(parents=True)
-    (runs / ".sweeps" / "s" / "sweep.toml").write_text('[sweep]\nname = "s"\nmodels = ["mopoe"]\nseeds = [0, 1, 2, 3]\n')
+    (runs / ".sweeps" / "s" / "sweep.toml").write_text(
+        '[sweep]\nname = "s"\nmodels = ["mopoe"]\nseeds = [0, 1, 2, 3]\n'
+    )
     assert main(["report", "--runs", str(runs), "--out", str(tmp_path / "out"), "--no-published"]) == 0
     said = capsys.readouterr().out
     for page in (said, (tmp_path / "out" / "README.md").read_text(), (tmp_path / "out" / "index.html").read_text()):
@@ -144,8 +155,9 @@ def test_the_html_page_shows_every_image_and_table_in_chromium(tmp_path):
     assert dom.count("<table") == len(report.tables) + 1  # the leaderboards and the prior ablation
     # the check can fail: a page whose image does not load says so
     broken = tmp_path / "out" / "broken.html"
-    broken.write_text(re.sub(r'src="data:image/png;base64,[^"]*"', 'src="missing.png"',
-                             report.index.read_text(), count=1))
+    broken.write_text(
+        re.sub(r'src="data:image/png;base64,[^"]*"', 'src="missing.png"', report.index.read_text(), count=1)
+    )
     assert 'data-broken="1">3 of 4 images loaded' in dump_dom(broken, tmp_path / "profile")
 
 

@@ -12,17 +12,21 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from mmbench.checkpoint import checkpoint_exists, load_checkpoint
-from mmbench.cli import main
-from mmbench.executors import read_jobs, sweep_folder
-from mmbench.results import read_record
-from mmbench.run import executions
 from slurm_cluster import LocalSlurm, missing_binaries
 
-pytestmark = pytest.mark.skipif(bool(missing_binaries()), reason=(
-    f"SLURM is not installed ({', '.join(missing_binaries())} missing): apt-get install slurmctld slurmd "
-    "slurm-client munge"))
+from mmbench.cli import main
+from mmbench.runs.execute import executions
+from mmbench.storage.checkpoint import checkpoint_exists, load_checkpoint
+from mmbench.storage.records import read_record
+from mmbench.sweeps.executors import read_jobs, sweep_folder
+
+pytestmark = pytest.mark.skipif(
+    bool(missing_binaries()),
+    reason=(
+        f"SLURM is not installed ({', '.join(missing_binaries())} missing): apt-get install slurmctld slurmd "
+        "slurm-client munge"
+    ),
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +37,17 @@ def cluster(tmp_path_factory):
     c.stop()
 
 
-def write_sweep(path: Path, data_root: Path, *, models=("mopoe",), grid: dict | None = None, steps: int = 20,
-                executor: str = "", every: int = 500, name: str | None = None) -> Path:
+def write_sweep(
+    path: Path,
+    data_root: Path,
+    *,
+    models=("mopoe",),
+    grid: dict | None = None,
+    steps: int = 20,
+    executor: str = "",
+    every: int = 500,
+    name: str | None = None,
+) -> Path:
     grid_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (grid or {}).items())
     path.write_text(f"""[sweep]
 name = "{name or path.stem}"
@@ -79,8 +92,12 @@ def weights(run_dir: Path) -> dict:
 def same_result(a: Path, b: Path) -> bool:
     ra, rb = read_record(a / "record.json"), read_record(b / "record.json")
     wa, wb = weights(a), weights(b)
-    return (all(torch.equal(wa[k], wb[k]) for k in wa) and ra["metrics"] == rb["metrics"]
-            and ra["train"]["history"] == rb["train"]["history"] and ra["train"]["steps"] == rb["train"]["steps"])
+    return (
+        all(torch.equal(wa[k], wb[k]) for k in wa)
+        and ra["metrics"] == rb["metrics"]
+        and ra["train"]["history"] == rb["train"]["history"]
+        and ra["train"]["steps"] == rb["train"]["steps"]
+    )
 
 
 def test_a_sweep_runs_as_one_job_array_with_one_record_per_run(cluster, polymnist_pt, tmp_path, capsys):
@@ -116,7 +133,9 @@ def test_a_job_requeued_mid_training_resumes_to_the_result_of_an_uninterrupted_r
     assert main(["sweep", "submit", str(sweep), "--runs", str(tmp_path / "requeued"), "--no-progress"]) == 0
     job_id = next(iter(read_jobs(sweep_folder(tmp_path / "requeued", "requeue")).values()))["job_id"]
     run = tmp_path / "requeued"
-    LocalSlurm._wait(lambda: any(checkpoint_exists(d / "checkpoint.pt") for d in run_dirs(run)), 120, "a first checkpoint")
+    LocalSlurm._wait(
+        lambda: any(checkpoint_exists(d / "checkpoint.pt") for d in run_dirs(run)), 120, "a first checkpoint"
+    )
     res = cluster.scontrol("requeue", job_id)
     assert res.returncode == 0, res.stderr
     cluster.wait_empty(420)
@@ -130,8 +149,13 @@ def test_a_job_requeued_mid_training_resumes_to_the_result_of_an_uninterrupted_r
 def test_a_job_that_hits_its_time_limit_is_requeued_and_finishes(cluster, polymnist_pt, tmp_path):
     # USR2 comes 80 s before the 2-minute limit: 40 s into each attempt, before 1,000 steps are done. An attempt
     # trains for 15-30 s after start-up, 150-800 steps depending on the machine, so up to 20 timeouts are allowed
-    sweep = write_sweep(tmp_path / "timeout.toml", polymnist_pt, steps=1000, every=50,
-                        executor="signal_delay_s = 80\nmax_num_timeout = 20\n")
+    sweep = write_sweep(
+        tmp_path / "timeout.toml",
+        polymnist_pt,
+        steps=1000,
+        every=50,
+        executor="signal_delay_s = 80\nmax_num_timeout = 20\n",
+    )
     text = sweep.read_text().replace("timeout_min = 10", "timeout_min = 2")
     sweep.write_text(text)
     assert main(["sweep", "submit", str(sweep), "--runs", str(tmp_path / "runs"), "--no-progress"]) == 0
@@ -144,8 +168,12 @@ def test_a_job_that_hits_its_time_limit_is_requeued_and_finishes(cluster, polymn
 
 
 def _submit_process(sweep: Path, runs: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mmbench.cli", "sweep", "submit", str(sweep), "--runs", str(runs),
-                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mmbench.cli", "sweep", "submit", str(sweep), "--runs", str(runs), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _trained_once(runs: Path, n: int) -> None:
@@ -157,8 +185,7 @@ def _trained_once(runs: Path, n: int) -> None:
         assert len(owners) == 1, f"{d.name} was trained by {owners}"
 
 
-def test_killing_the_submitter_and_submitting_again_loses_no_run_and_trains_none_twice(cluster, polymnist_pt,
-                                                                                      tmp_path):
+def test_killing_the_submitter_and_submitting_again_loses_no_run_and_trains_none_twice(cluster, polymnist_pt, tmp_path):
     sweep = write_sweep(tmp_path / "killed.toml", polymnist_pt, models=("mopoe", "mvtcae"), grid={"beta": [1.0, 2.0]})
     runs = tmp_path / "runs"
     proc = _submit_process(sweep, runs)
@@ -196,9 +223,9 @@ def test_a_ddp_run_with_two_tasks_finishes_with_one_record(cluster, polymnist_pt
 def test_bad_executor_tables_are_one_line_and_nothing_is_submitted(cluster, polymnist_pt, tmp_path, capsys):
     runs = tmp_path / "runs"
     cases = [
-        ("partitoin = \"debug\"\n", "[executor] has unknown key(s) ['partitoin']"),
+        ('partitoin = "debug"\n', "[executor] has unknown key(s) ['partitoin']"),
         ("gpus_per_node = -1\n", "gpus_per_node = -1 must be >= 0"),
-        ("setup = \"module load cuda\"\n", "setup = 'module load cuda' must be a list of strings"),
+        ('setup = "module load cuda"\n', "setup = 'module load cuda' must be a list of strings"),
     ]
     for extra, message in cases:
         sweep = write_sweep(tmp_path / "bad.toml", polymnist_pt, executor=extra)

@@ -16,18 +16,19 @@ import pytest
 
 from mmbench.cli import main
 from mmbench.errors import MMBenchError
-from mmbench.locks import LOCK, RunLock, RunLocked, lock_state, read_lock
-from mmbench.results import read_record
-from mmbench.run import run_status
-from mmbench.runspec import RunSpec
-from mmbench.sweeps import load_sweep
+from mmbench.runs.execute import run_status
+from mmbench.runs.locks import LOCK, RunLock, RunLocked, lock_state, read_lock
+from mmbench.runs.spec import RunSpec
+from mmbench.storage.records import read_record
+from mmbench.sweeps.files import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def spec(config=None, metrics=("coherence",), metric_options=None, ds=None):
-    return RunSpec("mopoe", "polymnist", ds or {"root": "/data/pm"}, config or {}, 0, tuple(metrics),
-                   metric_options or {})
+    return RunSpec(
+        "mopoe", "polymnist", ds or {"root": "/data/pm"}, config or {}, 0, tuple(metrics), metric_options or {}
+    )
 
 
 def test_run_ids_hash_the_resolved_spec():
@@ -62,19 +63,24 @@ batch_size = 64
 """
 
 
-@pytest.mark.parametrize("extra, message", [
-    ("[grid]\nbeta = []\n", "[grid] beta must be a non-empty list of values"),
-    ("[executor]\nname = \"slurm\"\ngpu_per_node = 1\n", "[executor] has unknown key(s) ['gpu_per_node']"),
-    ("[run]\ndevise = \"cuda\"\n", "[run] has unknown key(s) ['devise']"),
-    ("[run]\nnproc = 2\n[executor]\nname = \"slurm\"\n", "use [executor] tasks_per_node = 2"),
-    ("[run]\ndevice = \"cuda\"\n[executor]\nname = \"slurm\"\n", "gpus_per_node is 0"),
-    ("[run]\ndevice = \"gpu\"\n[executor]\nname = \"slurm\"\ngpus_per_node = 1\n", "unknown device 'gpu'"),
-    ("[executor]\nname = \"slurm\"\ngpus_per_node = 1\ntasks_per_node = 2\n", "DDP runs one process per GPU"),
-    ("[evaluate]\nmetrics = [\"coherence\"]\n[evaluate.coherence]\nclassifier_epoch = 3\n",
-     "bad options for metric 'coherence'"),
-    ("[config.mopoe]\nbeta = -1.0\n", "beta = -1.0 is out of range"),
-    ("[config.diffmvae_star]\nsampler_steps = 2000\n", "names a model the sweep does not run"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("[grid]\nbeta = []\n", "[grid] beta must be a non-empty list of values"),
+        ('[executor]\nname = "slurm"\ngpu_per_node = 1\n', "[executor] has unknown key(s) ['gpu_per_node']"),
+        ('[run]\ndevise = "cuda"\n', "[run] has unknown key(s) ['devise']"),
+        ('[run]\nnproc = 2\n[executor]\nname = "slurm"\n', "use [executor] tasks_per_node = 2"),
+        ('[run]\ndevice = "cuda"\n[executor]\nname = "slurm"\n', "gpus_per_node is 0"),
+        ('[run]\ndevice = "gpu"\n[executor]\nname = "slurm"\ngpus_per_node = 1\n', "unknown device 'gpu'"),
+        ('[executor]\nname = "slurm"\ngpus_per_node = 1\ntasks_per_node = 2\n', "DDP runs one process per GPU"),
+        (
+            '[evaluate]\nmetrics = ["coherence"]\n[evaluate.coherence]\nclassifier_epoch = 3\n',
+            "bad options for metric 'coherence'",
+        ),
+        ("[config.mopoe]\nbeta = -1.0\n", "beta = -1.0 is out of range"),
+        ("[config.diffmvae_star]\nsampler_steps = 2000\n", "names a model the sweep does not run"),
+    ],
+)
 def test_bad_sweep_files_are_one_line_before_anything_runs(polymnist_pt, tmp_path, capsys, extra, message):
     sweep = write(tmp_path / "bad.toml", BASE.format(root=polymnist_pt) + extra)
     for command in ("plan", "submit"):
@@ -111,8 +117,7 @@ def test_run_locks_keep_a_second_owner_out_and_expire_with_their_owner(tmp_path)
         assert lock_state(foreign, now=time.time() + 3600) == "stale"  # no heartbeat for an hour
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
-        (run / LOCK).write_text(json.dumps({**foreign, "owner": f"{socket.gethostname()}:{dead.pid}",
-                                            "pid": dead.pid}))
+        (run / LOCK).write_text(json.dumps({**foreign, "owner": f"{socket.gethostname()}:{dead.pid}", "pid": dead.pid}))
         with RunLock(run):  # the owner's process is gone: taken over
             assert read_lock(run)["pid"] == os.getpid()
     assert not (run / LOCK).exists()
@@ -122,19 +127,42 @@ def test_run_locks_keep_a_second_owner_out_and_expire_with_their_owner(tmp_path)
 
 
 def test_a_record_of_another_schema_is_one_line(tmp_path):
-    (tmp_path / "record.json").write_text(json.dumps({"schema": 99, "run_id": "x", "status": "finished",
-                                                      "spec": {}, "metrics": []}))
+    (tmp_path / "record.json").write_text(
+        json.dumps({"schema": 99, "run_id": "x", "status": "finished", "spec": {}, "metrics": []})
+    )
     with pytest.raises(MMBenchError, match="has schema 99; this mmbench reads schemas 1 to 2"):
         read_record(tmp_path / "record.json")
 
 
 def test_sigterm_mid_run_leaves_the_run_partial_with_no_record_and_no_lock(polymnist_pt, tmp_path):
     runs = tmp_path / "runs"
-    args = [sys.executable, "-m", "mmbench.cli", "train", "--model", "mopoe", "--data-root", str(polymnist_pt),
-            "--set", "latent_dim=16", "--set", "batch_size=32", "--set", "max_steps=400", "--metrics",
-            "--device", "cpu", "--checkpoint-every", "5", "--no-progress", "--runs", str(runs)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    args = [
+        sys.executable,
+        "-m",
+        "mmbench.cli",
+        "train",
+        "--model",
+        "mopoe",
+        "--data-root",
+        str(polymnist_pt),
+        "--set",
+        "latent_dim=16",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "max_steps=400",
+        "--metrics",
+        "--device",
+        "cpu",
+        "--checkpoint-every",
+        "5",
+        "--no-progress",
+        "--runs",
+        str(runs),
+    ]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     deadline = time.monotonic() + 60
     while not list(runs.glob("*/checkpoint.pt")):
         assert proc.poll() is None and time.monotonic() < deadline
@@ -147,8 +175,11 @@ def test_sigterm_mid_run_leaves_the_run_partial_with_no_record_and_no_lock(polym
 
 
 def test_the_local_executor_runs_a_sweep_in_background_processes(polymnist_pt, tmp_path, capsys):
-    sweep = write(tmp_path / "local.toml", BASE.format(root=polymnist_pt)
-                  + "[run]\ndevice = \"cpu\"\ntensorboard = false\n[executor]\nname = \"local\"\ntimeout_min = 10\n")
+    sweep = write(
+        tmp_path / "local.toml",
+        BASE.format(root=polymnist_pt)
+        + '[run]\ndevice = "cpu"\ntensorboard = false\n[executor]\nname = "local"\ntimeout_min = 10\n',
+    )
     runs = tmp_path / "runs"
     assert main(["sweep", "submit", str(sweep), "--runs", str(runs), "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -168,12 +199,12 @@ def test_the_repository_sweep_files_load(tmp_path):
     root = build_polymnist(tmp_path / "pm5", 5, seed=0, layout="pt", progress=False)
     sizes = {}
     for name in ("demo", "demo_quick", "polymnist_scaling", "polymnist_conditional", "prior_ablation"):
-        sweep = load_sweep(REPO / "sweeps" / f"{name}.toml", [f'dataset.root="{root}"'])
+        sweep = load_sweep(REPO / "mmbench" / "resources" / "sweeps" / f"{name}.toml", [f'dataset.root="{root}"'])
         sizes[name] = len(sweep.specs)
     assert sizes["polymnist_scaling"] == (3 * 2 + 2) * 4 * 3
     assert sizes["polymnist_conditional"] == 15
     import tomllib
 
     for name in ("cub", "celebamaskhq"):  # their adapters come with the datasets issue
-        doc = tomllib.loads((REPO / "sweeps" / f"{name}.toml").read_text())
+        doc = tomllib.loads((REPO / "mmbench" / "resources" / "sweeps" / f"{name}.toml").read_text())
         assert doc["executor"]["gpus_per_node"] == doc["executor"]["tasks_per_node"]

@@ -6,7 +6,7 @@ import torch
 from mmbench.data.synthetic import DIGITS, PAIRS, VOCAB, Synthetic, sample
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS
-from mmbench.runspec import RunSpec
+from mmbench.runs.spec import RunSpec
 
 VIEWS = ["image", "image", "mask", "attributes", "text"]
 
@@ -15,10 +15,13 @@ def test_views_of_every_kind_with_their_modalities():
     d = Synthetic.load(split="train", views=VIEWS, n=64, size=16, attributes=5)
     assert d.modality_names == ["image0", "image1", "mask0", "attributes0", "text0"]
     kinds = {m.name: (m.kind, m.shape, m.likelihood, m.classes) for m in d.modalities}
-    assert kinds == {"image0": ("image", (3, 16, 16), "laplace", 0), "image1": ("image", (3, 16, 16), "laplace", 0),
-                     "mask0": ("mask", (1, 16, 16), "bernoulli", 0),
-                     "attributes0": ("attributes", (5,), "bernoulli", 0),
-                     "text0": ("text", (32,), "categorical", len(VOCAB))}
+    assert kinds == {
+        "image0": ("image", (3, 16, 16), "laplace", 0),
+        "image1": ("image", (3, 16, 16), "laplace", 0),
+        "mask0": ("mask", (1, 16, 16), "bernoulli", 0),
+        "attributes0": ("attributes", (5,), "bernoulli", 0),
+        "text0": ("text", (32,), "categorical", len(VOCAB)),
+    }
     assert 0 <= d.x["image0"].min() and d.x["image0"].max() <= 1
     for binary in ("mask0", "attributes0"):
         assert set(d.x[binary].unique().tolist()) == {0.0, 1.0}
@@ -45,8 +48,10 @@ def test_train_and_test_share_the_process():
     # the same fixed maps in both splits: class-mean images agree across splits far better than across classes
     train = Synthetic.load(split="train", views=["image"], n=2000, size=8)
     test = Synthetic.load(split="test", views=["image"], n=2000, size=8)
-    mean = {name: torch.stack([d.x["image0"][d.y == c].mean(0).flatten() for c in range(10)])
-            for name, d in (("train", train), ("test", test))}
+    mean = {
+        name: torch.stack([d.x["image0"][d.y == c].mean(0).flatten() for c in range(10)])
+        for name, d in (("train", train), ("test", test))
+    }
     dist = torch.cdist(mean["train"], mean["test"])
     assert torch.equal(dist.argmin(1), torch.arange(10))
 
@@ -77,14 +82,17 @@ def test_registered_root_ignored_and_checked_at_submission(tmp_path):
         RunSpec("mopoe", "synthetic", {"modalities": 3}).validate()
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"views": []}, "views must be a non-empty list"),
-    ({"views": "image"}, "views must be a non-empty list"),
-    ({"n": 0}, r"n must be an integer >= 1, got 0"),
-    ({"size": 4}, r"size must be an integer 8\.\.256, got 4"),
-    ({"attributes": 1.5}, "attributes must be an integer"),
-    ({"seed": -1}, "seed must be an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"views": []}, "views must be a non-empty list"),
+        ({"views": "image"}, "views must be a non-empty list"),
+        ({"n": 0}, r"n must be an integer >= 1, got 0"),
+        ({"size": 4}, r"size must be an integer 8\.\.256, got 4"),
+        ({"attributes": 1.5}, "attributes must be an integer"),
+        ({"seed": -1}, "seed must be an integer >= 0"),
+    ],
+)
 def test_bad_options_are_one_clear_error(options, message):
     with pytest.raises(MMBenchError, match=message):
         Synthetic.load(split="train", **options)

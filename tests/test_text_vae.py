@@ -5,6 +5,8 @@ import shutil
 
 import pytest
 import torch
+from test_cub import make_cub
+from text_vae_fixture import make_text_vae
 
 from mmbench.data.cub import CUB
 from mmbench.errors import MMBenchError
@@ -12,13 +14,15 @@ from mmbench.modality import Modality
 from mmbench.nets import networks_for
 from mmbench.nets.pretrained_text import PretrainedTextDecoder, PretrainedTextEncoder
 from mmbench.textvae import decoder_ids_to_text, encode_pairs, text_to_encoder_ids, tokenizers
-from test_cub import make_cub
-from text_vae_fixture import make_text_vae
 
 pytest.importorskip("transformers")
 
-CAPTIONS = ["a red bird with a short beak.", "this blue bird has long wings.", "a small green bird sits.",
-            " ".join(["bird"] * 40)]
+CAPTIONS = [
+    "a red bird with a short beak.",
+    "this blue bird has long wings.",
+    "a small green bird sits.",
+    " ".join(["bird"] * 40),
+]
 LATENT = 16
 
 
@@ -31,11 +35,12 @@ def test_pairs_hold_both_tokenisations_and_decode_back(vae):
     tok = tokenizers(vae)
     pairs = encode_pairs(CAPTIONS, vae, 32)
     assert pairs.shape == (4, 2, 32) and pairs.dtype == torch.long
-    assert pairs[:, 0].tolist() == tok.encoder(CAPTIONS, max_length=32, truncation=True,
-                                               padding="max_length")["input_ids"]
+    assert (
+        pairs[:, 0].tolist() == tok.encoder(CAPTIONS, max_length=32, truncation=True, padding="max_length")["input_ids"]
+    )
     for row, caption in zip(pairs[:3, 1].tolist(), CAPTIONS):
         ids = tok.decoder(caption, add_special_tokens=False)["input_ids"]
-        assert row[:len(ids) + 1] == [*ids, tok.decoder_eos] and set(row[len(ids) + 1:]) == {tok.decoder_pad}
+        assert row[: len(ids) + 1] == [*ids, tok.decoder_eos] and set(row[len(ids) + 1 :]) == {tok.decoder_pad}
     assert pairs[3, 1, -1].item() == tok.decoder_eos  # truncated to 31 tokens, then end-of-sequence
     assert decoder_ids_to_text(pairs[:3], vae) == CAPTIONS[:3]
     assert decoder_ids_to_text(pairs[:3, 1], vae) == CAPTIONS[:3]
@@ -50,10 +55,10 @@ def test_log_prob_is_the_autoregressive_chain(vae):
     with torch.no_grad():
         fast = dec.log_prob(pairs, z)
         for row in range(3):
-            target = pairs[row:row + 1, 1]
+            target = pairs[row : row + 1, 1]
             total, i = 0.0, 0
             while True:
-                logits = dec.logits(z[row:row + 1], target[:, :i])[:, -1]
+                logits = dec.logits(z[row : row + 1], target[:, :i])[:, -1]
                 total += torch.log_softmax(logits, -1)[0, target[0, i]].item()
                 if target[0, i].item() == dec.eos:
                     break
@@ -105,8 +110,9 @@ def test_cub_with_a_text_vae(vae, tmp_path):
     assert short and [d.decode_text(d.x["caption"])[i] for i in short] == [lines[i] for i in short]
     assert networks_for(caption).name == "pretrained text VAE"
     assert Modality.from_dict(caption.to_dict()) == caption
-    assert d.caption_lengths().tolist() == [min(31, len(tokenizers(vae).decoder(line)["input_ids"])) + 1
-                                            for line in lines]
+    assert d.caption_lengths().tolist() == [
+        min(31, len(tokenizers(vae).decoder(line)["input_ids"])) + 1 for line in lines
+    ]
 
 
 def test_refusals_name_the_missing_file(vae, tmp_path):

@@ -11,27 +11,42 @@ import subprocess
 import sys
 import time
 
+import ddp_helpers
 import pytest
 import torch
+from helpers import tiny_dataset
 
-from conftest import tiny_dataset
-from mmbench.checkpoint import checkpoint_exists, load_checkpoint
 from mmbench.cli import main
 from mmbench.config import build_config
 from mmbench.device import check_precision, resolve_device
-from mmbench.distributed import launch_local
 from mmbench.errors import MMBenchError
 from mmbench.registry import MODELS
-from mmbench.runoptions import RunOptions
-from mmbench.trainlog import LOG_FILE, read_log
-from mmbench.train import train
-
-import ddp_helpers
+from mmbench.storage.checkpoint import checkpoint_exists, load_checkpoint
+from mmbench.training.distributed import launch_local
+from mmbench.training.log import LOG_FILE, read_log
+from mmbench.training.options import RunOptions
+from mmbench.training.trainer import train
 
 
 def _train_args(data_root, runs, *extra):
-    return ["train", "--model", "mopoe", "--data-root", str(data_root), "--runs", str(runs), "--set", "latent_dim=16",
-            "--set", "batch_size=32", "--metrics", "--device", "cpu", "--no-progress", *extra]
+    return [
+        "train",
+        "--model",
+        "mopoe",
+        "--data-root",
+        str(data_root),
+        "--runs",
+        str(runs),
+        "--set",
+        "latent_dim=16",
+        "--set",
+        "batch_size=32",
+        "--metrics",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("name", ["mopoe", "diffmvae_star"])
@@ -56,8 +71,9 @@ def test_bf16_autocast_trains_with_a_finite_loss_and_fp32_posteriors(name):
 def test_grad_clip_bounds_the_gradient_norm():
     data = tiny_dataset(16)
     cls = MODELS.get("mopoe")
-    model = cls(data.modalities, build_config(cls.Config, {"latent_dim": 8, "batch_size": 16, "epochs": 1,
-                                                           "grad_clip": 0.5}))
+    model = cls(
+        data.modalities, build_config(cls.Config, {"latent_dim": 8, "batch_size": 16, "epochs": 1, "grad_clip": 0.5})
+    )
     norms = []
     real_step = torch.optim.Adam.step
 
@@ -133,7 +149,7 @@ def test_a_resumed_run_rewrites_the_log_lines_past_its_checkpoint(tmp_path):
     state = load_checkpoint(ckpt)
     steps = [e["step"] for e in read_log(ckpt.parent / LOG_FILE)]
     assert steps == list(range(1, 11)) and state["steps"] == 10
-    from mmbench.checkpoint import previous_path
+    from mmbench.storage.checkpoint import previous_path
 
     os.replace(previous_path(ckpt), ckpt)  # the step-8 checkpoint becomes the latest
     with (ckpt.parent / LOG_FILE).open("a") as f:
@@ -148,8 +164,14 @@ def test_tensorboard_events_are_written_when_the_package_is_installed(tmp_path):
     data = tiny_dataset(16)
     cls = MODELS.get("mopoe")
     model = cls(data.modalities, build_config(cls.Config, {"latent_dim": 8, "batch_size": 8, "epochs": 1}))
-    train(model, data, checkpoint=tmp_path / "checkpoint.pt", options=RunOptions(log_every=1), progress=False,
-          log=lambda s: None)
+    train(
+        model,
+        data,
+        checkpoint=tmp_path / "checkpoint.pt",
+        options=RunOptions(log_every=1),
+        progress=False,
+        log=lambda s: None,
+    )
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
 
@@ -205,7 +227,9 @@ def test_devices_that_do_not_exist_are_one_line_and_nothing_is_written(polymnist
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100-SXM2-32GB")
-    with pytest.raises(MMBenchError, match=r"device 'cuda:3' does not exist: this node has 2 CUDA devices \(cuda:0 to cuda:1\)"):
+    with pytest.raises(
+        MMBenchError, match=r"device 'cuda:3' does not exist: this node has 2 CUDA devices \(cuda:0 to cuda:1\)"
+    ):
         resolve_device("cuda:3")
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(MMBenchError, match="precision 'bf16' is not supported by Tesla V100"):

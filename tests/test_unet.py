@@ -9,8 +9,9 @@ from diffmvae.unet import PRESETS, UNet, UNetConfig
 from mmbench.errors import MMBenchError
 
 
-@pytest.mark.parametrize("preset, shape", [("image28", (2, 3, 28, 28)), ("image64", (2, 3, 64, 64)),
-                                           ("latent", (2, 8)), ("latent", (2, 30))])
+@pytest.mark.parametrize(
+    "preset, shape", [("image28", (2, 3, 28, 28)), ("image64", (2, 3, 64, 64)), ("latent", (2, 8)), ("latent", (2, 30))]
+)
 def test_output_has_the_input_shape(preset, shape):
     torch.manual_seed(0)
     net = UNet(dataclasses.replace(PRESETS[preset], cond_dim=5))
@@ -74,12 +75,15 @@ def test_a_latent_unet_takes_z_by_modulation(conditioning):
     assert not torch.allclose(net(x, t, torch.randn(2, 3)), net(x, t, torch.randn(2, 3)), atol=1e-5)
 
 
-@pytest.mark.parametrize("fields, message", [
-    (dict(conditioning="film"), "conditioning = 'film': use one of embedding, scale_shift, spatial"),
-    (dict(conditioning="spatial+spatial"), "use one of"),
-    (dict(dims=1, conditioning="spatial"), "'spatial' makes feature maps for an image UNet"),
-    (dict(pad_to=-1), "pad_to must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(conditioning="film"), "conditioning = 'film': use one of embedding, scale_shift, spatial"),
+        (dict(conditioning="spatial+spatial"), "use one of"),
+        (dict(dims=1, conditioning="spatial"), "'spatial' makes feature maps for an image UNet"),
+        (dict(pad_to=-1), "pad_to must be >= 0"),
+    ],
+)
 def test_bad_unet_settings_are_one_line(fields, message):
     with pytest.raises(MMBenchError, match=message):
         UNetConfig(**{"cond_dim": 4, **fields})

@@ -22,28 +22,57 @@ def make_text_vae(folder: Path, captions: Sequence[str], *, optimus_latent: int 
     torch.manual_seed(seed)
     folder = Path(folder)
     bert_tok = BertWordPieceTokenizer(lowercase=True)
-    bert_tok.train_from_iterator(list(captions), vocab_size=200, min_frequency=1,
-                                 special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    enc_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bert_tok._tokenizer, unk_token="[UNK]",
-                                                   pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-                                                   mask_token="[MASK]")
+    bert_tok.train_from_iterator(
+        list(captions), vocab_size=200, min_frequency=1, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    )
+    enc_tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bert_tok._tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
     gpt_tok = ByteLevelBPETokenizer()
     gpt_tok.train_from_iterator(list(captions), vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
-    dec_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=gpt_tok._tokenizer, eos_token="<|endoftext|>",
-                                                   bos_token="<|endoftext|>", unk_token="<|endoftext|>")
-    bert = transformers.BertModel(transformers.BertConfig(
-        vocab_size=len(enc_tok), hidden_size=HIDDEN, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=2 * HIDDEN, max_position_embeddings=64))
-    gpt = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=len(dec_tok), n_embd=HIDDEN, n_layer=1, n_head=2, n_positions=64,
-        bos_token_id=dec_tok.eos_token_id, eos_token_id=dec_tok.eos_token_id))
+    dec_tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=gpt_tok._tokenizer,
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    bert = transformers.BertModel(
+        transformers.BertConfig(
+            vocab_size=len(enc_tok),
+            hidden_size=HIDDEN,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=2 * HIDDEN,
+            max_position_embeddings=64,
+        )
+    )
+    gpt = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            vocab_size=len(dec_tok),
+            n_embd=HIDDEN,
+            n_layer=1,
+            n_head=2,
+            n_positions=64,
+            bos_token_id=dec_tok.eos_token_id,
+            eos_token_id=dec_tok.eos_token_id,
+        )
+    )
     for part, model, tok in (("encoder", bert, enc_tok), ("decoder", gpt, dec_tok)):
         model.save_pretrained(folder / part)
         tok.save_pretrained(folder / part)
     if optimus_latent:
-        heads = {"encoder": {"linear.weight": torch.randn(2 * optimus_latent, HIDDEN),
-                             "linear.bias": torch.randn(2 * optimus_latent)},
-                 "decoder": {"transformer.linear_emb.weight": torch.randn(HIDDEN, optimus_latent)}}
+        heads = {
+            "encoder": {
+                "linear.weight": torch.randn(2 * optimus_latent, HIDDEN),
+                "linear.bias": torch.randn(2 * optimus_latent),
+            },
+            "decoder": {"transformer.linear_emb.weight": torch.randn(HIDDEN, optimus_latent)},
+        }
         for part, extra in heads.items():
             path = folder / part / "model.safetensors"
             save_file({**load_file(str(path)), **extra}, str(path), metadata={"format": "pt"})

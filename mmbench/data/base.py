@@ -69,12 +69,18 @@ class MultimodalDataset:
                 return replace(self, x=pinned, y=self.y.pin_memory(), batch_device=device)
         return replace(self, x={k: v.to(device) for k, v in self.x.items()}, y=self.y.to(device), batch_device=None)
 
-    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                drop_last: bool = False) -> Iterator[dict]:
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[dict]:
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
         stop = len(self) - (len(self) % batch_size if drop_last else 0)
         for start in range(0, stop, batch_size):
-            yield self.batch(order[start:start + batch_size])
+            yield self.batch(order[start : start + batch_size])
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmbench.checkpoint import atomic_write_json
 from mmbench.data.base import MultimodalDataset
 from mmbench.errors import MMBenchError
+from mmbench.storage.atomic import atomic_write_json
 from mmbench.textvae import decoder_ids_to_text, through_first_eos, tokenizers
 
 SPECIALS = ("<exc>", "<pad>", "<eos>")
@@ -50,9 +50,9 @@ def encode(captions: Sequence[str], words: Sequence[str], max_len: int = MAX_LEN
     index = {w: i for i, w in enumerate(words)}
     out = np.full((len(captions), max_len), PAD, dtype=np.int64)
     for row, caption in enumerate(captions):
-        ids = [index.get(w, EXC) for w in tokenize(caption)[:max_len - 1]]
+        ids = [index.get(w, EXC) for w in tokenize(caption)[: max_len - 1]]
         ids.append(EOS)
-        out[row, :len(ids)] = ids
+        out[row, : len(ids)] = ids
     return torch.from_numpy(out)
 
 
@@ -63,9 +63,14 @@ def cached_vocabulary(train_text: bytes, train_captions: Sequence[str], cache: P
     try:
         info = json.loads(cache.read_text())
         words = info["words"]
-        if (info["format"] == _CACHE_FORMAT and info["sha256"] == digest and info["min_count"] == MIN_COUNT
-                and tuple(words[:3]) == SPECIALS and len(set(words)) == len(words)
-                and all(isinstance(w, str) for w in words)):
+        if (
+            info["format"] == _CACHE_FORMAT
+            and info["sha256"] == digest
+            and info["min_count"] == MIN_COUNT
+            and tuple(words[:3]) == SPECIALS
+            and len(set(words)) == len(words)
+            and all(isinstance(w, str) for w in words)
+        ):
             return list(words)
     except (OSError, ValueError, KeyError, TypeError):
         pass

@@ -39,7 +39,7 @@ class CelebAMaskHQ:
 
     @staticmethod
     def release(root: str | Path, **_) -> str:
-        """"published, SxS" for the 30,000-image release, else its split sizes and S; "" when not a prepared cache."""
+        """ "published, SxS" for the 30,000-image release, else its split sizes and S; "" when not a prepared cache."""
         try:
             info = _manifest(Path(root), None)
         except MMBenchError:
@@ -68,10 +68,16 @@ class CelebAMaskHQ:
             t[name] = _tensor(_require(root / split / name, split), shape, binary=name != "image.pt")
         if n == 0:
             raise MMBenchError(f"{root / split} holds no images: the source had none in the {split} split")
-        mods = [Modality("image", (3, s, s), "image", "laplace"), Modality("mask", (1, s, s), "mask", "bernoulli"),
-                Modality("attributes", (N_SELECTED,), "attributes", "bernoulli")]
-        x = {"image": t["image.pt"].float().div_(255.0), "mask": t["mask.pt"].float(),
-             "attributes": t["attributes.pt"].float()}
+        mods = [
+            Modality("image", (3, s, s), "image", "laplace"),
+            Modality("mask", (1, s, s), "mask", "bernoulli"),
+            Modality("attributes", (N_SELECTED,), "attributes", "bernoulli"),
+        ]
+        x = {
+            "image": t["image.pt"].float().div_(255.0),
+            "mask": t["mask.pt"].float(),
+            "attributes": t["attributes.pt"].float(),
+        }
         return MultimodalDataset(mods, x, t["attributes.pt"].long(), name="celebamaskhq")
 
 
@@ -79,32 +85,44 @@ def _manifest(root: Path, size: int | None) -> dict:
     if size is not None and size not in SIZES:
         raise MMBenchError(f"CelebAMask-HQ size must be one of {SIZES}, got {size!r}")
     if not root.is_dir():
-        raise MMBenchError(f"CelebAMask-HQ folder {root} does not exist; prepare one with `mmbench data prepare "
-                           "celebamaskhq SRC --out DIR`")
+        raise MMBenchError(
+            f"CelebAMask-HQ folder {root} does not exist; prepare one with `mmbench data prepare "
+            "celebamaskhq SRC --out DIR`"
+        )
     if (root / IMAGES).is_dir() or (root / ATTRIBUTES).is_file():
-        raise MMBenchError(f"{root} is the raw CelebAMask-HQ release; run `mmbench data prepare celebamaskhq {root} "
-                           f"--out DIR --size {size or 64}` first and load DIR")
+        raise MMBenchError(
+            f"{root} is the raw CelebAMask-HQ release; run `mmbench data prepare celebamaskhq {root} "
+            f"--out DIR --size {size or 64}` first and load DIR"
+        )
     path = root / "manifest.json"
     try:
         info = json.loads(path.read_text())
-        ok = (info["dataset"] == "celebamaskhq" and info["format"] == FORMAT and info["size"] in SIZES
-              and all(isinstance(info["splits"][s], int) and info["splits"][s] >= 0 for s in SPLITS))
+        ok = (
+            info["dataset"] == "celebamaskhq"
+            and info["format"] == FORMAT
+            and info["size"] in SIZES
+            and all(isinstance(info["splits"][s], int) and info["splits"][s] >= 0 for s in SPLITS)
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise MMBenchError(f"{path} is missing or unreadable ({type(exc).__name__}); {root} is not a prepared "
-                           "CelebAMask-HQ cache: make one with `mmbench data prepare celebamaskhq SRC --out DIR`"
-                           ) from None
+        raise MMBenchError(
+            f"{path} is missing or unreadable ({type(exc).__name__}); {root} is not a prepared "
+            "CelebAMask-HQ cache: make one with `mmbench data prepare celebamaskhq SRC --out DIR`"
+        ) from None
     if not ok:
         raise MMBenchError(f"{path} is not a CelebAMask-HQ manifest of format {FORMAT}; prepare the cache again")
     if size is not None and size != info["size"]:
-        raise MMBenchError(f"{root} was prepared at {info['size']}x{info['size']}, not {size}x{size}; run `mmbench "
-                           f"data prepare celebamaskhq SRC --out DIR --size {size}` for that size")
+        raise MMBenchError(
+            f"{root} was prepared at {info['size']}x{info['size']}, not {size}x{size}; run `mmbench "
+            f"data prepare celebamaskhq SRC --out DIR --size {size}` for that size"
+        )
     return info
 
 
 def _require(path: Path, split: str) -> Path:
     if not path.is_file():
-        raise MMBenchError(f"{path} is missing: the {split} split lacks the {path.stem} modality; prepare the cache "
-                           "again")
+        raise MMBenchError(
+            f"{path} is missing: the {split} split lacks the {path.stem} modality; prepare the cache again"
+        )
     return path
 
 

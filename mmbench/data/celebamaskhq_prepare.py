@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from mmbench.data.celebamaskhq_source import MASK_PARTS, SPLITS, Source, read_source
 from mmbench.data.imagefiles import read_image, resized
-from mmbench.checkpoint import atomic_folder, require_new_folder
 from mmbench.errors import MMBenchError
+from mmbench.storage.atomic import atomic_folder, require_new_folder
 
 SIZES = (64, 128)
 FORMAT = 1
@@ -79,8 +79,10 @@ def combined_mask(parts: list[Path], size: int) -> np.ndarray:
         if union is None:
             union = part
         elif part.shape != union.shape:
-            raise MMBenchError(f"{path} is {part.shape[1]}x{part.shape[0]}, but {parts[0]} is "
-                               f"{union.shape[1]}x{union.shape[0]}; an image's part masks must share one size")
+            raise MMBenchError(
+                f"{path} is {part.shape[1]}x{part.shape[0]}, but {parts[0]} is "
+                f"{union.shape[1]}x{union.shape[0]}; an image's part masks must share one size"
+            )
         else:
             union |= part
     if union is None:

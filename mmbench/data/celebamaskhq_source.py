@@ -1,9 +1,9 @@
 """The published CelebAMask-HQ release (REFERENCE.md), read and checked without decoding any image.
 
-    {src}/CelebA-HQ-img/{k}.jpg                                  1024x1024 photos
-    {src}/CelebAMask-HQ-mask-anno/{k // 2000}/{k:05d}_{part}.png 512x512 binary part masks (absent part: no file)
-    {src}/CelebAMask-HQ-attribute-anno.txt                       count; 40 names; `k.jpg` and 40 values in {1, -1}
-    {src}/CelebA-HQ-to-CelebA-mapping.txt                        header; `idx orig_idx orig_file` per image
+{src}/CelebA-HQ-img/{k}.jpg                                  1024x1024 photos
+{src}/CelebAMask-HQ-mask-anno/{k // 2000}/{k:05d}_{part}.png 512x512 binary part masks (absent part: no file)
+{src}/CelebAMask-HQ-attribute-anno.txt                       count; 40 names; `k.jpg` and 40 values in {1, -1}
+{src}/CelebA-HQ-to-CelebA-mapping.txt                        header; `idx orig_idx orig_file` per image
 """
 
 from __future__ import annotations
@@ -20,8 +20,26 @@ IMAGES = "CelebA-HQ-img"
 MASKS = "CelebAMask-HQ-mask-anno"
 ATTRIBUTES = "CelebAMask-HQ-attribute-anno.txt"
 MAPPING = "CelebA-HQ-to-CelebA-mapping.txt"
-PARTS = ("skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear", "mouth", "u_lip",
-         "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth")
+PARTS = (
+    "skin",
+    "nose",
+    "eye_g",
+    "l_eye",
+    "r_eye",
+    "l_brow",
+    "r_brow",
+    "l_ear",
+    "r_ear",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "hair",
+    "hat",
+    "ear_r",
+    "neck_l",
+    "neck",
+    "cloth",
+)
 MASK_PARTS = PARTS[1:]  # the multimodal setup's mask: every part but skin
 ATTRIBUTE_INDICES = (4, 5, 8, 9, 11, 12, 15, 17, 18, 20, 21, 22, 26, 28, 31, 32, 33, 35)  # of the 40, from 0
 N_ATTRIBUTES = 40
@@ -76,13 +94,20 @@ def read_source(src: str | Path) -> Source:
             raise MMBenchError(f"{root / MAPPING} has no line for image {k} (listed in {root / ATTRIBUTES})")
     unlisted = sorted(n for n in present if n.lower().endswith(".jpg") and _key(n) not in values)
     if unlisted:
-        raise MMBenchError(f"{root / IMAGES / unlisted[0]} has no line in {root / ATTRIBUTES} "
-                           f"({len(unlisted)} such images); the two must list the same images")
+        raise MMBenchError(
+            f"{root / IMAGES / unlisted[0]} has no line in {root / ATTRIBUTES} "
+            f"({len(unlisted)} such images); the two must list the same images"
+        )
     keys = {s: [] for s in SPLITS}
     for k in sorted(values):
         keys[split_of(mapping[k])].append(k)
-    attributes = {s: (np.array([values[k] for k in ks], dtype=np.int8).reshape(len(ks), N_ATTRIBUTES)
-                      [:, list(ATTRIBUTE_INDICES)] > 0).astype(np.uint8) for s, ks in keys.items()}
+    attributes = {
+        s: (
+            np.array([values[k] for k in ks], dtype=np.int8).reshape(len(ks), N_ATTRIBUTES)[:, list(ATTRIBUTE_INDICES)]
+            > 0
+        ).astype(np.uint8)
+        for s, ks in keys.items()
+    }
     return Source(root, names, keys, attributes, _mask_files(root / MASKS, sorted(values)))
 
 
@@ -153,8 +178,10 @@ def _mask_files(folder: Path, keys: list[int]) -> dict[int, list[Path]]:
     for sub in sorted({k // PER_MASK_FOLDER for k in keys}):
         d = folder / str(sub)
         if not d.is_dir():
-            raise MMBenchError(f"CelebAMask-HQ mask folder {d} does not exist (it holds the masks of images "
-                               f"{sub * PER_MASK_FOLDER}..{(sub + 1) * PER_MASK_FOLDER - 1}); {SOURCE_HINT}")
+            raise MMBenchError(
+                f"CelebAMask-HQ mask folder {d} does not exist (it holds the masks of images "
+                f"{sub * PER_MASK_FOLDER}..{(sub + 1) * PER_MASK_FOLDER - 1}); {SOURCE_HINT}"
+            )
         for p in sorted(d.iterdir()):
             m = _MASK_FILE.match(p.name)
             k = int(m[1]) if m else -1

@@ -1,6 +1,6 @@
 """``mmbench data check NAME DIR``: load every split of a dataset through its registered adapter and summarise it.
 
-Works for any adapter that honours the contract of DESIGN.md, ``load(root, split, **options) ->
+Works for any adapter that honours the dataset contract (docs/architecture.md, "Where to add"), ``load(root, split, **options) ->
 MultimodalDataset``. Its splits are ``adapter.splits(root, **options)`` when it has that (a folder that holds
 val or not), else ``adapter.SPLITS``, else train and test. The first problem is raised as one MMBenchError
 naming the dataset, split and folder; the adapter's own errors (which name the file) pass through.
@@ -50,14 +50,18 @@ class DatasetSummary:
     splits: tuple[SplitSummary, ...]
 
     def lines(self) -> list[str]:
-        out = [f"{self.name} at {self.where}" + (f": {self.release}" if self.release else ""),
-               "splits: " + ", ".join(s.split for s in self.splits)]
+        out = [
+            f"{self.name} at {self.where}" + (f": {self.release}" if self.release else ""),
+            "splits: " + ", ".join(s.split for s in self.splits),
+        ]
         for s in self.splits:
             out.append(f"{s.split}: {s.n:,} tuples, {s.labels}")
             width = max(len(v.name) for v in s.views)
             for v in s.views:
-                out.append(f"  {v.name:<{width}}  {v.kind:<10}  {str(v.shape):<14}  {v.dtype:<8}  "
-                           f"values {v.low:.4g}..{v.high:.4g}")
+                out.append(
+                    f"  {v.name:<{width}}  {v.kind:<10}  {str(v.shape):<14}  {v.dtype:<8}  "
+                    f"values {v.low:.4g}..{v.high:.4g}"
+                )
         return out
 
 
@@ -102,11 +106,14 @@ def _load(adapter, name: str, split: str, opts: dict, where: str) -> MultimodalD
     except MMBenchError:
         raise
     except Exception as exc:  # a third-party adapter may fail in any way: report it as one line
-        raise MMBenchError(f"dataset {name!r} failed to load the {split} split from {where}: "
-                           f"{type(exc).__name__}: {exc}") from exc
+        raise MMBenchError(
+            f"dataset {name!r} failed to load the {split} split from {where}: {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(data, MultimodalDataset):
-        raise MMBenchError(f"dataset {name!r} returned a {type(data).__name__} for the {split} split, expected a "
-                           "MultimodalDataset (mmbench.data.base)")
+        raise MMBenchError(
+            f"dataset {name!r} returned a {type(data).__name__} for the {split} split, expected a "
+            "MultimodalDataset (mmbench.data.base)"
+        )
     if len(data) == 0:
         raise MMBenchError(f"{name} {split} split at {where} is empty")
     return data
@@ -117,10 +124,17 @@ def _agree(first: MultimodalDataset, data: MultimodalDataset, what: str, split: 
     a = [(m.to_dict(), first.x[m.name].dtype) for m in first.modalities]
     b = [(m.to_dict(), data.x[m.name].dtype) for m in data.modalities]
     if a != b:
-        diff = next((f"{x[0]['name']} {x[0]['shape']} {x[1]} vs {y[0]['name']} {y[0]['shape']} {y[1]}"
-                     for x, y in zip(a, b) if x != y), f"{len(a)} vs {len(b)} modalities")
-        raise MMBenchError(f"{what}: the {split} split does not declare the same modalities as the first split "
-                           f"({diff})")
+        diff = next(
+            (
+                f"{x[0]['name']} {x[0]['shape']} {x[1]} vs {y[0]['name']} {y[0]['shape']} {y[1]}"
+                for x, y in zip(a, b)
+                if x != y
+            ),
+            f"{len(a)} vs {len(b)} modalities",
+        )
+        raise MMBenchError(
+            f"{what}: the {split} split does not declare the same modalities as the first split ({diff})"
+        )
 
 
 def _summarise(data: MultimodalDataset, what: str, split: str) -> SplitSummary:
@@ -131,11 +145,15 @@ def _summarise(data: MultimodalDataset, what: str, split: str) -> SplitSummary:
             raise MMBenchError(f"{what}: modality {m.name!r} holds NaN or infinite values")
         low, high = t.min().item(), t.max().item()
         if m.likelihood == "bernoulli" and not (low >= 0 and high <= 1):
-            raise MMBenchError(f"{what}: modality {m.name!r} ({m.kind}, bernoulli) holds values in [{low:.4g}, "
-                               f"{high:.4g}]; expected [0, 1]")
+            raise MMBenchError(
+                f"{what}: modality {m.name!r} ({m.kind}, bernoulli) holds values in [{low:.4g}, "
+                f"{high:.4g}]; expected [0, 1]"
+            )
         if m.likelihood == "categorical" and (t.is_floating_point() or low < 0 or high >= m.classes):
-            raise MMBenchError(f"{what}: modality {m.name!r} ({m.kind}, categorical) must hold integer indices "
-                               f"0..{m.classes - 1}, holds {t.dtype} in [{low:.4g}, {high:.4g}]")
+            raise MMBenchError(
+                f"{what}: modality {m.name!r} ({m.kind}, categorical) must hold integer indices "
+                f"0..{m.classes - 1}, holds {t.dtype} in [{low:.4g}, {high:.4g}]"
+            )
         views.append(ViewSummary(m.name, m.kind, m.shape, str(t.dtype).removeprefix("torch."), low, high))
     return SplitSummary(split, len(data), tuple(views), _labels(data.y, what))
 

@@ -60,7 +60,7 @@ class CUB:
 
     @staticmethod
     def release(root: str | Path, **_) -> str:
-        """"published" for the MMVAE release's 8,855/2,933 images, else the image counts; "" without the folder."""
+        """ "published" for the MMVAE release's 8,855/2,933 images, else the image counts; "" without the folder."""
         root = Path(root)
         if not root.is_dir():
             return ""
@@ -101,18 +101,31 @@ class CUB:
         y = torch.tensor([classes[p.parent.name] for p in files], dtype=torch.long)
         image_modality = Modality("image", (3, SIZE, SIZE), "image", "laplace")
         if text_vae:
-            caption_modality = Modality("caption", (2, MAX_LEN), "text", "categorical",
-                                        classes=tokenizers(text_vae).decoder_vocabulary, pretrained=text_vae)
-            return PretrainedCaptionDataset([image_modality, caption_modality], {"image": image, "caption": tokens},
-                                            y, name="cub", text_vae=text_vae)
+            caption_modality = Modality(
+                "caption",
+                (2, MAX_LEN),
+                "text",
+                "categorical",
+                classes=tokenizers(text_vae).decoder_vocabulary,
+                pretrained=text_vae,
+            )
+            return PretrainedCaptionDataset(
+                [image_modality, caption_modality],
+                {"image": image, "caption": tokens},
+                y,
+                name="cub",
+                text_vae=text_vae,
+            )
         mods = [image_modality, Modality("caption", (MAX_LEN,), "text", "categorical", classes=len(words))]
         return CaptionDataset(mods, {"image": image, "caption": tokens}, y, name="cub", vocabulary=tuple(words))
 
 
 def _check_caption(caption) -> None:
     if isinstance(caption, bool) or not isinstance(caption, int) or not 0 <= caption < PER_IMAGE:
-        raise MMBenchError(f"CUB option caption must be an integer 0..{PER_IMAGE - 1} (which of an image's "
-                           f"{PER_IMAGE} captions), got {caption!r}")
+        raise MMBenchError(
+            f"CUB option caption must be an integer 0..{PER_IMAGE - 1} (which of an image's "
+            f"{PER_IMAGE} captions), got {caption!r}"
+        )
 
 
 def _image_files(root: Path, split: str) -> list[Path]:
@@ -123,8 +136,12 @@ def _image_files(root: Path, split: str) -> list[Path]:
     loose = sorted(p.name for p in folder.iterdir() if p.is_file() and is_image(p))
     if loose:
         raise MMBenchError(f"{folder / loose[0]}: CUB images must sit in class folders ({folder}/<class>/*.jpg)")
-    files = [p for c in sorted(d for d in folder.iterdir() if d.is_dir())
-             for p in sorted(c.iterdir(), key=lambda p: p.name) if p.is_file() and is_image(p)]
+    files = [
+        p
+        for c in sorted(d for d in folder.iterdir() if d.is_dir())
+        for p in sorted(c.iterdir(), key=lambda p: p.name)
+        if p.is_file() and is_image(p)
+    ]
     if not files:
         raise MMBenchError(f"{folder} holds no images in class folders ({folder}/<class>/*.jpg); {SOURCE_HINT}")
     return files
@@ -134,8 +151,9 @@ def _read_captions(root: Path, split: str) -> tuple[bytes, list[str]]:
     """(the file's bytes, its lines): one caption per line, the final newline ending the last one."""
     path = root / CAPTION_FILES[split]
     if not path.is_file():
-        raise MMBenchError(f"CUB caption file {path} is missing: the {split} split has images but no captions; "
-                           f"{SOURCE_HINT}")
+        raise MMBenchError(
+            f"CUB caption file {path} is missing: the {split} split has images but no captions; {SOURCE_HINT}"
+        )
     try:
         raw = path.read_bytes()
         text = raw.decode("utf-8")
@@ -149,8 +167,11 @@ def _read_captions(root: Path, split: str) -> tuple[bytes, list[str]]:
 
 def _check_count(path: Path, lines: list[str], images: list[Path]) -> None:
     if not lines or len(lines) % PER_IMAGE:
-        raise MMBenchError(f"{path} has {len(lines)} captions, not a positive multiple of {PER_IMAGE} "
-                           f"({PER_IMAGE} per image)")
+        raise MMBenchError(
+            f"{path} has {len(lines)} captions, not a positive multiple of {PER_IMAGE} ({PER_IMAGE} per image)"
+        )
     if len(lines) != PER_IMAGE * len(images):
-        raise MMBenchError(f"{path} has {len(lines)} captions for {len(images)} images in "
-                           f"{images[0].parent.parent}: expected {PER_IMAGE * len(images)} ({PER_IMAGE} per image)")
+        raise MMBenchError(
+            f"{path} has {len(lines)} captions for {len(images)} images in "
+            f"{images[0].parent.parent}: expected {PER_IMAGE * len(images)} ({PER_IMAGE} per image)"
+        )

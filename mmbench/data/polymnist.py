@@ -26,8 +26,10 @@ REQUIRED_SPLITS = ("train", "test")  # val only in the Extended layout
 SIZE, CLASSES = 28, 10
 _MOD_DIR = re.compile(r"^m(\d+)$")
 _MOD_PT = re.compile(r"^m(\d+)\.pt$")
-SOURCE_HINT = ("get PolyMNIST from the MoPoE authors' release, or build a small one offline with "
-               "`mmbench data build polymnist --out DIR`")
+SOURCE_HINT = (
+    "get PolyMNIST from the MoPoE authors' release, or build a small one offline with "
+    "`mmbench data build polymnist --out DIR`"
+)
 
 
 @register_dataset("polymnist")
@@ -40,8 +42,9 @@ class PolyMNIST:
         return tuple(s for s in SPLITS if s in REQUIRED_SPLITS or (Path(root) / s).is_dir())
 
     @staticmethod
-    def check_options(root: str | Path, modalities: int | None = None, subset: list[str] | None = None,
-                      pad_to: int = 0) -> None:
+    def check_options(
+        root: str | Path, modalities: int | None = None, subset: list[str] | None = None, pad_to: int = 0
+    ) -> None:
         """What ``load`` would refuse, found without reading the images: train and test present, every split
         with the same modalities m0..m{M-1}, ``modalities`` / ``subset`` within them, ``pad_to`` valid (checked
         when a sweep is submitted)."""
@@ -70,8 +73,13 @@ class PolyMNIST:
         return f"offline build{'' if variant == 'standard' else f' ({variant})'}, {sizes} tuples"
 
     @staticmethod
-    def load(root: str | Path, split: str = "train", modalities: int | None = None,
-             subset: list[str] | None = None, pad_to: int = 0) -> MultimodalDataset:
+    def load(
+        root: str | Path,
+        split: str = "train",
+        modalities: int | None = None,
+        subset: list[str] | None = None,
+        pad_to: int = 0,
+    ) -> MultimodalDataset:
         """Load a split.
 
         root:       the PolyMNIST folder ({train,test}/m{k}/{i}.{label}.png, or m{k}.pt + labels.pt).
@@ -85,8 +93,10 @@ class PolyMNIST:
         folder = root / split
         if not folder.is_dir():
             if split == "val" and (root / "train").is_dir():
-                raise MMBenchError(f"PolyMNIST {root} has no val split (only the Extended layout has train/val/"
-                                   f"test); use split 'train' or 'test'")
+                raise MMBenchError(
+                    f"PolyMNIST {root} has no val split (only the Extended layout has train/val/"
+                    f"test); use split 'train' or 'test'"
+                )
             raise MMBenchError(f"PolyMNIST folder {folder} does not exist; {SOURCE_HINT}")
         _check_pad(pad_to)
         layout, ids = _choose(root, split, modalities, subset)
@@ -103,8 +113,10 @@ def _check_pad(pad_to) -> None:
     if pad_to == 0:
         return
     if isinstance(pad_to, bool) or not isinstance(pad_to, int) or pad_to < SIZE or (pad_to - SIZE) % 2:
-        raise MMBenchError(f"PolyMNIST pad_to must be 0 (off) or a size >= {SIZE} that pads evenly on both sides "
-                           f"(32 for Extended PolyMNIST), got {pad_to!r}")
+        raise MMBenchError(
+            f"PolyMNIST pad_to must be 0 (off) or a size >= {SIZE} that pads evenly on both sides "
+            f"(32 for Extended PolyMNIST), got {pad_to!r}"
+        )
 
 
 def _discover(folder: Path) -> tuple[str, list[int]]:
@@ -115,8 +127,10 @@ def _discover(folder: Path) -> tuple[str, list[int]]:
     if not ids:
         raise MMBenchError(f"{folder} holds neither m{{k}}/ PNG folders nor m{{k}}.pt tensors; {SOURCE_HINT}")
     if ids != list(range(len(ids))):
-        raise MMBenchError(f"{folder}: modality folders must be m0..m{len(ids) - 1} without gaps, found "
-                           + ", ".join(f"m{i}" for i in ids))
+        raise MMBenchError(
+            f"{folder}: modality folders must be m0..m{len(ids) - 1} without gaps, found "
+            + ", ".join(f"m{i}" for i in ids)
+        )
     return ("png" if dirs else "pt"), ids
 
 
@@ -129,8 +143,10 @@ def _choose(root: Path, split: str, modalities, subset) -> tuple[str, list[int]]
         if other != split and (root / other).is_dir():
             other_ids = _discover(root / other)[1]
             if other_ids != ids:
-                raise MMBenchError(f"{root / other} holds modalities m0..m{len(other_ids) - 1} but {folder} holds "
-                                   f"m0..m{len(ids) - 1}; every split must hold the same ones")
+                raise MMBenchError(
+                    f"{root / other} holds modalities m0..m{len(other_ids) - 1} but {folder} holds "
+                    f"m0..m{len(ids) - 1}; every split must hold the same ones"
+                )
     if modalities is not None and subset is not None:
         raise MMBenchError(f"PolyMNIST {root}: give either modalities (the first k) or subset (names), not both")
     if modalities is not None:
@@ -140,8 +156,9 @@ def _choose(root: Path, split: str, modalities, subset) -> tuple[str, list[int]]
     if subset is None:
         return layout, ids
     if isinstance(subset, str) or not subset or not all(isinstance(s, str) for s in subset):
-        raise MMBenchError(f"PolyMNIST subset must be a non-empty list of modality names such as ['m0', 'm3'], "
-                           f"got {subset!r}")
+        raise MMBenchError(
+            f"PolyMNIST subset must be a non-empty list of modality names such as ['m0', 'm3'], got {subset!r}"
+        )
     unknown = [s for s in subset if s not in {f"m{k}" for k in ids}]
     if unknown or len(set(subset)) != len(subset):
         what = f"no modality {', '.join(map(repr, unknown))}" if unknown else f"one modality named twice in {subset}"
@@ -163,8 +180,10 @@ def _read_png_folders(folder: Path, ids: list[int]) -> tuple[dict[str, torch.Ten
             names = files
         elif files != names:
             missing = sorted(set(names) ^ set(files))[:3]
-            raise MMBenchError(f"{mdir} does not hold the same file names as {folder / f'm{ids[0]}'} (e.g. "
-                               f"{missing}); tuples are matched by file name")
+            raise MMBenchError(
+                f"{mdir} does not hold the same file names as {folder / f'm{ids[0]}'} (e.g. "
+                f"{missing}); tuples are matched by file name"
+            )
         arr = np.empty((len(files), SIZE, SIZE, 3), dtype=np.uint8)
         for i, name in enumerate(files):
             try:
@@ -219,11 +238,14 @@ def _read_tensors(folder: Path, ids: list[int]) -> tuple[dict[str, torch.Tensor]
         path = folder / f"m{k}.pt"
         t = load(path)
         if tuple(t.shape[1:]) != (3, SIZE, SIZE) or len(t) != len(y):
-            raise MMBenchError(f"{path} has shape {tuple(t.shape)}, expected ({len(y)}, 3, {SIZE}, {SIZE}) to match "
-                               "labels.pt")
+            raise MMBenchError(
+                f"{path} has shape {tuple(t.shape)}, expected ({len(y)}, 3, {SIZE}, {SIZE}) to match labels.pt"
+            )
         t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
         if len(t) and not (t.min() >= 0 and t.max() <= 1):  # also refuses NaN
-            raise MMBenchError(f"{path} holds values in [{t.min().item():.3g}, {t.max().item():.3g}]; expected [0, 1] "
-                               "(or uint8 0..255)")
+            raise MMBenchError(
+                f"{path} holds values in [{t.min().item():.3g}, {t.max().item():.3g}]; expected [0, 1] "
+                "(or uint8 0..255)"
+            )
         x[f"m{k}"] = t
     return x, y

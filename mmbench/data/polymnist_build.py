@@ -25,25 +25,32 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from mmbench.checkpoint import atomic_folder, require_new_folder
 from mmbench.errors import MMBenchError
+from mmbench.storage.atomic import atomic_folder, require_new_folder
 
 # Photos scikit-image ships offline, texture-like first: PolyMNIST's modalities each have a homogeneous
 # texture as background (a crop of a large scene photo varies far more, and a VAE then spends its first
 # thousands of steps on the background). Grayscale textures get a fixed colour tint.
 BACKGROUNDS = [
-    ("retina", None), ("hubble_deep_field", None), ("grass", (0.4, 0.8, 0.3)), ("gravel", (0.35, 0.6, 0.95)),
-    ("brick", (0.9, 0.55, 0.3)), ("immunohistochemistry", None), ("chelsea", None), ("coffee", None),
-    ("moon", (0.8, 0.8, 0.5)), ("astronaut", None),
+    ("retina", None),
+    ("hubble_deep_field", None),
+    ("grass", (0.4, 0.8, 0.3)),
+    ("gravel", (0.35, 0.6, 0.95)),
+    ("brick", (0.9, 0.55, 0.3)),
+    ("immunohistochemistry", None),
+    ("chelsea", None),
+    ("coffee", None),
+    ("moon", (0.8, 0.8, 0.5)),
+    ("astronaut", None),
 ]
 MAX_MODALITIES = len(BACKGROUNDS)
 VARIANTS = ("standard", "translated", "extended")
 DEFAULT_MODALITIES = {"standard": 5, "translated": 5, "extended": 10}
 PROCEDURES = {
     "standard": "MoPoE (Sutter et al. 2021): per-class permutation per modality, digit > 128 inverts a random 28x28 "
-                "background crop",
+    "background crop",
     "translated": "Translated-PolyMNIST (Daunhawer et al. 2022): as MoPoE, the digit first scaled by 0.75 (bilinear, "
-                  "21x21) and placed at a random position",
+    "21x21) and placed at a random position",
     "extended": "Extended PolyMNIST (Wesego & Rooshenas 2024): as MoPoE, train/val/test with val carved from train",
 }
 TRANSLATE_SCALE = 0.75
@@ -106,8 +113,9 @@ def translate(digits: np.ndarray, rng: np.random.Generator, scale: float = TRANS
     draws 0..6, leaving the last row and column unused.
     """
     n, side = len(digits), int(28 * scale)
-    small = F.interpolate(torch.from_numpy(digits).float()[:, None], size=(side, side), mode="bilinear",
-                          align_corners=False)[:, 0].numpy()
+    small = F.interpolate(
+        torch.from_numpy(digits).float()[:, None], size=(side, side), mode="bilinear", align_corners=False
+    )[:, 0].numpy()
     top = rng.integers(0, 28 - side + 1, size=n)
     left = rng.integers(0, 28 - side + 1, size=n)
     out = np.zeros_like(digits)
@@ -117,9 +125,18 @@ def translate(digits: np.ndarray, rng: np.random.Generator, scale: float = TRANS
     return out
 
 
-def build_polymnist(out: Path, modalities: int | None = None, *, variant: str = "standard", seed: int = 0,
-                    test_fraction: float = 0.2, val_fraction: float = 0.1, per_class: int | None = None,
-                    layout: str = "png", progress: bool = True) -> Path:
+def build_polymnist(
+    out: Path,
+    modalities: int | None = None,
+    *,
+    variant: str = "standard",
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    per_class: int | None = None,
+    layout: str = "png",
+    progress: bool = True,
+) -> Path:
     """Write PolyMNIST of ``variant`` (``VARIANTS``) with ``modalities`` modalities (default 5; 10 for
     extended) under ``out`` (``train/`` and ``test/``; ``val/`` for extended) and a manifest.
 
@@ -156,8 +173,8 @@ def build_polymnist(out: Path, modalities: int | None = None, *, variant: str = 
         n_val = int(round((len(idx) - n_test) * val_fraction)) if "val" in splits else 0
         split_rows["test"].append(idx[:n_test])
         if n_val:
-            split_rows["val"].append(idx[n_test:n_test + n_val])
-        split_rows["train"].append(idx[n_test + n_val:])
+            split_rows["val"].append(idx[n_test : n_test + n_val])
+        split_rows["train"].append(idx[n_test + n_val :])
     empty = [s for s in splits if not sum(map(len, split_rows[s]))]
     if empty:
         raise MMBenchError(f"per_class={per_class} leaves the {'/'.join(empty)} split(s) empty; take more digits")
@@ -197,8 +214,9 @@ def build_polymnist(out: Path, modalities: int | None = None, *, variant: str = 
     return out
 
 
-def _write_split(folder: Path, images: list[np.ndarray], labels: np.ndarray, layout: str, progress: bool,
-                 split: str) -> None:
+def _write_split(
+    folder: Path, images: list[np.ndarray], labels: np.ndarray, layout: str, progress: bool, split: str
+) -> None:
     folder.mkdir(parents=True)
     if layout == "pt":
         for m, imgs in enumerate(images):

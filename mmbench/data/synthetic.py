@@ -90,8 +90,9 @@ def _field(code: np.ndarray, world: np.random.Generator, channels: int, size: in
     return torch.sigmoid(F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False))
 
 
-def _render(kind: str, shared: np.ndarray, private: np.ndarray, world: np.random.Generator, size: int,
-            attributes: int) -> Tensor:
+def _render(
+    kind: str, shared: np.ndarray, private: np.ndarray, world: np.random.Generator, size: int, attributes: int
+) -> Tensor:
     if kind in ("image", "mask"):
         field = _field(np.concatenate([shared, private / 2], 1), world, 3 if kind == "image" else 1, size)
         return field if kind == "image" else (field > 0.5).float()
@@ -100,11 +101,17 @@ def _render(kind: str, shared: np.ndarray, private: np.ndarray, world: np.random
     c, w = shared[:, :CLASSES].argmax(1), shared[:, CLASSES:]
     words = [np.full(len(c), _ID["a"]), *(np.where(w[:, j] > 0, _ID[PAIRS[j][1]], _ID[PAIRS[j][0]]) for j in range(4))]
     clause = private[:, 0] > 0
-    columns = [*words[:3], np.array([_ID[d] for d in DIGITS])[c], np.full(len(c), _ID["shape"]),
-               np.where(clause, _ID["with"], EOS), np.where(clause, words[3], PAD), np.where(clause, words[4], PAD),
-               np.where(clause, EOS, PAD)]
+    columns = [
+        *words[:3],
+        np.array([_ID[d] for d in DIGITS])[c],
+        np.full(len(c), _ID["shape"]),
+        np.where(clause, _ID["with"], EOS),
+        np.where(clause, words[3], PAD),
+        np.where(clause, words[4], PAD),
+        np.where(clause, EOS, PAD),
+    ]
     tokens = np.full((len(c), TEXT_LENGTH), PAD, dtype=np.int64)
-    tokens[:, :len(columns)] = np.stack(columns, 1)
+    tokens[:, : len(columns)] = np.stack(columns, 1)
     return torch.from_numpy(tokens)
 
 
@@ -133,8 +140,12 @@ def _validate(views, n, size, attributes, seed) -> None:
 
     if isinstance(views, str) or not isinstance(views, Sequence) or not views or any(v not in KINDS for v in views):
         raise MMBenchError(f"synthetic views must be a non-empty list of {', '.join(KINDS)}, got {views!r}")
-    for name, value, low, high in (("n", n, 1, None), ("size", size, 8, 256), ("attributes", attributes, 1, None),
-                                   ("seed", seed, 0, None)):
+    for name, value, low, high in (
+        ("n", n, 1, None),
+        ("size", size, 8, 256),
+        ("attributes", attributes, 1, None),
+        ("seed", seed, 0, None),
+    ):
         if not is_int(value) or value < low or (high is not None and value > high):
             allowed = f"{low}..{high}" if high else f">= {low}"
             raise MMBenchError(f"synthetic {name} must be an integer {allowed}, got {value!r}")
@@ -147,8 +158,14 @@ class Synthetic:
     SPLITS = SPLITS
 
     @staticmethod
-    def check_options(root: str | Path | None = None, views: Sequence[str] = DEFAULT_VIEWS, n: int = 1000,
-                      size: int = 32, attributes: int = 8, seed: int = 0) -> None:
+    def check_options(
+        root: str | Path | None = None,
+        views: Sequence[str] = DEFAULT_VIEWS,
+        n: int = 1000,
+        size: int = 32,
+        attributes: int = 8,
+        seed: int = 0,
+    ) -> None:
         """What ``load`` would refuse (checked when a sweep is submitted)."""
         _validate(views, n, size, attributes, seed)
 
@@ -157,8 +174,15 @@ class Synthetic:
         return f"generated in code (v{GENERATOR_VERSION})"
 
     @staticmethod
-    def load(root: str | Path | None = None, split: str = "train", views: Sequence[str] = DEFAULT_VIEWS,
-             n: int = 1000, size: int = 32, attributes: int = 8, seed: int = 0) -> SyntheticDataset:
+    def load(
+        root: str | Path | None = None,
+        split: str = "train",
+        views: Sequence[str] = DEFAULT_VIEWS,
+        n: int = 1000,
+        size: int = 32,
+        attributes: int = 8,
+        seed: int = 0,
+    ) -> SyntheticDataset:
         """``n`` tuples of ``views`` for ``split``, generated in code.
 
         root:       ignored (nothing is read); accepted because runs pass a folder to every adapter, and part of a

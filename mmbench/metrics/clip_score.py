@@ -30,9 +30,11 @@ def load_clip(model_name: str, checkpoint: str | Path | None, device: torch.devi
     """(model, preprocess, tokenizer) of open_clip from a local checkpoint; one line when it cannot be had."""
     path = checkpoint or os.environ.get("MMBENCH_CLIP_CHECKPOINT")
     if not path:
-        raise MMBenchError(f"CLIP score needs a local open_clip checkpoint for {model_name!r}: pass the clip_score "
-                           "option checkpoint = PATH or set $MMBENCH_CLIP_CHECKPOINT (e.g. the open_clip_pytorch_model.bin "
-                           f"of laion's {model_name} release, downloaded on a machine with network)")
+        raise MMBenchError(
+            f"CLIP score needs a local open_clip checkpoint for {model_name!r}: pass the clip_score "
+            "option checkpoint = PATH or set $MMBENCH_CLIP_CHECKPOINT (e.g. the open_clip_pytorch_model.bin "
+            f"of laion's {model_name} release, downloaded on a machine with network)"
+        )
     path = Path(path).expanduser()
     if not path.is_file():
         raise MMBenchError(f"CLIP checkpoint {path} does not exist")
@@ -41,14 +43,18 @@ def load_clip(model_name: str, checkpoint: str | Path | None, device: torch.devi
     except ImportError:
         raise MMBenchError("CLIP score needs open_clip: pip install open_clip_torch") from None
     if model_name not in open_clip.list_models():
-        raise MMBenchError(f"unknown open_clip model {model_name!r}; known: {', '.join(open_clip.list_models()[:12])}, ...")
+        raise MMBenchError(
+            f"unknown open_clip model {model_name!r}; known: {', '.join(open_clip.list_models()[:12])}, ..."
+        )
     previous = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(path), device=device)
     except Exception as exc:
-        raise MMBenchError(f"CLIP checkpoint {path} is not a {model_name} checkpoint ({type(exc).__name__}: "
-                           f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''})") from None
+        raise MMBenchError(
+            f"CLIP checkpoint {path} is not a {model_name} checkpoint ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''})"
+        ) from None
     finally:
         if previous is None:
             os.environ.pop("HF_HUB_OFFLINE", None)
@@ -70,13 +76,13 @@ def clip_score(model, tokenizer, images: torch.Tensor, texts: Sequence[str], *, 
     std = torch.tensor(getattr(model.visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711), device=device)
     total = 0.0
     for s in range(0, len(texts), batch_size):
-        x = images[s:s + batch_size].to(device).float()
+        x = images[s : s + batch_size].to(device).float()
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         x = F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False).clamp(0, 1)
         x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
         img = F.normalize(model.encode_image(x).float(), dim=-1)
-        txt = F.normalize(model.encode_text(tokenizer(list(texts[s:s + batch_size])).to(device)).float(), dim=-1)
+        txt = F.normalize(model.encode_text(tokenizer(list(texts[s : s + batch_size])).to(device)).float(), dim=-1)
         total += float((100 * (img * txt).sum(-1)).sum())
     return max(total / len(texts), 0.0)
 
@@ -91,8 +97,9 @@ class CLIPScoreMetric:
     max_test:   evaluate on the first N test tuples (0: all).
     """
 
-    def __init__(self, model: str = "ViT-B-32", checkpoint: str | None = None, batch_size: int = 100,
-                 max_test: int = 0):
+    def __init__(
+        self, model: str = "ViT-B-32", checkpoint: str | None = None, batch_size: int = 100, max_test: int = 0
+    ):
         if batch_size < 1 or max_test < 0:
             raise MMBenchError("clip_score options: batch_size must be >= 1 and max_test >= 0")
         self.model_name, self.checkpoint = model, checkpoint
@@ -108,8 +115,10 @@ class CLIPScoreMetric:
         texts = [m for m, k in kinds.items() if k == "text"]
         decode = getattr(ctx.test, "decode_text", None)
         if not images or not texts or decode is None:
-            raise MMBenchError(f"clip_score needs an image and a text (caption) modality with a vocabulary; dataset "
-                               f"{ctx.test.name!r} has " + ", ".join(f"{m} ({k})" for m, k in kinds.items()))
+            raise MMBenchError(
+                f"clip_score needs an image and a text (caption) modality with a vocabulary; dataset "
+                f"{ctx.test.name!r} has " + ", ".join(f"{m} ({k})" for m, k in kinds.items())
+            )
         clip, _, tokenizer = load_clip(self.model_name, self.checkpoint, ctx.device)
         test = ctx.test.head(self.max_test) if self.max_test else ctx.test
         g = torch.Generator().manual_seed(ctx.seed)
@@ -122,8 +131,24 @@ class CLIPScoreMetric:
                     real_t += decode(text, batch["x"][text].cpu())
                     gen_images.append(model.cond_generate(batch["x"], [text], [image], generator=g)[image].cpu())
                     gen_texts += decode(text, model.cond_generate(batch["x"], [image], [text], generator=g)[text].cpu())
-                rows.append(MetricRow("clip_score", image, text, 1,
-                                      clip_score(clip, tokenizer, torch.cat(gen_images), real_t), len(test)))
-                rows.append(MetricRow("clip_score", text, image, 1,
-                                      clip_score(clip, tokenizer, torch.cat(real_x), gen_texts), len(test)))
+                rows.append(
+                    MetricRow(
+                        "clip_score",
+                        image,
+                        text,
+                        1,
+                        clip_score(clip, tokenizer, torch.cat(gen_images), real_t),
+                        len(test),
+                    )
+                )
+                rows.append(
+                    MetricRow(
+                        "clip_score",
+                        text,
+                        image,
+                        1,
+                        clip_score(clip, tokenizer, torch.cat(real_x), gen_texts),
+                        len(test),
+                    )
+                )
         return rows

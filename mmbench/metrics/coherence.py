@@ -20,9 +20,15 @@ from mmbench.unimodal import reuse_encodings
 
 
 @torch.no_grad()
-def conditional_coherence(model: MultimodalVAE, data: MultimodalDataset, classifiers: Mapping[str, nn.Module], *,
-                          batch_size: int = 500, generator: torch.Generator | None = None,
-                          sizes: Sequence[int] | None = None) -> list[MetricRow]:
+def conditional_coherence(
+    model: MultimodalVAE,
+    data: MultimodalDataset,
+    classifiers: Mapping[str, nn.Module],
+    *,
+    batch_size: int = 500,
+    generator: torch.Generator | None = None,
+    sizes: Sequence[int] | None = None,
+) -> list[MetricRow]:
     """Conditional coherence per (given subset, target) and its averages per number of observed modalities.
 
     For every subset A of size n (1..M-1) and every target m not in A: generate m from x_A, classify
@@ -40,7 +46,9 @@ def conditional_coherence(model: MultimodalVAE, data: MultimodalDataset, classif
             for given in subsets:
                 out = model.cond_generate(batch["x"], given, list(correct[given]), generator=generator)
                 for m in correct[given]:
-                    correct[given][m] += (classifiers[m](out[m]).argmax(-1) == batch["y"].to(out[m].device)).sum().item()
+                    correct[given][m] += (
+                        (classifiers[m](out[m]).argmax(-1) == batch["y"].to(out[m].device)).sum().item()
+                    )
     rows: list[MetricRow] = []
     for n in sizes:
         per_subset = []
@@ -53,15 +61,21 @@ def conditional_coherence(model: MultimodalVAE, data: MultimodalDataset, classif
 
 
 @torch.no_grad()
-def unconditional_coherence(model: MultimodalVAE, classifiers: Mapping[str, nn.Module], *, n_samples: int = 1000,
-                            batch_size: int = 500, z: torch.Tensor | None = None,
-                            generator: torch.Generator | None = None) -> MetricRow:
+def unconditional_coherence(
+    model: MultimodalVAE,
+    classifiers: Mapping[str, nn.Module],
+    *,
+    n_samples: int = 1000,
+    batch_size: int = 500,
+    z: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> MetricRow:
     """Share of unconditional samples whose M predicted digits all agree; z from p(z) unless given."""
     names = model.modality_names
     agree = 0
     for s in range(0, n_samples, batch_size):
         k = min(batch_size, n_samples - s)
-        out = model.generate(k, None if z is None else z[s:s + k], generator=generator)
+        out = model.generate(k, None if z is None else z[s : s + k], generator=generator)
         preds = torch.stack([classifiers[m](out[m]).argmax(-1) for m in names])
         agree += (preds == preds[0]).all(0).sum().item()
     return MetricRow("coherence", "*", "", 0, agree / n_samples)
@@ -77,13 +91,20 @@ class CoherenceMetric:
     classifiers:       folder of MoPoE's published PolyMNIST classifiers instead of training them (None: train).
     """
 
-    def __init__(self, classifier_epochs: int = 20, n_unconditional: int = 1000, max_test: int = 0,
-                 classifiers: str | None = None):
+    def __init__(
+        self,
+        classifier_epochs: int = 20,
+        n_unconditional: int = 1000,
+        max_test: int = 0,
+        classifiers: str | None = None,
+    ):
         if classifier_epochs < 1 or n_unconditional < 1 or max_test < 0:
             raise MMBenchError("coherence options: classifier_epochs and n_unconditional must be >= 1, max_test >= 0")
         if classifiers is not None and not Path(classifiers).expanduser().is_dir():
-            raise MMBenchError(f"coherence option classifiers = {classifiers!r} is not a folder; it takes the folder of "
-                               "MoPoE's published PolyMNIST classifiers (pretrained_img_to_digit_clf_m0, ...)")
+            raise MMBenchError(
+                f"coherence option classifiers = {classifiers!r} is not a folder; it takes the folder of "
+                "MoPoE's published PolyMNIST classifiers (pretrained_img_to_digit_clf_m0, ...)"
+            )
         self.classifier_epochs = classifier_epochs
         self.n_unconditional = n_unconditional
         self.max_test = max_test
@@ -96,9 +117,15 @@ class CoherenceMetric:
         if self.classifiers:
             classifiers, accs = published_classifiers(Path(self.classifiers).expanduser(), ctx.test, device=ctx.device)
         else:
-            classifiers, accs = classifiers_for(ctx.train, ctx.test, ctx.cache_dir / "classifiers",
-                                                epochs=self.classifier_epochs, seed=0, progress=ctx.progress,
-                                                device=ctx.device)
+            classifiers, accs = classifiers_for(
+                ctx.train,
+                ctx.test,
+                ctx.cache_dir / "classifiers",
+                epochs=self.classifier_epochs,
+                seed=0,
+                progress=ctx.progress,
+                device=ctx.device,
+            )
         test = ctx.test.head(self.max_test) if self.max_test else ctx.test
         g = torch.Generator().manual_seed(ctx.seed)
         rows = [MetricRow("classifier_accuracy", m, "", 0, a) for m, a in accs.items()]

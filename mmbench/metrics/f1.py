@@ -50,8 +50,10 @@ class F1Metric:
         kinds = {m.name: m.kind for m in model.modalities}
         targets_all = [m for m, k in kinds.items() if k in BINARY_KINDS]
         if not targets_all:
-            raise MMBenchError(f"f1 needs an attributes or mask modality; dataset {ctx.test.name!r} has "
-                               + ", ".join(f"{m} ({k})" for m, k in kinds.items()))
+            raise MMBenchError(
+                f"f1 needs an attributes or mask modality; dataset {ctx.test.name!r} has "
+                + ", ".join(f"{m} ({k})" for m, k in kinds.items())
+            )
         test = ctx.test.head(self.max_test) if self.max_test else ctx.test
         g = torch.Generator().manual_seed(ctx.seed)
         names = model.modality_names

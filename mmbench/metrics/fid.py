@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mmbench.checkpoint import atomic_write_bytes
 from mmbench.data.base import MultimodalDataset
 from mmbench.errors import MMBenchError
 from mmbench.metrics.base import EvalContext, MetricRow
@@ -29,6 +28,7 @@ from mmbench.metrics.frechet import frechet_distance
 from mmbench.metrics.inception import DIMS, InceptionFeatures, find_weights
 from mmbench.model import MultimodalVAE
 from mmbench.registry import register_metric
+from mmbench.storage.atomic import atomic_write_bytes
 
 
 def image_modalities(model: MultimodalVAE) -> list[str]:
@@ -73,27 +73,44 @@ class FIDMetric:
     max_subsets:   conditional subsets per number observed (0: every subset).
     """
 
-    def __init__(self, n_samples: int = 10000, dims: int = 2048, batch_size: int = 200, weights: str | None = None,
-                 conditional: bool = True, unconditional: bool = True, max_subsets: int = 0):
+    def __init__(
+        self,
+        n_samples: int = 10000,
+        dims: int = 2048,
+        batch_size: int = 200,
+        weights: str | None = None,
+        conditional: bool = True,
+        unconditional: bool = True,
+        max_subsets: int = 0,
+    ):
         if dims not in DIMS:
             raise MMBenchError(f"fid option dims = {dims}; allowed: {', '.join(map(str, DIMS))}")
         if n_samples < dims:
-            raise MMBenchError(f"fid option n_samples = {n_samples} is below the feature size {dims}: the covariance "
-                               f"would be singular; use n_samples >= {dims} or lower dims explicitly "
-                               f"({', '.join(str(d) for d in DIMS if d < dims)})")
+            raise MMBenchError(
+                f"fid option n_samples = {n_samples} is below the feature size {dims}: the covariance "
+                f"would be singular; use n_samples >= {dims} or lower dims explicitly "
+                f"({', '.join(str(d) for d in DIMS if d < dims)})"
+            )
         if batch_size < 1 or max_subsets < 0:
             raise MMBenchError("fid options: batch_size must be >= 1 and max_subsets >= 0")
         self.n_samples, self.dims, self.batch_size = n_samples, dims, batch_size
         self.conditional, self.unconditional, self.max_subsets = conditional, unconditional, max_subsets
         self.weights = find_weights(weights)  # refused here, at submit time, when they are missing or wrong
-        self.provenance = {"weights": str(self.weights.path), "sha256": self.weights.sha256,
-                           "standard_weights": self.weights.standard, "dims": dims, "pipeline": "pytorch-fid"}
+        self.provenance = {
+            "weights": str(self.weights.path),
+            "sha256": self.weights.sha256,
+            "standard_weights": self.weights.standard,
+            "dims": dims,
+            "pipeline": "pytorch-fid",
+        }
 
     def _real(self, net: InceptionFeatures, test: MultimodalDataset, m: str, cache: Path) -> tuple:
         n = min(self.n_samples, len(test))
         if n < self.dims:
-            raise MMBenchError(f"FID of {m}: the test split has {len(test)} images, fewer than the feature size "
-                               f"{self.dims}; lower the fid option dims ({', '.join(str(d) for d in DIMS if d <= n)})")
+            raise MMBenchError(
+                f"FID of {m}: the test split has {len(test)} images, fewer than the feature size "
+                f"{self.dims}; lower the fid option dims ({', '.join(str(d) for d in DIMS if d <= n)})"
+            )
         part = test.head(n)
         path = cache / f"{m}-{fingerprint(part, m)}-d{self.dims}-w{self.weights.sha256[:12]}-n{n}.npz"
         if path.is_file():
@@ -119,8 +136,10 @@ class FIDMetric:
         names = model.modality_names
         conditional = self.conditional and len(names) > 1 and not ctx.unconditional_only
         if conditional and self.n_samples > len(ctx.test):
-            raise MMBenchError(f"conditional FID generates from test tuples: n_samples = {self.n_samples} is more than "
-                               f"the {len(ctx.test)} of the test split; lower the fid option n_samples")
+            raise MMBenchError(
+                f"conditional FID generates from test tuples: n_samples = {self.n_samples} is more than "
+                f"the {len(ctx.test)} of the test split; lower the fid option n_samples"
+            )
         net = InceptionFeatures(self.weights, self.dims).to(ctx.device)
         cache = Path(ctx.cache_dir) / "fid"
         real = {m: self._real(net, ctx.test, m, cache) for m in images}
@@ -161,7 +180,10 @@ class FIDMetric:
                         per_target.setdefault(m, []).append(v)
                 rows += [MetricRow("fid", m, "*", n, float(np.mean(v)), len(test)) for m, v in per_target.items()]
                 if per_target:
-                    rows.append(MetricRow("fid", "*", "*", n, float(np.mean([np.mean(v) for v in per_target.values()])),
-                                          len(test)))
+                    rows.append(
+                        MetricRow(
+                            "fid", "*", "*", n, float(np.mean([np.mean(v) for v in per_target.values()])), len(test)
+                        )
+                    )
         bar.close()
         return rows

@@ -14,13 +14,16 @@ from scipy import linalg
 from mmbench.errors import MMBenchError
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
-        raise MMBenchError(f"Fréchet distance of Gaussians of different sizes: means {mu1.shape} and {mu2.shape}, "
-                           f"covariances {sigma1.shape} and {sigma2.shape}")
+        raise MMBenchError(
+            f"Fréchet distance of Gaussians of different sizes: means {mu1.shape} and {mu2.shape}, "
+            f"covariances {sigma1.shape} and {sigma2.shape}"
+        )
     diff = mu1 - mu2
     root = linalg.sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(root).all():
@@ -28,8 +31,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         root = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
     if np.iscomplexobj(root):
         if not np.allclose(np.diagonal(root).imag, 0, atol=1e-3):
-            raise MMBenchError(f"the covariance product's square root has an imaginary part of "
-                               f"{np.max(np.abs(root.imag)):.3g}: too few samples for the feature size?")
+            raise MMBenchError(
+                f"the covariance product's square root has an imaginary part of "
+                f"{np.max(np.abs(root.imag)):.3g}: too few samples for the feature size?"
+            )
         root = root.real
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(root))
 

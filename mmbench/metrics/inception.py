@@ -26,7 +26,7 @@ from mmbench.errors import MMBenchError
 
 STANDARD_NAME = "pt_inception-2015-12-05-6726825d.pth"
 STANDARD_DIGEST = "6726825d"
-SOURCE = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + STANDARD_NAME)
+SOURCE = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + STANDARD_NAME
 DIMS = (64, 192, 768, 2048)  # pytorch-fid's blocks: after the first convolutions, the second, Mixed_6e, pool3
 
 
@@ -59,16 +59,20 @@ def find_weights(path: str | Path | None = None) -> FIDWeights:
             stat = c.stat()
             digest = _sha256(str(c.resolve()), stat.st_size, stat.st_mtime_ns)
             if c.name == STANDARD_NAME and not digest.startswith(STANDARD_DIGEST):
-                raise MMBenchError(f"FID weights {c} have the standard name but not its digest (sha256 {digest[:8]}..., "
-                                   f"expected {STANDARD_DIGEST}...): the file is damaged or another network; get it "
-                                   f"again from {SOURCE}")
+                raise MMBenchError(
+                    f"FID weights {c} have the standard name but not its digest (sha256 {digest[:8]}..., "
+                    f"expected {STANDARD_DIGEST}...): the file is damaged or another network; get it "
+                    f"again from {SOURCE}"
+                )
             return FIDWeights(c, digest)
         if path:
             raise MMBenchError(f"FID weights {c} do not exist; get {STANDARD_NAME} from {SOURCE}")
-    raise MMBenchError(f"FID needs the Inception weights {STANDARD_NAME}, found neither at $MMBENCH_FID_WEIGHTS nor in "
-                       f"{candidates[-1].parent}; download it from {SOURCE} (on a machine with network) and put it "
-                       "there, or pass its path: mmbench eval --fid-weights PATH, or the fid metric's weights option "
-                       "(--set evaluate.fid.weights=PATH for train and sweeps, [evaluate.fid] weights in a sweep file)")
+    raise MMBenchError(
+        f"FID needs the Inception weights {STANDARD_NAME}, found neither at $MMBENCH_FID_WEIGHTS nor in "
+        f"{candidates[-1].parent}; download it from {SOURCE} (on a machine with network) and put it "
+        "there, or pass its path: mmbench eval --fid-weights PATH, or the fid metric's weights option "
+        "(--set evaluate.fid.weights=PATH for train and sweeps, [evaluate.fid] weights in a sweep file)"
+    )
 
 
 def _pytorch_fid():
@@ -77,8 +81,10 @@ def _pytorch_fid():
     except ImportError as exc:
         raise MMBenchError(f"FID needs pytorch-fid (pip install pytorch-fid): {exc}") from None
     except RuntimeError as exc:  # a CUDA torchvision beside a CPU torch: "operator torchvision::nms does not exist"
-        raise MMBenchError(f"pytorch-fid cannot import torchvision ({exc}); install the torchvision that matches "
-                           f"torch {torch.__version__} (see the README's set-up)") from None
+        raise MMBenchError(
+            f"pytorch-fid cannot import torchvision ({exc}); install the torchvision that matches "
+            f"torch {torch.__version__} (see the README's set-up)"
+        ) from None
     return inception
 
 
@@ -104,15 +110,19 @@ def fid_inception(weights: FIDWeights) -> nn.Module:
     try:
         state = torch.load(weights.path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise MMBenchError(f"FID weights {weights.path} cannot be read as a state dict ({type(exc).__name__})") from None
+        raise MMBenchError(
+            f"FID weights {weights.path} cannot be read as a state dict ({type(exc).__name__})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     try:
         net.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MMBenchError(f"FID weights {weights.path} are not the FID Inception's state dict ({first[:160]}); "
-                           f"use {STANDARD_NAME} from {SOURCE}") from None
+        raise MMBenchError(
+            f"FID weights {weights.path} are not the FID Inception's state dict ({first[:160]}); "
+            f"use {STANDARD_NAME} from {SOURCE}"
+        ) from None
     return net
 
 
@@ -127,11 +137,19 @@ class InceptionFeatures(nn.Module):
         blocks = [
             [net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, nn.MaxPool2d(3, 2)],
             [net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, nn.MaxPool2d(3, 2)],
-            [net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a, net.Mixed_6b, net.Mixed_6c, net.Mixed_6d,
-             net.Mixed_6e],
+            [
+                net.Mixed_5b,
+                net.Mixed_5c,
+                net.Mixed_5d,
+                net.Mixed_6a,
+                net.Mixed_6b,
+                net.Mixed_6c,
+                net.Mixed_6d,
+                net.Mixed_6e,
+            ],
             [net.Mixed_7a, net.Mixed_7b, net.Mixed_7c],
         ]
-        self.body = nn.Sequential(*[m for b in blocks[:DIMS.index(dims) + 1] for m in b])
+        self.body = nn.Sequential(*[m for b in blocks[: DIMS.index(dims) + 1] for m in b])
         self.dims = dims
         self.weights = weights
         self.requires_grad_(False)

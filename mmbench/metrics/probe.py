@@ -20,8 +20,9 @@ from mmbench.model import MultimodalVAE
 from mmbench.registry import register_metric
 
 
-def probe_accuracy(train_z: np.ndarray, train_y: np.ndarray, test_z: np.ndarray, test_y: np.ndarray, *,
-                   seed: int = 0) -> float:
+def probe_accuracy(
+    train_z: np.ndarray, train_y: np.ndarray, test_z: np.ndarray, test_y: np.ndarray, *, seed: int = 0
+) -> float:
     """Test accuracy of a logistic regression fitted on (train_z, train_y); labels (N,) or attributes (N, k)."""
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)
     if train_y.ndim == 1:
@@ -66,8 +67,13 @@ class LinearProbe:
         for n in range(1, len(names) + 1):
             accs = []
             for subset in itertools.combinations(names, n):
-                acc = probe_accuracy(subset_means(model, train, subset), train.y.cpu().numpy(),
-                                     subset_means(model, test, subset), test.y.cpu().numpy(), seed=ctx.seed)
+                acc = probe_accuracy(
+                    subset_means(model, train, subset),
+                    train.y.cpu().numpy(),
+                    subset_means(model, test, subset),
+                    test.y.cpu().numpy(),
+                    seed=ctx.seed,
+                )
                 rows.append(MetricRow("probe", "*", "+".join(subset), n, acc))
                 accs.append(acc)
             rows.append(MetricRow("probe", "*", "*", n, float(np.mean(accs))))

@@ -46,26 +46,37 @@ def networks_for(modality: Modality) -> Networks:
     if modality.pretrained:  # Modality allows it for text only
         from mmbench.nets.pretrained_text import PretrainedTextDecoder, PretrainedTextEncoder
 
-        return Networks("pretrained text VAE", lambda d: PretrainedTextEncoder(modality.pretrained, d),
-                        lambda d: PretrainedTextDecoder(modality.pretrained, d, shape[-1]))
+        return Networks(
+            "pretrained text VAE",
+            lambda d: PretrainedTextEncoder(modality.pretrained, d),
+            lambda d: PretrainedTextDecoder(modality.pretrained, d, shape[-1]),
+        )
     if modality.likelihood == "categorical":
         if modality.kind == "text" and len(shape) == 1 and sentence_length_fits(shape[0]):
-            return Networks("sentence CNN", lambda d: SentenceCNNEncoder(k, d, shape[0]),
-                            lambda d: SentenceCNNDecoder(d, k, shape[0]))
-        return Networks("one-hot MLP", lambda d: MLPEncoder(shape, d, classes=k),
-                        lambda d: MLPDecoder(d, shape, classes=k))
+            return Networks(
+                "sentence CNN",
+                lambda d: SentenceCNNEncoder(k, d, shape[0]),
+                lambda d: SentenceCNNDecoder(d, k, shape[0]),
+            )
+        return Networks(
+            "one-hot MLP", lambda d: MLPEncoder(shape, d, classes=k), lambda d: MLPDecoder(d, shape, classes=k)
+        )
     if len(shape) == 3 and shape[1] == shape[2]:
         channels, side = shape[0], shape[1]
         if modality.kind == "mask" and mask_size_fits(side):
-            return Networks("mask conv", lambda d: MaskEncoder(channels, side, d),
-                            lambda d: MaskDecoder(d, channels, side))
+            return Networks(
+                "mask conv", lambda d: MaskEncoder(channels, side, d), lambda d: MaskDecoder(d, channels, side)
+            )
         if shape == POLYMNIST_SHAPE:
             return Networks("PolyMNIST conv", PolyMNISTEncoder, PolyMNISTDecoder)
         if side == IMAGE32_SIZE:
             return Networks("32x32 conv", lambda d: Image32Encoder(channels, d), lambda d: Image32Decoder(d, channels))
         if side in SOFTINTRO_WIDTHS:
-            return Networks("Soft-IntroVAE ResNet", lambda d: SoftIntroEncoder(channels, side, d),
-                            lambda d: SoftIntroDecoder(d, channels, side))
+            return Networks(
+                "Soft-IntroVAE ResNet",
+                lambda d: SoftIntroEncoder(channels, side, d),
+                lambda d: SoftIntroDecoder(d, channels, side),
+            )
     return Networks("MLP", lambda d: MLPEncoder(shape, d), lambda d: _mlp_decoder(modality, d))
 
 
@@ -82,9 +93,11 @@ def check_supported(modalities, model: str) -> None:
     example) or with a dimension of size 0. Everything else has a network (``networks_for``)."""
     for m in modalities:
         if not m.shape or 0 in m.shape:
-            raise MMBenchError(f"model {model!r} cannot take modality {m.name!r} ({m.kind} of shape {m.shape}): "
-                               "the shared networks need one or more dimensions, none of size 0 "
-                               "(declare a scalar per example as shape (1,))")
+            raise MMBenchError(
+                f"model {model!r} cannot take modality {m.name!r} ({m.kind} of shape {m.shape}): "
+                "the shared networks need one or more dimensions, none of size 0 "
+                "(declare a scalar per example as shape (1,))"
+            )
 
 
 def default_encoder(modality: Modality, latent_dim: int) -> nn.Module:
@@ -97,7 +110,23 @@ def default_decoder(modality: Modality, latent_dim: int) -> nn.Module:
     return networks_for(modality).decoder(latent_dim)
 
 
-__all__ = ["POLYMNIST_SHAPE", "Networks", "check_supported", "default_decoder", "default_encoder", "networks_for",
-           "Image32Decoder", "Image32Encoder", "MLPDecoder", "MLPEncoder", "MaskDecoder", "MaskEncoder",
-           "PolyMNISTDecoder", "PolyMNISTEncoder", "SentenceCNNDecoder", "SentenceCNNEncoder", "SoftIntroDecoder",
-           "SoftIntroEncoder"]
+__all__ = [
+    "POLYMNIST_SHAPE",
+    "Networks",
+    "check_supported",
+    "default_decoder",
+    "default_encoder",
+    "networks_for",
+    "Image32Decoder",
+    "Image32Encoder",
+    "MLPDecoder",
+    "MLPEncoder",
+    "MaskDecoder",
+    "MaskEncoder",
+    "PolyMNISTDecoder",
+    "PolyMNISTEncoder",
+    "SentenceCNNDecoder",
+    "SentenceCNNEncoder",
+    "SoftIntroDecoder",
+    "SoftIntroEncoder",
+]

@@ -21,11 +21,15 @@ class Image32Encoder(nn.Module):
     def __init__(self, channels: int, latent_dim: int, hidden: int = 512):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(64, 128, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(channels, 32, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(64, 128, 3, 2, 1),
+            nn.ReLU(),
             nn.Flatten(),
-            nn.Linear(128 * 4 * 4, hidden), nn.ReLU(),
+            nn.Linear(128 * 4 * 4, hidden),
+            nn.ReLU(),
         )
         self.mu = nn.Linear(hidden, latent_dim)
         self.logvar = nn.Linear(hidden, latent_dim)
@@ -42,10 +46,13 @@ class Image32Decoder(nn.Module):
     def __init__(self, latent_dim: int, channels: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(latent_dim, 128 * 4 * 4), nn.ReLU(),
+            nn.Linear(latent_dim, 128 * 4 * 4),
+            nn.ReLU(),
             nn.Unflatten(1, (128, 4, 4)),
-            nn.ConvTranspose2d(128, 64, 3, 2, 1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(128, 64, 3, 2, 1, output_padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1),
+            nn.ReLU(),
             nn.ConvTranspose2d(32, channels, 3, 2, 1, output_padding=1),
         )
 

@@ -57,8 +57,11 @@ class MaskDecoder(nn.Module):
     def __init__(self, latent_dim: int, channels: int, size: int):
         super().__init__()
         widths = mask_widths(size)[::-1]
-        layers: list[nn.Module] = [nn.Linear(latent_dim, widths[0] * BOTTLENECK**2), nn.ReLU(),
-                                   nn.Unflatten(1, (widths[0], BOTTLENECK, BOTTLENECK))]
+        layers: list[nn.Module] = [
+            nn.Linear(latent_dim, widths[0] * BOTTLENECK**2),
+            nn.ReLU(),
+            nn.Unflatten(1, (widths[0], BOTTLENECK, BOTTLENECK)),
+        ]
         for fin, fout in zip(widths, widths[1:]):
             layers += [nn.ConvTranspose2d(fin, fout, 4, 2, 1), nn.ReLU()]
         layers.append(nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1))

@@ -19,8 +19,9 @@ class MLPEncoder(nn.Module):
         super().__init__()
         self.classes = classes
         inputs = math.prod(in_shape) * (classes or 1)
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(inputs, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, hidden), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Flatten(), nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
         self.mu = nn.Linear(hidden, latent_dim)
         self.logvar = nn.Linear(hidden, latent_dim)
 
@@ -38,8 +39,13 @@ class MLPDecoder(nn.Module):
     def __init__(self, latent_dim: int, out_shape: tuple[int, ...], hidden: int = 512, classes: int = 0):
         super().__init__()
         self.out_shape = tuple(out_shape) + ((classes,) if classes else ())
-        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, math.prod(self.out_shape)))
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, math.prod(self.out_shape)),
+        )
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).reshape(z.shape[0], *self.out_shape)

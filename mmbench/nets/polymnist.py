@@ -13,11 +13,15 @@ class PolyMNISTEncoder(nn.Module):
     def __init__(self, latent_dim: int, hidden: int = 512):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(64, 128, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(3, 32, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(64, 128, 3, 2, 1),
+            nn.ReLU(),
             nn.Flatten(),
-            nn.Linear(2048, hidden), nn.ReLU(),
+            nn.Linear(2048, hidden),
+            nn.ReLU(),
         )
         self.mu = nn.Linear(hidden, latent_dim)
         self.logvar = nn.Linear(hidden, latent_dim)
@@ -39,10 +43,13 @@ class PolyMNISTDecoder(nn.Module):
     def __init__(self, latent_dim: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(latent_dim, 2048), nn.ReLU(),
+            nn.Linear(latent_dim, 2048),
+            nn.ReLU(),
             nn.Unflatten(1, (128, 4, 4)),
-            nn.ConvTranspose2d(128, 64, 3, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(128, 64, 3, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1),
+            nn.ReLU(),
             nn.ConvTranspose2d(32, 3, 3, 2, 1, output_padding=1),
         )
 

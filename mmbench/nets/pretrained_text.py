@@ -27,7 +27,12 @@ from torch.nn import functional as F
 from mmbench.errors import MMBenchError
 from mmbench.fusion import LOGVAR_LIMIT, Gaussian, full_precision
 from mmbench.textvae import (
-    WEIGHT_FILES, check_folder, decoder_ids_to_text, text_to_encoder_ids, through_first_eos, tokenizers,
+    WEIGHT_FILES,
+    check_folder,
+    decoder_ids_to_text,
+    text_to_encoder_ids,
+    through_first_eos,
+    tokenizers,
     transformers_module,
 )
 

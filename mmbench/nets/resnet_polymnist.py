@@ -35,9 +35,12 @@ class _Branch(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 64, 3, padding=1), ResBlock(64, 64),
-            nn.AvgPool2d(3, stride=2, padding=1), ResBlock(64, 128),
-            nn.AvgPool2d(3, stride=2, padding=1), ResBlock(128, 256),
+            nn.Conv2d(3, 64, 3, padding=1),
+            ResBlock(64, 64),
+            nn.AvgPool2d(3, stride=2, padding=1),
+            ResBlock(64, 128),
+            nn.AvgPool2d(3, stride=2, padding=1),
+            ResBlock(128, 256),
             nn.Flatten(),
         )
         self.loc = nn.Linear(256 * 7 * 7, dim)
@@ -67,8 +70,10 @@ class ResNetPolyMNISTDecoder(nn.Module):
         super().__init__()
         self.fc = nn.Linear(latent_dim, 256 * 7 * 7)
         self.body = nn.Sequential(
-            ResBlock(256, 128), nn.Upsample(scale_factor=2),
-            ResBlock(128, 64), nn.Upsample(scale_factor=2),
+            ResBlock(256, 128),
+            nn.Upsample(scale_factor=2),
+            ResBlock(128, 64),
+            nn.Upsample(scale_factor=2),
             ResBlock(64, 64),
         )
         self.out = nn.Conv2d(64, 3, 3, padding=1)

@@ -26,8 +26,10 @@ def _widths_and_bottleneck(image_size: int, widths: tuple[int, ...] | None) -> t
     """The widths (the reference's preset when None) and the side of the feature maps after one halving per width."""
     widths = tuple(widths or SOFTINTRO_WIDTHS.get(image_size, ()))
     if not widths or image_size % 2 ** len(widths):
-        raise ValueError(f"no Soft-IntroVAE widths for {image_size}x{image_size} images: give widths whose count of "
-                         f"halvings divides the size (presets: {sorted(SOFTINTRO_WIDTHS)})")
+        raise ValueError(
+            f"no Soft-IntroVAE widths for {image_size}x{image_size} images: give widths whose count of "
+            f"halvings divides the size (presets: {sorted(SOFTINTRO_WIDTHS)})"
+        )
     return widths, image_size // 2 ** len(widths)
 
 
@@ -38,8 +40,11 @@ class SoftIntroResidualBlock(nn.Module):
         super().__init__()
         self.shortcut = nn.Conv2d(fin, fout, 1, bias=False) if fin != fout else nn.Identity()
         self.branch = nn.Sequential(
-            nn.Conv2d(fin, fout, 3, padding=1, bias=False), nn.BatchNorm2d(fout), nn.LeakyReLU(0.2),
-            nn.Conv2d(fout, fout, 3, padding=1, bias=False), nn.BatchNorm2d(fout),
+            nn.Conv2d(fin, fout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(fout),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(fout, fout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(fout),
         )
         self.act = nn.LeakyReLU(0.2)
 
@@ -53,8 +58,12 @@ class SoftIntroEncoder(nn.Module):
     def __init__(self, channels: int, image_size: int, latent_dim: int, widths: tuple[int, ...] | None = None):
         super().__init__()
         widths, side = _widths_and_bottleneck(image_size, widths)
-        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 5, padding=2, bias=False), nn.BatchNorm2d(widths[0]),
-                                   nn.LeakyReLU(0.2), nn.AvgPool2d(2)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels, widths[0], 5, padding=2, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.LeakyReLU(0.2),
+            nn.AvgPool2d(2),
+        ]
         for fin, fout in zip(widths, widths[1:]):
             layers += [SoftIntroResidualBlock(fin, fout), nn.AvgPool2d(2)]
         layers += [SoftIntroResidualBlock(widths[-1], widths[-1]), nn.Flatten()]
@@ -75,8 +84,9 @@ class SoftIntroDecoder(nn.Module):
     def __init__(self, latent_dim: int, channels: int, image_size: int, widths: tuple[int, ...] | None = None):
         super().__init__()
         widths, side = _widths_and_bottleneck(image_size, widths)
-        self.fc = nn.Sequential(nn.Linear(latent_dim, widths[-1] * side * side), nn.ReLU(),
-                                nn.Unflatten(1, (widths[-1], side, side)))
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, widths[-1] * side * side), nn.ReLU(), nn.Unflatten(1, (widths[-1], side, side))
+        )
         layers: list[nn.Module] = []
         fin = widths[-1]
         for fout in reversed(widths):

@@ -70,13 +70,16 @@ class SentenceCNNDecoder(nn.Module):
         grid = (length // 8, EMBEDDING_DIM // 32)
         self.length = length
         self.body = nn.Sequential(
-            nn.Linear(latent_dim, w4 * grid[0] * grid[1], bias=False), nn.Unflatten(1, (w4, *grid)),
-            nn.BatchNorm2d(w4), nn.ReLU(),
+            nn.Linear(latent_dim, w4 * grid[0] * grid[1], bias=False),
+            nn.Unflatten(1, (w4, *grid)),
+            nn.BatchNorm2d(w4),
+            nn.ReLU(),
             *_conv_bn_relu(nn.ConvTranspose2d(w4, w4, (1, 4), (1, 2), (0, 1), bias=False), w4),
             *_conv_bn_relu(nn.ConvTranspose2d(w4, w4, (1, 4), (1, 2), (0, 1), bias=False), w4),
             *_conv_bn_relu(nn.ConvTranspose2d(w4, w2, 4, 2, 1, bias=False), w2),
             *_conv_bn_relu(nn.ConvTranspose2d(w2, w1, 4, 2, 1, bias=False), w1),
-            nn.ConvTranspose2d(w1, 1, 4, 2, 1, bias=False), nn.ReLU(),
+            nn.ConvTranspose2d(w1, 1, 4, 2, 1, bias=False),
+            nn.ReLU(),
         )
         self.to_vocabulary = nn.Linear(EMBEDDING_DIM, classes)
 

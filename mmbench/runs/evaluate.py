@@ -1,0 +1,117 @@
+"""``mmbench eval RUN``: the evaluation protocol on a finished run, without retraining.
+
+Unconditional generation from the model's own prior ("gaussian": N(0, I), MMVAE+'s Laplace) and from every
+fitted prior asked for (``prior-<kind>.pt`` beside the run, from ``mmbench prior fit``); conditional
+generation for each number of observed modalities; every metric named (default: the run's), on the run's
+device. The rows replace the record's rows with the same (metric, target, given, n_given, prior) and are
+written atomically; a refusal leaves the record as it was. Each evaluation is logged in the record with its
+seconds and peak memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import resource
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from mmbench.device import resolve_device
+from mmbench.errors import MMBenchError
+from mmbench.metrics.runner import build_metrics, run_metrics
+from mmbench.metrics.base import EvalContext, MetricRow
+from mmbench.registry import PRIORS
+from mmbench.storage.records import RECORD, read_record, write_record
+from mmbench.runs.execute import load_split, load_trained_run
+
+ROW_KEY = ("metric", "target", "given", "n_given", "prior")
+
+
+def prior_samplers(run_dir: Path, kinds: Sequence[str], device: torch.device) -> dict:
+    """{"gaussian": None, kind: sampler(n, generator) -> z} for the fitted priors beside the run."""
+    samplers: dict = {"gaussian": None}
+    for kind in kinds:
+        path = Path(run_dir) / f"prior-{kind}.pt"
+        if not path.is_file():
+            raise MMBenchError(f"{path} does not exist; fit it first: mmbench prior fit {run_dir} --kind {kind}")
+        prior = PRIORS.get(kind).load(path).to(device)
+        samplers[kind] = lambda n, g, prior=prior: prior.sample(n, generator=g)
+    return samplers
+
+
+def merge_rows(record: dict, rows: list[MetricRow]) -> None:
+    """Replace the record's rows that the new ones measure again, keep the others."""
+    new = [r.to_dict() for r in rows]
+    keys = {tuple(r.get(k, "") or "" for k in ROW_KEY) for r in new}
+    record["metrics"] = [m for m in record["metrics"] if tuple(m.get(k, "") or "" for k in ROW_KEY) not in keys] + new
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def metrics_for(spec, metrics: Sequence[str] | None = None, *, options: dict | None = None,
+                n_samples: int | None = None, fid_weights: str | None = None) -> list[tuple[str, object]]:
+    """The metrics an evaluation of a run's ``spec`` runs (default: the run's), built with the run's options
+    overridden by ``options`` ({metric: {key: value}}), ``n_samples`` and ``fid_weights`` for FID."""
+    names = list(metrics) if metrics else list(spec.metrics)
+    if not names:
+        raise MMBenchError(f"run {spec.run_id} names no metrics; say which: mmbench eval RUN --metrics fid ...")
+    stray = sorted(set(options or {}) - set(names))
+    if stray:
+        raise MMBenchError(f"options given for metrics {stray} that this evaluation does not run ({names})")
+    merged = {m: {**spec.metric_options.get(m, {}), **(options or {}).get(m, {})} for m in names}
+    if n_samples is not None and "fid" in merged:
+        merged["fid"]["n_samples"] = n_samples
+    if fid_weights is not None and "fid" in merged:
+        merged["fid"]["weights"] = fid_weights
+    return build_metrics(names, merged)
+
+
+def evaluate_loaded(run_dir: Path, model, spec, train, test, built, *, priors: Sequence[str] = (),
+                    device: torch.device, unconditional_only: bool = False, progress: bool = True,
+                    log=print) -> list[MetricRow]:
+    """Run built metrics on a run's loaded model and splits, and add the rows to its record; returns them."""
+    run_dir = Path(run_dir)
+    ctx = EvalContext(train, test, run_dir.parent / ".cache", seed=spec.seed, progress=progress, device=device,
+                      priors=prior_samplers(run_dir, priors, device), unconditional_only=unconditional_only)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    provenance: dict = {}
+    rows = run_metrics(model, ctx, built, provenance)
+    seconds = time.perf_counter() - t0
+    record = read_record(run_dir / RECORD)  # read now: another command may have added rows meanwhile
+    merge_rows(record, rows)
+    record.setdefault("metric_provenance", {}).update(provenance)
+    record.setdefault("evaluations", []).append({
+        "metrics": [name for name, _ in built], "priors": ["gaussian", *priors], "seconds": seconds,
+        "peak_memory_mb": peak_memory_mb(device), "device": str(device),
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    write_record(run_dir, record)
+    log(f"evaluated {run_dir.name} in {seconds:.1f} s, peak memory {peak_memory_mb(device):.0f} MB")
+    return rows
+
+
+def evaluate_run(run_dir: Path, metrics: Sequence[str] | None = None, *, n_samples: int | None = None,
+                 priors: Sequence[str] = (), fid_weights: str | None = None, device: str = "auto",
+                 unconditional_only: bool = False, options: dict | None = None, progress: bool = True,
+                 log=print) -> list[MetricRow]:
+    """Evaluate a finished run and add the rows to its record; returns them. ``options`` ({metric: {key: value}})
+    override the run's metric options for this evaluation. Every option and weights file is checked before the
+    data is loaded or anything runs."""
+    run_dir = Path(run_dir)
+    where = resolve_device(device)
+    model, spec = load_trained_run(run_dir, "evaluating it", where)
+    if not (run_dir / RECORD).is_file():
+        raise MMBenchError(f"run {run_dir.name} has no record: its training has not finished; finish it first "
+                           "(mmbench sweep submit / mmbench train)")
+    read_record(run_dir / RECORD)  # a record this mmbench can read, before any work
+    built = metrics_for(spec, metrics, options=options, n_samples=n_samples, fid_weights=fid_weights)
+    train, test = load_split(spec, "train").to(where), load_split(spec, "test").to(where)
+    return evaluate_loaded(run_dir, model, spec, train, test, built, priors=priors, device=where,
+                           unconditional_only=unconditional_only, progress=progress, log=log)

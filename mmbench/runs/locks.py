@@ -1,0 +1,153 @@
+"""Run locks: one job trains a run at a time, whoever submitted it and however often.
+
+``RUN/lock.json`` names its owner (the SLURM job id, or host:pid for local work), host, pid and a heartbeat
+time that a thread refreshes every ``HEARTBEAT_S`` seconds. A lock is taken by creating the file
+exclusively; an existing lock is taken over when it is stale: its heartbeat is older than ``STALE_S``, or its
+owner is a process on this host that no longer exists, or it is this very job (a requeued SLURM job keeps its
+id, so it takes its own lock back). Every process of one data-parallel job shares the owner id, so its ranks
+pass together. A lock file that is not JSON of this layout is refused in one line naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmbench.storage.atomic import atomic_write_json
+from mmbench.errors import MMBenchError
+from mmbench.runs.scheduler import ACTIVE_STATES, UNREACHABLE, process_alive, scheduler_states
+
+LOCK = "lock.json"
+HEARTBEAT_S = 30.0
+STALE_S = 300.0
+FIELDS = {"owner", "host", "pid", "heartbeat"}
+
+
+class RunLocked(MMBenchError):
+    """The run is being trained by another live job."""
+
+
+def owner_id() -> str:
+    """This job's identity: SLURM's job id (array job and task: 123_4), a torchrun job's rendezvous address
+    (shared by its ranks), or host:pid."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array:
+        return f"slurm:{array}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        return f"slurm:{job}"
+    if os.environ.get("WORLD_SIZE") and os.environ.get("MASTER_PORT"):
+        return f"ddp:{os.environ.get('MASTER_ADDR', '')}:{os.environ['MASTER_PORT']}"
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def read_lock(run_dir: Path) -> dict | None:
+    """The lock's content, None when there is none; MMBenchError when the file is not a lock."""
+    path = Path(run_dir) / LOCK
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        lock = json.loads(text)
+    except json.JSONDecodeError:
+        lock = None
+    if not isinstance(lock, dict) or not FIELDS <= set(lock):
+        raise MMBenchError(f"lock file {path} is corrupt or not an mmbench run lock (it needs {sorted(FIELDS)}); "
+                           "if no job is training this run, delete it")
+    return lock
+
+
+def lock_state(lock: dict | None, *, now: float | None = None) -> str:
+    """"free", "mine" (this job's), "stale" or "held"."""
+    if lock is None:
+        return "free"
+    if lock["owner"] == owner_id():
+        return "mine"
+    now = time.time() if now is None else now
+    if now - float(lock["heartbeat"]) > STALE_S:
+        return "stale"
+    if lock["host"] == socket.gethostname() and not str(lock["owner"]).startswith(("slurm:", "ddp:")) \
+            and not process_alive(int(lock["pid"])):
+        return "stale"
+    if str(lock["owner"]).startswith("slurm:") and _slurm_job_gone(str(lock["owner"])[6:]):
+        return "stale"
+    return "held"
+
+
+def _slurm_job_gone(job_id: str) -> bool:
+    """Whether SLURM, asked here, knows the job as ended (cancelled, failed, out of the queue); False when it
+    cannot be asked."""
+    state = scheduler_states("slurm", [job_id])[job_id]
+    return state not in ACTIVE_STATES and state != UNREACHABLE
+
+
+@dataclass
+class RunLock:
+    """Context manager holding ``run_dir``'s lock, with a heartbeat thread while held (by rank 0 only, when
+    ``heartbeat``); raises RunLocked when another live job holds it."""
+
+    run_dir: Path
+    heartbeat: bool = True
+
+    def _content(self) -> dict:
+        return {"owner": owner_id(), "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
+
+    def __enter__(self) -> "RunLock":
+        path = Path(self.run_dir) / LOCK
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                lock = read_lock(self.run_dir)
+                state = lock_state(lock)
+                if state == "held":
+                    raise RunLocked(f"run {Path(self.run_dir).name} is being trained by {lock['owner']} on "
+                                    f"{lock['host']} (heartbeat {time.time() - float(lock['heartbeat']):.0f} s ago)")
+                if state == "mine":
+                    break
+                try:  # stale: remove it and race for it again, so only one taker wins
+                    os.rename(path, path.with_name(f".{LOCK}.stale.{os.getpid()}"))
+                    path.with_name(f".{LOCK}.stale.{os.getpid()}").unlink(missing_ok=True)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(self._content(), f)
+            break
+        else:
+            raise RunLocked(f"run {Path(self.run_dir).name}: could not take its lock {path}")
+        self._stop = threading.Event()
+        self._thread = None
+        if self.heartbeat:
+            self._beat()
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        atomic_write_json(Path(self.run_dir) / LOCK, self._content())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._beat()
+            except OSError:
+                pass
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.heartbeat:
+            try:
+                if (read_lock(self.run_dir) or {}).get("owner") == owner_id():
+                    (Path(self.run_dir) / LOCK).unlink(missing_ok=True)
+            except MMBenchError:
+                pass

@@ -1,0 +1,3 @@
+"""What mmbench keeps on disk, written so that a process killed at any instant loses nothing: atomic files and
+folders (``atomic``), self-verifying checkpoints (``checkpoint``), run records (``records``), provenance
+(``provenance``) and figures (``figures``)."""

@@ -1,0 +1,166 @@
+"""What a sweep's commands do: plan, submit, status, cancel, logs (``mmbench sweep ...``).
+
+Every run of a sweep is in one state: finished (a record; "finished, other code" when the record's git
+revision is not this checkout's), failed, running (its lock is held by a live job), queued (its last
+submitted job is pending or running in the scheduler), partial (a checkpoint, nothing running) or pending.
+Submitting acts on that: finished and running or queued runs are left alone, partial runs resume, failed and
+pending ones are submitted. Submissions of one sweep are serialised by a file lock, so two people submitting
+at once queue each run once, and the run lock keeps a run from training twice whatever was queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmbench.errors import MMBenchError
+from mmbench.runs.execute import check_machine, execute, run_status
+from mmbench.runs.locks import lock_state, read_lock
+from mmbench.runs.scheduler import ACTIVE_STATES, scheduler_states
+from mmbench.runs.spec import RunSpec
+from mmbench.storage.provenance import git_revision
+from mmbench.storage.records import RECORD, read_record
+from mmbench.sweeps.executors import cancel_jobs, job_log_paths, read_jobs, submission_lock, submit_jobs, sweep_folder
+from mmbench.sweeps.files import Sweep
+
+ACTIONS = {
+    "finished": "skip",
+    "running": "leave",
+    "queued": "leave",
+    "partial": "resume",
+    "failed": "retry",
+    "pending": "submit",
+}
+
+
+@dataclass(frozen=True)
+class RunState:
+    """One run of a sweep as plan and status show it."""
+
+    spec: RunSpec
+    state: str  # finished | failed | running | queued | partial | pending
+    detail: str = ""  # other code's revision, the lock's owner, the failure
+    job_id: str = ""
+    job_state: str = ""  # the scheduler's word for the run's last job (PENDING, RUNNING, REQUEUED, TIMEOUT, ...)
+
+    @property
+    def action(self) -> str:
+        return ACTIONS[self.state]
+
+    @property
+    def to_submit(self) -> bool:
+        """Whether ``submit`` queues it: pending, partial (to resume) or failed (to retry)."""
+        return self.action in ("submit", "resume", "retry")
+
+
+def run_states(sweep: Sweep) -> list[RunState]:
+    """The state of every run of the sweep, asking the scheduler about the jobs it was given."""
+    jobs = read_jobs(sweep_folder(sweep.runs_dir, sweep.name))
+    by_executor: dict[str, list[str]] = {}
+    for spec in sweep.specs:
+        entry = jobs.get(spec.run_id)
+        if entry:
+            by_executor.setdefault(entry["executor"], []).append(entry["job_id"])
+    states = {}
+    for executor, ids in by_executor.items():
+        states.update(scheduler_states(executor, ids))
+    here = git_revision()
+    out = []
+    for spec in sweep.specs:
+        run_dir = sweep.runs_dir / spec.run_id
+        entry = jobs.get(spec.run_id, {})
+        job_id = entry.get("job_id", "")
+        job_state = states.get(job_id, "") if job_id else ""
+        status, detail = run_status(run_dir), ""
+        if status in ("finished", "failed"):
+            record = read_record(run_dir / RECORD)
+            revision = record.get("provenance", {}).get("git", "unknown")
+            if status == "finished" and revision != here:
+                detail = f"other code: {revision[:12]}"
+            elif status == "failed":
+                detail = str(record.get("failure") or "no reason recorded")[:80]
+        lock = read_lock(run_dir)
+        if status != "finished" and lock_state(lock) in ("held", "mine"):
+            status, detail = "running", f"by {lock['owner']} on {lock['host']}"
+        elif status != "finished" and job_state in ACTIVE_STATES:
+            status = "queued"
+        out.append(RunState(spec, status, detail, job_id, job_state))
+    return out
+
+
+def submit(sweep: Sweep, *, progress: bool = True, log=print) -> list[dict]:
+    """Run (inline) or queue (local, slurm) every run of the sweep that is not finished, running or queued.
+
+    Everything is validated first (the sweep's runs by ``load_sweep``, and this machine's device for inline
+    runs), so nothing is submitted half-way. Returns one dict per run: run_id, status (inline: the record's; otherwise the
+    run's state, "queued" for what this call submitted), job_id and whether this call submitted it.
+    """
+    folder = sweep_folder(sweep.runs_dir, sweep.name)
+    if sweep.executor.name == "inline":  # the runs were validated by load_sweep; this machine runs them
+        for spec in sweep.specs:
+            check_machine(spec, sweep.options)
+        sweep.save_source(folder)
+        return _run_inline(sweep, progress=progress, log=log)
+    sweep.save_source(folder)
+    with submission_lock(folder):
+        states = run_states(sweep)
+        todo = [s.spec for s in states if s.to_submit]
+        out = [
+            {"run_id": s.spec.run_id, "status": s.state, "job_id": s.job_id, "submitted": False}
+            for s in states
+            if not s.to_submit
+        ]
+        if todo:
+            ids = submit_jobs(sweep.executor, todo, sweep.runs_dir, sweep.name, sweep.options)
+            out += [
+                {"run_id": run_id, "status": "queued", "job_id": job_id, "submitted": True}
+                for run_id, job_id in ids.items()
+            ]
+    return out
+
+
+def _run_inline(sweep: Sweep, *, progress: bool, log) -> list[dict]:
+    from mmbench.runs.locks import RunLocked
+
+    records = []
+    for i, spec in enumerate(sweep.specs, 1):
+        log(f"[{i}/{len(sweep.specs)}] {spec.run_id}")
+        try:
+            records.append(execute(spec, sweep.runs_dir, options=sweep.options, progress=progress, log=log))
+        except RunLocked as exc:
+            log(f"{spec.run_id}: left alone: {exc}")
+            records.append({"run_id": spec.run_id, "status": "running", "failure": str(exc)})
+        except Exception as exc:  # recorded by execute; the sweep continues
+            log(f"{spec.run_id}: failed: {exc}")
+            records.append({"run_id": spec.run_id, "status": "failed", "failure": str(exc)})
+    return records
+
+
+def cancel(sweep: Sweep) -> list[str]:
+    """Cancel the sweep's queued and running jobs; their job ids. Runs keep their checkpoints (partial)."""
+    jobs = read_jobs(sweep_folder(sweep.runs_dir, sweep.name))
+    active: dict[str, list[str]] = {}
+    for s in run_states(sweep):
+        if s.job_id and s.job_state in ACTIVE_STATES:
+            active.setdefault(jobs[s.spec.run_id]["executor"], []).append(s.job_id)
+    for executor, ids in active.items():
+        cancel_jobs(executor, ids)
+    return [j for ids in active.values() for j in ids]
+
+
+def log_files(sweep: Sweep, run: str) -> tuple[str, Path, Path]:
+    """(job id, stdout, stderr) of the last job a run (its id, or a unique prefix) was submitted as."""
+    matches = [s for s in sweep.specs if s.run_id == run] or [s for s in sweep.specs if s.run_id.startswith(run)]
+    if len(matches) != 1:
+        known = ", ".join(s.run_id for s in sweep.specs)
+        raise MMBenchError(
+            f"run {run!r} {'matches several runs' if matches else 'is not in the sweep'}; its runs: {known}"
+        )
+    entry = read_jobs(sweep_folder(sweep.runs_dir, sweep.name)).get(matches[0].run_id)
+    if not entry:
+        raise MMBenchError(
+            f"run {matches[0].run_id} was not submitted to a scheduler (inline runs print to the "
+            "terminal that ran them)"
+        )
+    out, err = job_log_paths(sweep.runs_dir, sweep.name, entry["job_id"])
+    return entry["job_id"], out, err

@@ -1,0 +1,3 @@
+"""Training one model: how it executes (``options``: device, DDP processes, checkpoint interval), the loop with step
+checkpoints and exact resume (``trainer``), DDP (``distributed``), memory layout (``memory_format``), the training
+log (``log``) and throughput meters (``throughput``)."""
