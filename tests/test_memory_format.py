@@ -9,7 +9,8 @@ import pytest
 import torch
 from helpers import tiny_dataset
 
-from mmbench.cli import build_parser, run_flags
+from mmbench.cli import build_parser
+from mmbench.cli.common import run_flags
 from mmbench.config import build_config
 from mmbench.errors import MMBenchError
 from mmbench.nets.polymnist import PolyMNISTEncoder
