@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from diffmvae.diffusion import DDPM
 from mmbench.runs.execute import CHECKPOINT, load_split
 from mmbench.runs.spec import RunSpec
 from mmbench.storage.checkpoint import load_model
@@ -47,13 +48,13 @@ def latent_usage(run: Path, *, n: int = 200, source: str = "m0", target: str = "
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
     ratios = {}
     for frac in FRACTIONS if target in getattr(model, "diffusion_names", ()) else ():  # feed-forward: spread only
-        if model.process == "ddpm":
-            t = torch.full((n,), int(frac * model.schedule.timesteps))
-            ab = model.schedule.alphas_cumprod[t[0]].float()
+        if isinstance(model.process, DDPM):
+            t = torch.full((n,), int(frac * model.process.schedule.timesteps))
+            ab = model.process.schedule.alphas_cumprod[t[0]].float()
             mean, std = ab.sqrt(), (1 - ab).sqrt()
         else:
             t = torch.full((n,), frac)
-            mean, std = (v.float() for v in model.sde.marginal(t[:1]))
+            mean, std = (v.float() for v in model.process.marginal(t[:1]))
         xt = mean * x0 + std * noise
         ratios[frac] = z_usage_ratio(model.decoders[target], xt, t, noise, z)
     return {

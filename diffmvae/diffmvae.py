@@ -17,6 +17,7 @@ setting under which the paper also ran MoPoE with beta 1e-5 to make the comparis
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from typing import Mapping, Sequence
@@ -24,33 +25,15 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from diffmvae.diffusion import (
-    VPSDE,
-    WEIGHTINGS,
-    DDPMSchedule,
-    ddpm_loss,
-    dsm_loss,
-    sample_ddim,
-    sample_euler_maruyama,
-    score_from_noise_model,
-)
+from diffmvae.diffusion import DDPM, VPSDE, WEIGHTINGS, Denoiser, DiffusionProcess
 from diffmvae.unet import UNet, UNetConfig, conditioning_parts
-from mmbench.config import TrainConfig, check_choice, check_range
+from mmbench.config import check_choice, check_range
 from mmbench.errors import MMBenchError
-from mmbench.fusion import (
-    PRIOR_EXPERT_RULES,
-    Gaussian,
-    has_prior_expert,
-    product_of_stacked_experts,
-    subset_mask,
-    subset_posteriors,
-    subset_weights,
-    subsets,
-)
+from mmbench.fusion import Gaussian
+from mmbench.mixture import SubsetMixtureConfig, SubsetMixtureVAE
 from mmbench.modality import Modality
-from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.nets import default_decoder, default_encoder
-from mmbench.objectives import ESTIMATORS, KL_ESTIMATORS, Likelihood, mixture_elbo, stratified_mixture_elbo
+from mmbench.objectives import Likelihood
 from mmbench.registry import register_model
 from mmbench.unimodal import decoded_log_prob, decoded_mean, stacked_experts
 
@@ -64,7 +47,7 @@ def diffusable(m: Modality) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class DiffMVAEConfig(TrainConfig):
+class DiffMVAEConfig(SubsetMixtureConfig):  # prior_expert, estimator, kl_estimator, likelihood_scale: the base's
     """Diff-MVAE (continuous VP-SDE, Euler-Maruyama sampling). Defaults: beta (the paper's lambda) 1e-5
     with dimension-averaged terms, MoPoE's encoders and subsets, latent 512, Adam 5e-4, batch 256.
 
@@ -75,8 +58,6 @@ class DiffMVAEConfig(TrainConfig):
     sampler_steps:     Euler-Maruyama steps (Diff-MVAE) or DDIM steps (Diff-MVAE*).
     ddim_eta:          DDIM's eta (Diff-MVAE* only).
     average_over_dims: divide each modality's log-likelihood / score-matching term by its dimension.
-    estimator, kl_estimator: as MoPoE's (``kl_estimator = "stratified"``: each row's KL for its assigned subset,
-                       cost linear in the number of modalities).
     conditioning:      how z enters each UNet (``diffmvae.unet``): "embedding" (added to the time embedding),
                        "scale_shift" (z modulates every block's GroupNorm, as DiffAE), "spatial" (z-derived feature
                        maps concatenated to x_t, as DiffuseVAE), or parts joined by "+". Default "spatial": given
@@ -121,10 +102,6 @@ class DiffMVAEConfig(TrainConfig):
     sampler_steps: int = 1000
     ddim_eta: float = 0.0
     average_over_dims: bool = True
-    prior_expert: str = "full_set"
-    estimator: str = "stratified"
-    kl_estimator: str = "exact"
-    likelihood_scale: float = 0.75
     warmup_epochs: float = 0.0
     conditioning: str = "spatial"
     weighting: str = "high_noise"
@@ -143,15 +120,6 @@ class DiffMVAEConfig(TrainConfig):
         check_range(self, "warmup_epochs", lo=0.0)
         check_range(self, "ddim_eta", lo=0.0)
         check_range(self, "unet_base", lo=8)
-        check_range(self, "likelihood_scale", lo=0.0, lo_open=True)
-        check_choice(self, "prior_expert", PRIOR_EXPERT_RULES)
-        check_choice(self, "estimator", ESTIMATORS)
-        check_choice(self, "kl_estimator", KL_ESTIMATORS)
-        if self.kl_estimator == "stratified" and self.estimator != "stratified":
-            raise MMBenchError(
-                f"{type(self).__name__}.kl_estimator = 'stratified' needs estimator = 'stratified' "
-                f"(got {self.estimator!r})"
-            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,10 +133,10 @@ class DiffMVAEStarConfig(DiffMVAEConfig):
         check_range(self, "sampler_steps", lo=1, hi=1000)  # DDIM visits at most the schedule's T = 1000 steps
 
 
-class _DiffusionMVAE(MultimodalVAE):
-    """Shared body of both variants; subclasses choose the process."""
+class _DiffusionMVAE(SubsetMixtureVAE):
+    """Shared body of both variants: eq. 23, MoPoE's subset mixture (``SubsetMixtureVAE``) with a UNet diffusion
+    decoder per diffusion modality; subclasses choose the process (``make_process``)."""
 
-    process = "vpsde"
     config: DiffMVAEConfig
 
     def __init__(self, modalities: Sequence[Modality], config: DiffMVAEConfig | None = None):
@@ -211,13 +179,12 @@ class _DiffusionMVAE(MultimodalVAE):
             }
         )
         self.likelihoods = {m.name: Likelihood(m.likelihood, cfg.likelihood_scale) for m in self.modalities}
-        self.sde = VPSDE()
-        self.schedule = DDPMSchedule.linear()
-        self.family = subsets(names)
-        self.register_buffer("mask", subset_mask(self.family, names).T.contiguous(), persistent=False)
-        self.register_buffer("weights", subset_weights(self.family), persistent=False)
-        flags = [has_prior_expert(cfg.prior_expert, len(s), len(names)) for s in self.family]
-        self.register_buffer("prior_flags", torch.tensor(flags, dtype=torch.float32), persistent=False)
+        self.process = self.make_process(cfg)
+
+    @staticmethod
+    @abc.abstractmethod
+    def make_process(config: DiffMVAEConfig) -> DiffusionProcess:
+        """The diffusion process of every diffusion decoder (``diffusion.DiffusionProcess``)."""
 
     # -- encoding -----------------------------------------------------------------------------------
     def experts(self, x: Mapping[str, Tensor], names: Sequence[str]) -> Gaussian:
@@ -225,32 +192,23 @@ class _DiffusionMVAE(MultimodalVAE):
         offset = self.config.logvar_offset
         return Gaussian(experts.mu, experts.logvar + offset) if offset else experts
 
-    def encode(self, x: Mapping[str, Tensor], subset: Sequence[str] | None = None) -> Gaussian:
-        subset = self.validate_subset(subset or self.modality_names)
-        prior = has_prior_expert(self.config.prior_expert, len(subset), len(self.modality_names))
-        return product_of_stacked_experts(self.experts(x, subset), prior_expert=prior)
-
     # -- the per-modality terms of eq. 23 -----------------------------------------------------------
-    def denoiser(self, m: str, z: Tensor, *, clip: float | None = None):
-        """Modality m's UNet conditioned on z as the process's denoiser: the noise prediction (DDPM) or the
-        score -eps_theta / std(t) (VP-SDE, ``score_from_noise_model``). ``clip`` is for the VP sampler:
-        the implied x_0 is clipped to the image range (DDIM clips inside ``sample_ddim``)."""
-        net = self.decoders[m]
+    def eps_model(self, m: str, z: Tensor) -> Denoiser:
+        """Modality m's UNet conditioned on z: the noise prediction eps_theta(x_t, t, z), t embedded with the
+        process's ``time_scale``."""
+        net, scale = self.decoders[m], self.process.time_scale
 
         def eps(xt: Tensor, t: Tensor) -> Tensor:
-            return net(xt, t, z)
+            return net(xt, t, z, time_scale=scale)
 
-        return score_from_noise_model(eps, self.sde, clip=clip) if self.process == "vpsde" else eps
+        return eps
 
     def diffusion_loss(self, m: str, x0: Tensor, z: Tensor) -> Tensor:
-        """Per-example denoising loss of modality m's decoder conditioned on z (x0 in [0, 1])."""
-        x0 = x0 * 2 - 1
-        if self.process == "vpsde":
-            return dsm_loss(self.denoiser(m, z), x0, self.sde, weighting=self.config.weighting)
-        return ddpm_loss(self.denoiser(m, z), x0, self.schedule, weighting=self.config.weighting)
+        """Per-example denoising loss of modality m's decoder conditioned on z (x0 in [0, 1], diffused in [-1, 1])."""
+        return self.process.loss(self.eps_model(m, z), x0 * 2 - 1, weighting=self.config.weighting)
 
     def log_likelihoods(self, x: Mapping[str, Tensor], z: Tensor, rows: Tensor) -> dict[str, Tensor]:
-        """log p(x_i|z) for feed-forward modalities and minus the score-matching loss for diffusion ones."""
+        """log p(x_i|z) for feed-forward modalities and minus the score-matching loss for diffusion ones (eq. 23)."""
         out = {}
         for m in self.modality_names:
             target = x[m][rows]
@@ -261,64 +219,28 @@ class _DiffusionMVAE(MultimodalVAE):
             out[m] = term / math.prod(target.shape[1:]) if self.config.average_over_dims else term
         return out
 
-    def loss(self, batch) -> LossOutput:
-        """-(eq. 23): the subset-mixture ELBO with diffusion surrogates, beta-weighted KL."""
-        x = batch["x"]
-        experts = self.experts(x, self.modality_names)
-        log_likelihood = lambda z, rows: self.log_likelihoods(x, z, rows)  # noqa: E731
-        if self.config.kl_estimator == "stratified":
-            out = stratified_mixture_elbo(
-                experts,
-                self.mask,
-                self.prior_flags,
-                self.weights,
-                log_likelihood,
-                beta=self.kl_weight(),
-                free_bits=self.config.free_bits,
-            )
-        else:
-            posteriors = subset_posteriors(experts, self.mask, self.prior_flags)
-            out = mixture_elbo(
-                posteriors,
-                self.weights,
-                log_likelihood,
-                beta=self.kl_weight(),
-                estimator=self.config.estimator,
-                free_bits=self.config.free_bits,
-            )
-        terms = {"kl": out.kl.mean().item(), **{f"term/{m}": v.mean().item() for m, v in out.log_likelihood.items()}}
-        return LossOutput(-out.elbo.mean(), terms)
+    def log_terms(self, log_likelihood: Mapping[str, Tensor]) -> dict[str, float]:
+        """The log's per-modality entries "term/<m>": eq. 23's terms as they enter the ELBO (log-likelihoods and
+        minus the denoising losses)."""
+        return {f"term/{m}": v.mean().item() for m, v in log_likelihood.items()}
 
     # -- decoding by sampling -----------------------------------------------------------------------
-    def _decode(self, z: Tensor, targets: Sequence[str], generator: torch.Generator | None) -> dict[str, Tensor]:
+    @torch.no_grad()
+    def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *, generator=None) -> dict[str, Tensor]:
+        """Feed-forward means; diffusion modalities are sampled conditioned on z by the process's sampler, the
+        x_0 predictions clipped to the image range [-1, 1]."""
         out = {}
-        for m in targets:
+        for m in modalities or self.modality_names:
             if m not in self.diffusion_names:
                 out[m] = decoded_mean(self.decoders[m], self.likelihoods[m], z)
                 continue
             shape = (z.shape[0], *next(mm.shape for mm in self.modalities if mm.name == m))
             noise = torch.randn(shape, generator=generator).to(z.device)
-            if self.process == "vpsde":  # images lie in [-1, 1]: both samplers clip their x_0 predictions there
-                x = sample_euler_maruyama(
-                    self.denoiser(m, z, clip=1.0), noise, self.sde, steps=self.config.sampler_steps, generator=generator
-                )
-            else:
-                x = sample_ddim(
-                    self.denoiser(m, z),
-                    noise,
-                    self.schedule,
-                    steps=self.config.sampler_steps,
-                    eta=self.config.ddim_eta,
-                    clip=1.0,
-                    generator=generator,
-                )
+            x = self.process.sample(
+                self.eps_model(m, z), noise, steps=self.config.sampler_steps, clip=1.0, generator=generator
+            )
             out[m] = ((x + 1) / 2).clamp(0, 1)
         return out
-
-    @torch.no_grad()
-    def decode(self, z: Tensor, modalities: Sequence[str] | None = None, *, generator=None) -> dict[str, Tensor]:
-        """Feed-forward means; diffusion modalities are sampled conditioned on z (EM or DDIM)."""
-        return self._decode(z, modalities or self.modality_names, generator)
 
 
 @register_model("diffmvae")
@@ -327,7 +249,10 @@ class DiffMVAE(_DiffusionMVAE):
 
     display_name = "Diff-MVAE"
     Config = DiffMVAEConfig
-    process = "vpsde"
+
+    @staticmethod
+    def make_process(config: DiffMVAEConfig) -> DiffusionProcess:
+        return VPSDE()
 
 
 @register_model("diffmvae_star")
@@ -336,4 +261,7 @@ class DiffMVAEStar(_DiffusionMVAE):
 
     display_name = "Diff-MVAE*"
     Config = DiffMVAEStarConfig
-    process = "ddpm"
+
+    @staticmethod
+    def make_process(config: DiffMVAEConfig) -> DiffusionProcess:
+        return DDPM(eta=config.ddim_eta)

@@ -10,12 +10,16 @@ Discrete (Diff-MVAE*): DDPM (Ho et al. 2020), T = 1000 linear betas, noise-predi
 Continuous (Diff-MVAE): VP-SDE (Song et al. 2021b), beta(t) = beta_min + t (beta_max - beta_min),
 denoising score matching with weighting lambda(t), Euler-Maruyama reverse sampler (1000 steps), optional
 Langevin corrector (predictor-corrector).
+
+A model composes a process with its network through ``DiffusionProcess``, which both ``VPSDE`` and ``DDPM``
+implement: ``loss`` and ``sample`` over a noise-prediction network, and ``time_scale``, the factor by which the
+network's sinusoidal timestep embedding multiplies the process's t.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -24,6 +28,31 @@ from mmbench.errors import MMBenchError
 from mmbench.objectives import sum_per_example
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
+
+
+class DiffusionProcess(Protocol):
+    """What a diffusion decoder needs of its process; ``eps_model(x_t, t)`` predicts the noise in x_t.
+
+    time_scale: the timestep embedding's factor on t (1000 for the VP-SDE's t in (0, 1], 1 for DDPM's 0..T-1).
+    loss:       per-example denoising loss (N,) of eps_model on x0 (eq. 17's lambda(t)/2 || score error ||^2).
+    sample:     x_0 from x_T = noise in ``steps`` steps; ``clip``: x_0 predictions clipped to [-clip, clip].
+    """
+
+    time_scale: ClassVar[float]
+
+    def loss(
+        self, eps_model: Denoiser, x0: Tensor, *, weighting: str = "variance", generator: torch.Generator | None = None
+    ) -> Tensor: ...
+
+    def sample(
+        self,
+        eps_model: Denoiser,
+        noise: Tensor,
+        *,
+        steps: int,
+        clip: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor: ...
 
 
 def _check_steps(steps: int, limit: int | None = None) -> None:
@@ -148,6 +177,38 @@ def sample_ancestral(
     return x
 
 
+@dataclass(frozen=True)
+class DDPM:
+    """The discrete process as a ``DiffusionProcess``: the noise-prediction loss (``ddpm_loss``) and DDIM
+    sampling (``sample_ddim``) with this ``eta`` over ``schedule`` (T = 1000 linear betas by default)."""
+
+    schedule: DDPMSchedule = field(default_factory=DDPMSchedule.linear)
+    eta: float = 0.0
+    time_scale: ClassVar[float] = 1.0  # integer timesteps 0..T-1 are embedded as they are
+
+    def __post_init__(self) -> None:
+        if self.eta < 0:
+            raise MMBenchError(f"DDIM eta must be >= 0, got {self.eta}")
+
+    def loss(
+        self, eps_model: Denoiser, x0: Tensor, *, weighting: str = "variance", generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``ddpm_loss``: eq. 17 written in the noise, t ~ U{0..T-1}."""
+        return ddpm_loss(eps_model, x0, self.schedule, weighting=weighting, generator=generator)
+
+    def sample(
+        self,
+        eps_model: Denoiser,
+        noise: Tensor,
+        *,
+        steps: int,
+        clip: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``sample_ddim`` over ``steps`` of the schedule's timesteps."""
+        return sample_ddim(eps_model, noise, self.schedule, steps=steps, eta=self.eta, clip=clip, generator=generator)
+
+
 # -- continuous: VP-SDE ---------------------------------------------------------------------------------
 
 
@@ -169,6 +230,28 @@ class VPSDE:
         """p_t(x_t | x_0) = N(mean_coeff x_0, std^2): log mean_coeff = -t^2 (b_max - b_min)/4 - t b_min/2."""
         log_mean = -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
         return log_mean.exp(), (1.0 - (2.0 * log_mean).exp()).sqrt()
+
+    # -- DiffusionProcess: the network predicts the noise; the score is -eps / std(t) (score_from_noise_model)
+    time_scale: ClassVar[float] = 1000.0  # t in (0, 1] embedded as DDPM's 0..T-1 are
+
+    def loss(
+        self, eps_model: Denoiser, x0: Tensor, *, weighting: str = "variance", generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``dsm_loss`` (eq. 17) of the score implied by eps_model."""
+        return dsm_loss(score_from_noise_model(eps_model, self), x0, self, weighting=weighting, generator=generator)
+
+    def sample(
+        self,
+        eps_model: Denoiser,
+        noise: Tensor,
+        *,
+        steps: int,
+        clip: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``sample_euler_maruyama`` with the score implied by eps_model (its x_0 clipped with ``clip``)."""
+        score = score_from_noise_model(eps_model, self, clip=clip)
+        return sample_euler_maruyama(score, noise, self, steps=steps, generator=generator)
 
 
 def score_from_noise_model(eps_model: Denoiser, sde: VPSDE, *, clip: float | None = None) -> Denoiser:
@@ -309,7 +392,9 @@ def gaussian_ddpm_eps(mu: Tensor, var: Tensor, schedule: DDPMSchedule) -> Denois
 
 
 __all__ = [
+    "DDPM",
     "DDPMSchedule",
+    "DiffusionProcess",
     "VPSDE",
     "ddpm_loss",
     "dsm_loss",

@@ -85,12 +85,14 @@ PRESETS = {
 }
 
 
-def timestep_embedding(t: Tensor, dim: int) -> Tensor:
-    """Sinusoidal embedding of t (N,). The process decides the scale through t's type, never its values:
-    integer t are DDPM's discrete timesteps 0..T-1 and are embedded as they are; floating-point t are the
-    VP-SDE's continuous times in (0, 1] and are scaled by 1000 to the same range. (Guessing from the values
-    embedded a discrete batch of 0s and 1s, ancestral sampling's last step, as t = 1000.)"""
-    t = t.float() * 1000.0 if t.is_floating_point() else t.float()
+def timestep_embedding(t: Tensor, dim: int, scale: float | None = None) -> Tensor:
+    """Sinusoidal embedding of scale * t (N,). The process decides the scale (its ``time_scale``); without one, t's
+    type does, never its values: integer t are DDPM's discrete timesteps 0..T-1 and are embedded as they are;
+    floating-point t are the VP-SDE's continuous times in (0, 1] and are scaled by 1000 to the same range.
+    (Guessing from the values embedded a discrete batch of 0s and 1s, ancestral sampling's last step, as t = 1000.)"""
+    if scale is None:
+        scale = 1000.0 if t.is_floating_point() else 1.0
+    t = t.float() * scale
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     args = t[:, None] * freqs[None]
@@ -180,7 +182,9 @@ class UNet(nn.Module):
             nn.GroupNorm(min(c.groups, prev), prev), nn.SiLU(), conv(prev, c.channels, 3, padding=1)
         )
 
-    def forward(self, x: Tensor, t: Tensor, z: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, z: Tensor | None = None, *, time_scale: float | None = None) -> Tensor:
+        """eps_theta(x_t, t, z); ``time_scale``: the process's factor on t in the timestep embedding (by t's type
+        when None, ``timestep_embedding``)."""
         c = self.config
         if c.cond_dim and z is None:
             raise MMBenchError("this UNet is conditioned on z (cond_dim > 0); pass z")
@@ -194,7 +198,7 @@ class UNet(nn.Module):
         before = [(p - s) // 2 for p, s in zip(padded, size)]  # centred, as the authors pad 28 to 32
         if padded != list(size):
             x = F.pad(x, [v for b, p, s in reversed(list(zip(before, padded, size))) for v in (b, p - s - b)])
-        e = self.time(timestep_embedding(t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t, c.base))
+        e = self.time(timestep_embedding(t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t, c.base, time_scale))
         if self.cond is not None:
             e = e + self.cond(z)
         zc = self.modulation(z) if self.modulation is not None else None

@@ -21,6 +21,7 @@ from mmbench.fusion import (  # noqa: E402
     subsets,
 )
 from mmbench.metrics.base import EvalContext, MetricRow  # noqa: E402
+from mmbench.mixture import SubsetMixtureConfig, SubsetMixtureVAE  # noqa: E402
 from mmbench.modality import Modality  # noqa: E402
 from mmbench.model import LossOutput, MultimodalVAE  # noqa: E402
 from mmbench.nets import default_decoder, default_encoder  # noqa: E402
@@ -56,6 +57,8 @@ __all__ = [
     "Modality",
     "MultimodalDataset",
     "MultimodalVAE",
+    "SubsetMixtureConfig",
+    "SubsetMixtureVAE",
     "TrainConfig",
     "UnimodalParts",
     "adam",

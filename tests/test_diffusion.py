@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from diffmvae.diffusion import (
+    DDPM,
     VPSDE,
     DDPMSchedule,
     ddpm_loss,
@@ -224,3 +225,31 @@ def test_the_high_noise_weighting_grows_with_t_and_the_likelihood_one_with_small
     assert (high.diff() > 0).all() and high[-1] <= 1 and lik[0] > lik[-1]
     with pytest.raises(MMBenchError, match="unknown diffusion loss weighting 'snr'; known: variance, likelihood"):
         noise_weight("snr", std, std)
+
+
+def test_both_processes_are_the_functions_behind_one_interface():
+    """VPSDE and DDPM (the DiffusionProcess of the Diff-MVAE models) give what the function forms give, draw for draw."""
+    x0, n = data(4), noise(4)
+    eps = gaussian_ddpm_eps(MU, VAR, DDPMSchedule.linear())  # any noise model serves; this one takes discrete t
+    vp_eps = lambda x, t: x * t.reshape(-1, 1)  # noqa: E731
+    sde, ddpm = VPSDE(), DDPM(eta=0.5)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert torch.equal(
+        sde.loss(vp_eps, x0, weighting="likelihood", generator=g()),
+        dsm_loss(score_from_noise_model(vp_eps, sde), x0, sde, weighting="likelihood", generator=g()),
+    )
+    assert torch.equal(
+        ddpm.loss(eps, x0, weighting="high_noise", generator=g()),
+        ddpm_loss(eps, x0, ddpm.schedule, weighting="high_noise", generator=g()),
+    )
+    assert torch.equal(
+        sde.sample(vp_eps, n, steps=5, clip=1.0, generator=g()),
+        sample_euler_maruyama(score_from_noise_model(vp_eps, sde, clip=1.0), n, sde, steps=5, generator=g()),
+    )
+    assert torch.equal(
+        ddpm.sample(eps, n, steps=5, clip=1.0, generator=g()),
+        sample_ddim(eps, n, ddpm.schedule, steps=5, eta=0.5, clip=1.0, generator=g()),
+    )
+    assert (sde.time_scale, ddpm.time_scale) == (1000.0, 1.0)
+    with pytest.raises(MMBenchError, match="eta"):
+        DDPM(eta=-1.0)

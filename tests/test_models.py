@@ -153,3 +153,22 @@ def test_config_errors_name_the_field():
         build_config(cls.Config, {"latent_dim": "big"})
     with pytest.raises(MMBenchError, match="prior_expert"):
         build_config(cls.Config, {"prior_expert": "sometimes"})
+
+
+@pytest.mark.parametrize("prior_expert", ["full_set", "all", "none"])
+def test_mopoe_and_diffmvae_share_one_subset_mixture(prior_expert):
+    """One base (mmbench.mixture) builds the subsets, weights and prior-expert flags of both: they cannot drift."""
+    from mmbench.mixture import SubsetMixtureVAE
+
+    data = tiny_dataset(4)
+    built = []
+    for name in ("mopoe", "diffmvae", "diffmvae_star"):
+        cls = MODELS.get(name)
+        model = cls(data.modalities, build_config(cls.Config, {**small(name), "prior_expert": prior_expert}))
+        assert isinstance(model, SubsetMixtureVAE)
+        built.append(model)
+    for other in built[1:]:
+        assert other.family == built[0].family
+        for buffer in ("mask", "weights", "prior_flags"):
+            a, b = getattr(built[0], buffer), getattr(other, buffer)
+            assert a.dtype == b.dtype and torch.equal(a, b), buffer

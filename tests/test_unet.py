@@ -65,6 +65,9 @@ def test_the_timestep_embedding_follows_the_process_not_the_values():
     assert torch.allclose(timestep_embedding(torch.tensor([0, 1]), 8), reference([0.0, 1.0]))  # not t = 1000
     continuous = torch.tensor([1e-3, 0.5, 1.0])
     assert torch.allclose(timestep_embedding(continuous, 8), reference([1.0, 500.0, 1000.0]), atol=1e-5)
+    # a process that states its scale (VPSDE.time_scale, DDPM.time_scale) gets what the type rule gives
+    assert torch.equal(timestep_embedding(continuous, 8, 1000.0), timestep_embedding(continuous, 8))
+    assert torch.equal(timestep_embedding(discrete, 8, 1.0), timestep_embedding(discrete, 8))
 
 
 @pytest.mark.parametrize("conditioning", ["scale_shift", "embedding+scale_shift"])
