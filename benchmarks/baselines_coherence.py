@@ -20,7 +20,7 @@ import pandas as pd
 from mmbench.data.polymnist_build import build_polymnist
 from mmbench.report.frames import read_published, records_frame, summary_frame
 from mmbench.resources import published_csv
-from mmbench.storage.records import read_records
+from mmbench.storage.records import load_records
 from mmbench.sweeps.files import load_sweep
 from mmbench.sweeps.submission import submit
 
@@ -43,28 +43,28 @@ def main(argv: list[str] | None = None) -> int:
         sweep = dataclasses.replace(sweep, specs=[s for s in sweep.specs if s.model in args.models])
     submit(sweep)
     wanted = {s.run_id for s in sweep.specs}
-    records = [r for r in read_records(out / "runs") if r["run_id"] in wanted]
+    records = [r for r in load_records(out / "runs") if r.run_id in wanted]
     df = records_frame(records)
     s = summary_frame(df)
     published = read_published(published_csv())
     rows = []
     for rec in records:
-        model = rec["spec"]["model"]
+        model = rec.model
         mine = s[s.model == model].set_index("n_given")["mean"]
-        train_s = rec.get("timings", {}).get("train_s", 0)
+        train_s = (rec.timings or {}).get("train_s", 0)
         row = {
             "model": model,
             "source": "mmbench (CPU budget)",
-            "M": rec.get("n_modalities"),
+            "M": rec.n_modalities,
             "train_s": round(train_s),
-            "s/step": f"{train_s / max(rec['train']['steps'], 1):.3f}",
-            "eval_s": round(rec.get("timings", {}).get("eval_s", 0)),
+            "s/step": f"{train_s / max((rec.train or {}).get('steps', 0), 1):.3f}",
+            "eval_s": round((rec.timings or {}).get("eval_s", 0)),
         }
-        row.update({f"{n} given": f"{100 * mine.get(n, float('nan')):.1f}" for n in range(1, rec["n_modalities"])})
+        row.update({f"{n} given": f"{100 * mine.get(n, float('nan')):.1f}" for n in range(1, rec.n_modalities or 0)})
         row["uncond."] = f"{100 * mine.get(0, float('nan')):.1f}"
         rows.append(row)
         paper = published[(published.model == model) & (published.metric == "coherence")]
-        if not paper.empty and rec["n_modalities"] == 5:  # the papers' PolyMNIST has five modalities
+        if not paper.empty and rec.n_modalities == 5:  # the papers' PolyMNIST has five modalities
             prow = {"model": model, "source": "paper: " + paper.source.iloc[0]}
             prow.update({f"{int(r.n_given)} given": f"{r.value:.1f}" for r in paper.itertuples()})
             rows.append(prow)

@@ -25,7 +25,7 @@ from mmbench.config import build_config, config_to_dict
 from mmbench.data.polymnist_build import build_polymnist
 from mmbench.registry import MODELS
 from mmbench.report.frames import records_frame, summary_frame
-from mmbench.storage.records import read_records
+from mmbench.storage.records import RunRecord, load_records
 from mmbench.sweeps.files import load_sweep, parse_value
 from mmbench.sweeps.submission import submit
 
@@ -58,28 +58,27 @@ def row_spec(sweep, row: str):
     )
 
 
-def finished_record(records: list[dict], spec) -> dict | None:
+def finished_record(records: list[RunRecord], spec) -> RunRecord | None:
     """The finished record of this row: same model, config, given dataset options and seed (not the run id, which
     changes when a newer mmbench adds an option to the dataset or model; a field a record lacks counts as that
     field's default)."""
     config = spec.normalized()["config"]
     defaults = config_to_dict(build_config(MODELS.get(spec.model).Config, {}))
     for r in records:
-        s = r["spec"]
-        recorded = {**defaults, **s["config"]}
+        recorded = {**defaults, **(r.spec.get("config") or {})}
         if (
-            r.get("status") == "finished"
-            and s["model"] == spec.model
+            r.finished
+            and r.model == spec.model
             and all(recorded.get(k) == v for k, v in config.items())
-            and s["seed"] == spec.seed
-            and s.get("dataset_options", {}).get("modalities") == spec.dataset_options.get("modalities")
+            and r.seed == spec.seed
+            and r.dataset_options.get("modalities") == spec.dataset_options.get("modalities")
         ):
             return r
     return None
 
 
 def table(sweep, rows: list[str]) -> str:
-    records = read_records(sweep.runs_dir)
+    records = load_records(sweep.runs_dir)
     lines = [
         "| model | conditioning | weighting | other | z-usage t=300 | t=600 | t=900 | mean spread (post. std) | "
         "coherence 1 given | 2 given | train min |",
@@ -92,7 +91,7 @@ def table(sweep, rows: list[str]) -> str:
         if rec is None:
             continue
         s = summary_frame(records_frame([rec])).set_index("n_given")["mean"]
-        u = latent_usage(sweep.runs_dir / rec["run_id"], n=500)
+        u = latent_usage(sweep.runs_dir / rec.run_id, n=500)
         usage = (
             "".join(f"| {u['ratio'][f]:.3f} " if f in u["ratio"] else "| - " for f in (0.3, 0.6, 0.9))
             + f"| {u['spread']:.3f} ({u['posterior_std']:.3f}) "
@@ -109,7 +108,7 @@ def table(sweep, rows: list[str]) -> str:
         )
         lines.append(
             f"| {spec.model} | {cond} | {weight} | {other} {usage}| {100 * s.get(1, float('nan')):.1f} | "
-            f"{100 * s.get(2, float('nan')):.1f} | {rec.get('timings', {}).get('train_s', 0) / 60:.1f} |"
+            f"{100 * s.get(2, float('nan')):.1f} | {(rec.timings or {}).get('train_s', 0) / 60:.1f} |"
         )
     return "\n".join(lines)
 
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep = load_sweep(Path(args.sweep), [f'dataset.root="{data}"'], None, out / "runs")
     for row in [] if args.table_only else args.rows:
         spec = row_spec(sweep, row)
-        if finished_record(read_records(sweep.runs_dir), spec) is not None:
+        if finished_record(load_records(sweep.runs_dir), spec) is not None:
             continue
         submit(dataclasses.replace(sweep, specs=[spec]))
         text = table(sweep, args.rows)

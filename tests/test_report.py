@@ -97,7 +97,7 @@ def test_bad_records_failed_runs_and_missing_seeds_are_named_not_fatal(tmp_path,
     for page in (said, (tmp_path / "out" / "README.md").read_text(), (tmp_path / "out" / "index.html").read_text()):
         assert "broken (mopoe): failed: CUDA out of memory" in page
         assert "has schema 99" in page and "corrupt/record.json is not valid JSON" in page
-        assert "foreign/record.json is not an mmbench record" in page
+        assert "foreign/record.json: field" in page and "must be a list of rows, got dict" in page
         assert "mopoe has no record for seed(s) 1 of [0, 1, 2, 3]" in page
         assert "Figure 7a" in page  # listed as missing, with the sweep that makes it
     assert "sweeps/polymnist_scaling.toml" in said

@@ -34,8 +34,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     record = execute(sweep.specs[0], Path(args.runs), options=sweep.options, progress=not args.no_progress)
     if record is None:  # a rank other than 0 of a data-parallel run (torchrun): rank 0 reports
         return 0
-    print(f"run {record['run_id']} {record['status']}: {Path(args.runs) / record['run_id']}")
-    return 0 if record["status"] == "finished" else 1
+    print(f"run {record.run_id} {record.status}: {Path(args.runs) / record.run_id}")
+    return 0 if record.finished else 1
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

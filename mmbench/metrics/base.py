@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from mmbench.data.base import MultimodalDataset
-
-
-@dataclass(frozen=True)
-class MetricRow:
-    """One number: metric, target modality ("*" for an average), given modalities ("m0+m1"; "" when
-    unconditional; "*" for an average), n_given (0 when unconditional), value, the number of samples it
-    was computed from (None when not sampled) and the prior unconditional samples came from ("" when none;
-    "gaussian" for the model's own p(z), or a fitted prior's kind)."""
-
-    metric: str
-    target: str
-    given: str
-    n_given: int
-    value: float
-    n_samples: int | None = None
-    prior: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from mmbench.storage.records import MetricRow  # noqa: F401 - the row type lives with the record that keeps it
 
 
 @dataclass

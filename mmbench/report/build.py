@@ -32,7 +32,7 @@ from mmbench.report.leaderboards import leaderboards, metric_caveats, to_frame, 
 from mmbench.storage.atomic import atomic_write_bytes
 from mmbench.storage.checkpoint import checkpoint_exists
 from mmbench.storage.provenance import git_revision
-from mmbench.storage.records import collect_records
+from mmbench.storage.records import RunRecord, collect_records
 
 SWEEP_COPY = "sweep.toml"
 
@@ -81,13 +81,11 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     published = read_published(published_path) if published_path else None
     df = records_frame(records)
-    resolved = {spec_setting(r["spec"]): resolved_fields(r) for r in records}
+    resolved = {spec_setting(r.spec): resolved_fields(r) for r in records}
     report.tables = leaderboards(df, published, resolved, metric_caveats(records))
     ablation = prior_ablation(df, published) if not df.empty else pd.DataFrame()
     report.failed = [
-        f"{r['run_id']} ({r['spec']['model']}): {r['status']}: {r.get('failure') or 'no reason recorded'}"
-        for r in records
-        if r["status"] != "finished"
+        f"{r.run_id} ({r.model}): {r.status}: {r.failure or 'no reason recorded'}" for r in records if not r.finished
     ]
     report.absent = _absent_seeds(runs_dir, records)
     report.sweeps = _copy_sweeps(runs_dir, out / "sweeps")
@@ -107,30 +105,30 @@ def build_report(
 # -- parts ----------------------------------------------------------------------------------------------
 
 
-def resolved_fields(record: dict) -> dict:
+def resolved_fields(record: RunRecord) -> dict:
     """A record's config as resolved, and its dataset options with the adapter's defaults (``dataset.<name>``)."""
     from mmbench.registry import DATASETS
     from mmbench.runs.spec import with_defaults
 
-    out = dict(record.get("config", {}))
-    given = record["spec"].get("dataset_options", {})
+    out = dict(record.config or {})
+    given = record.dataset_options
     try:
-        options = with_defaults(DATASETS.get(record["spec"]["dataset"]).load, given, skip=("split", "root"))
+        options = with_defaults(DATASETS.get(record.dataset).load, given, skip=("split", "root"))
     except Exception:  # noqa: BLE001 - an adapter this installation lacks: its options show as written
         options = given
     out.update({f"dataset.{k}": v for k, v in options.items() if k != "root"})
     return out
 
 
-def _absent_seeds(runs_dir: Path, records: list[dict]) -> list[str]:
+def _absent_seeds(runs_dir: Path, records: list[RunRecord]) -> list[str]:
     """Per sweep and experiment, the seeds the sweep file asked for (or its other experiments have) without a
     record."""
     from mmbench.sweeps.files import tomllib
 
     out = []
-    by_sweep: dict[str, list[dict]] = {}
+    by_sweep: dict[str, list[RunRecord]] = {}
     for r in records:
-        by_sweep.setdefault(r["spec"].get("sweep", ""), []).append(r)
+        by_sweep.setdefault(r.sweep, []).append(r)
     for name, recs in sorted(by_sweep.items()):
         declared: set[int] = set()
         copy = runs_dir / ".sweeps" / name / SWEEP_COPY
@@ -142,9 +140,9 @@ def _absent_seeds(runs_dir: Path, records: list[dict]) -> list[str]:
         seen: dict[str, set[int]] = {}
         model: dict[str, str] = {}
         for r in recs:
-            s = spec_setting(r["spec"])
-            seen.setdefault(s, set()).add(r["spec"]["seed"])
-            model[s] = r["spec"]["model"]
+            s = spec_setting(r.spec)
+            seen.setdefault(s, set()).add(r.seed)
+            model[s] = r.model
         expected = declared or set().union(*seen.values())
         for s, seeds in seen.items():
             lacking = sorted(expected - seeds)
@@ -167,21 +165,21 @@ def _copy_sweeps(runs_dir: Path, dest: Path) -> list[Path]:
     return out
 
 
-def _check_sample_ids(wanted: list[str] | None, records: list[dict], runs_dir: Path) -> None:
+def _check_sample_ids(wanted: list[str] | None, records: list[RunRecord], runs_dir: Path) -> None:
     """A ``--samples`` run id that names no run under ``runs_dir`` is refused before anything is written."""
-    known = [r["run_id"] for r in records]
+    known = [r.run_id for r in records]
     for run_id in wanted or []:
         if run_id not in known and not (runs_dir / run_id).is_dir():
             raise MMBenchError(f"--samples {run_id}: no run of that id under {runs_dir}{did_you_mean(run_id, known)}")
 
 
 def _sample_grids(
-    report: Report, runs_dir: Path, records: list[dict], df: pd.DataFrame, wanted: list[str] | None, device: str
+    report: Report, runs_dir: Path, records: list[RunRecord], df: pd.DataFrame, wanted: list[str] | None, device: str
 ) -> None:
     from mmbench.runs.execute import CHECKPOINT
     from mmbench.runs.samples import save_sample_grid
 
-    finished = {r["run_id"]: r for r in records if r["status"] == "finished"}
+    finished = {r.run_id: r for r in records if r.finished}
     if wanted is None:
         wanted = _best_run_per_model(df, [rid for rid in finished if checkpoint_exists(runs_dir / rid / CHECKPOINT)])
     for run_id in wanted:
@@ -226,10 +224,10 @@ def _write_tables(report: Report, df: pd.DataFrame, ablation: pd.DataFrame) -> N
         atomic_write_bytes(out / "prior_ablation.csv", ablation.to_csv(index=False).encode())
 
 
-def _provenance_lines(runs_dir: Path, records: list[dict]) -> list[str]:
-    commits = sorted({r.get("provenance", {}).get("git", "unknown") for r in records})
-    dates = sorted(r["finished_at"] for r in records if r.get("finished_at"))
-    sweeps = sorted({r["spec"].get("sweep") or "(none)" for r in records})
+def _provenance_lines(runs_dir: Path, records: list[RunRecord]) -> list[str]:
+    commits = sorted({r.git for r in records})
+    dates = sorted(r.finished_at for r in records if r.finished_at)
+    sweeps = sorted({r.sweep or "(none)" for r in records})
     when = f"{dates[0][:10]} to {dates[-1][:10]}" if dates else "unknown"
     return [
         f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by mmbench at commit {git_revision()} "
@@ -248,7 +246,7 @@ def _problems(report: Report) -> list[tuple[str, list[str]]]:
     ]
 
 
-def _readme(report: Report, runs_dir: Path, records: list[dict], ablation: pd.DataFrame) -> str:
+def _readme(report: Report, runs_dir: Path, records: list[RunRecord], ablation: pd.DataFrame) -> str:
     lines = ["# mmbench report", "", *_provenance_lines(runs_dir, records), ""]
     if not report.tables:
         lines += ["No finished runs with metrics: no leaderboard.", ""]
@@ -310,7 +308,7 @@ def _img(path: Path, alt: str, css: str = "") -> str:
     return f'<img class="{css}" alt="{escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _html(report: Report, runs_dir: Path, records: list[dict], ablation: pd.DataFrame) -> str:
+def _html(report: Report, runs_dir: Path, records: list[RunRecord], ablation: pd.DataFrame) -> str:
     body = ["<h1>mmbench report</h1>"] + [
         f"<p>{escape(line).replace('`', '')}</p>" for line in _provenance_lines(runs_dir, records)
     ]

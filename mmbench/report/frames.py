@@ -4,66 +4,52 @@ experiment a run belongs to, the papers' published numbers, the prior ablation (
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
 
 from mmbench.errors import MMBenchError
+from mmbench.storage.records import MetricRow, RunRecord
 
 SPEC_COLUMNS = ["run_id", "model", "dataset", "seed", "n_modalities", "beta", "status"]
 
 
-def record_release(rec: dict) -> str:
+def record_release(rec: RunRecord) -> str:
     """The dataset release a record's run read ("published", "offline build, ..."): the record's own "data"
     field, else asked of the adapter when the data folder is still there, else "release unknown"."""
-    release = (rec.get("data") or {}).get("release")
-    if release is not None:
-        return release or "release unknown"
+    if rec.release is not None:
+        return rec.release or "release unknown"
     try:
         from mmbench.runs.execute import dataset_release
         from mmbench.runs.spec import RunSpec
 
-        return dataset_release(RunSpec.from_dict(rec["spec"])) or "release unknown"
+        return dataset_release(RunSpec.from_dict(rec.spec)) or "release unknown"
     except Exception:  # noqa: BLE001 - an old record whose adapter or folder is gone: say so in the table
         return "release unknown"
 
 
-def records_frame(records: list[dict]) -> pd.DataFrame:
+ROW_COLUMNS = [f.name for f in fields(MetricRow)]
+
+
+def records_frame(records: list[RunRecord]) -> pd.DataFrame:
     """One row per metric value, with the spec's columns beside it."""
     rows = []
     for rec in records:
-        spec = rec["spec"]
         base = {
-            "run_id": rec["run_id"],
-            "model": spec["model"],
-            "dataset": spec["dataset"],
-            "seed": spec["seed"],
-            "n_modalities": rec.get("n_modalities"),
-            "beta": rec.get("config", {}).get("beta"),
-            "status": rec["status"],
-            "setting": spec_setting(spec),
-            "git": rec.get("provenance", {}).get("git", "unknown"),
+            "run_id": rec.run_id,
+            "model": rec.model,
+            "dataset": rec.dataset,
+            "seed": rec.seed,
+            "n_modalities": rec.n_modalities,
+            "beta": (rec.config or {}).get("beta"),
+            "status": rec.status,
+            "setting": spec_setting(rec.spec),
+            "git": rec.git,
             "release": record_release(rec),
         }
-        for m in rec["metrics"]:
-            row = {**base, **m}
-            if "@prior:" in str(row["metric"]):  # records of schema 1 named the prior inside the metric
-                row["metric"], row["prior"] = row["metric"].split("@prior:", 1)
-            row["prior"] = row.get("prior") or ""
-            rows.append(row)
-    cols = SPEC_COLUMNS + [
-        "setting",
-        "git",
-        "release",
-        "metric",
-        "target",
-        "given",
-        "n_given",
-        "value",
-        "n_samples",
-        "prior",
-    ]
-    return pd.DataFrame(rows, columns=cols)
+        rows += [{**base, **m.to_dict()} for m in rec.metrics]
+    return pd.DataFrame(rows, columns=SPEC_COLUMNS + ["setting", "git", "release"] + ROW_COLUMNS)
 
 
 def spec_setting(spec: dict) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mmbench.report.frames import flat_setting
+from mmbench.storage.records import RunRecord
 
 
 @dataclass(frozen=True)
@@ -160,12 +161,12 @@ def leaderboards(
     return out
 
 
-def metric_caveats(records: list[dict]) -> dict[tuple[str, str], str]:
+def metric_caveats(records: list[RunRecord]) -> dict[tuple[str, str], str]:
     """What makes a run's metric incomparable with published numbers, from its metric provenance: FID with
     weights other than pytorch-fid's standard Inception, or from features other than the 2048-d pool."""
     out = {}
     for rec in records:
-        fid = (rec.get("metric_provenance") or {}).get("fid")
+        fid = (rec.metric_provenance or {}).get("fid")
         if not isinstance(fid, dict):
             continue
         notes = []
@@ -174,7 +175,7 @@ def metric_caveats(records: list[dict]) -> dict[tuple[str, str], str]:
         if fid.get("dims", 2048) != 2048:
             notes.append(f"FID on {fid['dims']}-d features")
         if notes:
-            out[(rec["run_id"], "fid")] = "; ".join(notes)
+            out[(rec.run_id, "fid")] = "; ".join(notes)
     return out
 
 

@@ -10,6 +10,7 @@ seconds and peak memory.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import resource
 import time
@@ -23,11 +24,8 @@ from mmbench.errors import MMBenchError
 from mmbench.metrics.runner import build_metrics, run_metrics
 from mmbench.metrics.base import EvalContext, MetricRow
 from mmbench.registry import PRIORS
-from mmbench.storage.records import RECORD, read_record, write_record
+from mmbench.storage.records import RECORD, load_record, write_record
 from mmbench.runs.execute import load_split, load_trained_run
-
-ROW_KEY = ("metric", "target", "given", "n_given", "prior")
-
 
 def prior_samplers(run_dir: Path, kinds: Sequence[str], device: torch.device) -> dict:
     """{"gaussian": None, kind: sampler(n, generator) -> z} for the fitted priors beside the run."""
@@ -39,13 +37,6 @@ def prior_samplers(run_dir: Path, kinds: Sequence[str], device: torch.device) ->
         prior = PRIORS.get(kind).load(path).to(device)
         samplers[kind] = lambda n, g, prior=prior: prior.sample(n, generator=g)
     return samplers
-
-
-def merge_rows(record: dict, rows: list[MetricRow]) -> None:
-    """Replace the record's rows that the new ones measure again, keep the others."""
-    new = [r.to_dict() for r in rows]
-    keys = {tuple(r.get(k, "") or "" for k in ROW_KEY) for r in new}
-    record["metrics"] = [m for m in record["metrics"] if tuple(m.get(k, "") or "" for k in ROW_KEY) not in keys] + new
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -85,14 +76,14 @@ def evaluate_loaded(run_dir: Path, model, spec, train, test, built, *, priors: S
     provenance: dict = {}
     rows = run_metrics(model, ctx, built, provenance)
     seconds = time.perf_counter() - t0
-    record = read_record(run_dir / RECORD)  # read now: another command may have added rows meanwhile
-    merge_rows(record, rows)
-    record.setdefault("metric_provenance", {}).update(provenance)
-    record.setdefault("evaluations", []).append({
+    record = load_record(run_dir / RECORD).with_rows(rows)  # read now: another command may have added rows
+    evaluation = {
         "metrics": [name for name, _ in built], "priors": ["gaussian", *priors], "seconds": seconds,
         "peak_memory_mb": peak_memory_mb(device), "device": str(device),
-        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-    write_record(run_dir, record)
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    write_record(run_dir, dataclasses.replace(
+        record, metric_provenance={**(record.metric_provenance or {}), **provenance},
+        evaluations=(*(record.evaluations or ()), evaluation)))
     log(f"evaluated {run_dir.name} in {seconds:.1f} s, peak memory {peak_memory_mb(device):.0f} MB")
     return rows
 
@@ -110,7 +101,7 @@ def evaluate_run(run_dir: Path, metrics: Sequence[str] | None = None, *, n_sampl
     if not (run_dir / RECORD).is_file():
         raise MMBenchError(f"run {run_dir.name} has no record: its training has not finished; finish it first "
                            "(mmbench sweep submit / mmbench train)")
-    read_record(run_dir / RECORD)  # a record this mmbench can read, before any work
+    load_record(run_dir / RECORD)  # a record this mmbench can read, before any work
     built = metrics_for(spec, metrics, options=options, n_samples=n_samples, fid_weights=fid_weights)
     train, test = load_split(spec, "train").to(where), load_split(spec, "test").to(where)
     return evaluate_loaded(run_dir, model, spec, train, test, built, priors=priors, device=where,

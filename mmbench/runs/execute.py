@@ -25,7 +25,7 @@ from mmbench.metrics.base import EvalContext
 from mmbench.storage.provenance import provenance
 from mmbench.registry import DATASETS, MODELS
 from mmbench.runs.locks import RunLock, owner_id
-from mmbench.storage.records import RECORD, SCHEMA, read_record, write_record
+from mmbench.storage.records import RECORD, SCHEMA, RunRecord, load_record, write_record
 from mmbench.training.options import RunOptions
 from mmbench.runs.spec import RunSpec
 from mmbench.training.throughput import GenerationMeter
@@ -70,7 +70,7 @@ def load_trained_run(run_dir: Path, purpose: str, device: torch.device | str = "
 def run_status(run_dir: Path) -> str:
     """finished | failed | partial (a checkpoint, no record) | pending."""
     if (run_dir / RECORD).is_file():
-        return read_record(run_dir / RECORD)["status"]
+        return load_record(run_dir / RECORD).status
     return "partial" if checkpoint_exists(run_dir / CHECKPOINT) else "pending"
 
 
@@ -89,7 +89,7 @@ def prepare(spec: RunSpec, options: RunOptions) -> torch.device:
 
 
 def execute(spec: RunSpec, runs_dir: Path, *, options: RunOptions | None = None, progress: bool = True,
-            log=print, job: dict | None = None) -> dict | None:
+            log=print, job: dict | None = None) -> RunRecord | None:
     """Run ``spec`` under runs_dir/<run_id>/ and return its record; a finished run is not run again.
 
     With options.nproc > 1 the run is started in that many local processes (DDP); in a process that is
@@ -105,14 +105,14 @@ def execute(spec: RunSpec, runs_dir: Path, *, options: RunOptions | None = None,
     run_dir = Path(runs_dir) / spec.run_id
     if run_status(run_dir) == "finished":
         log(f"{spec.run_id}: finished before, skipped")
-        return read_record(run_dir / RECORD)
+        return load_record(run_dir / RECORD)
     with RunLock(run_dir, heartbeat=env.is_main):
         if run_status(run_dir) == "finished":  # finished by another job while this one waited
             log(f"{spec.run_id}: finished before, skipped")
-            return read_record(run_dir / RECORD)
+            return load_record(run_dir / RECORD)
         if options.nproc > 1 and not env.distributed:
             launch_local(_execute_rank, options.nproc, (spec, Path(runs_dir), options, progress, job))
-            return read_record(run_dir / RECORD)
+            return load_record(run_dir / RECORD)
         return _execute(spec, Path(runs_dir), options, rank_device(device, env), env, progress and env.is_main,
                         log if env.is_main else _quiet, job)
 
@@ -147,7 +147,7 @@ def _execute_rank(spec: RunSpec, runs_dir: Path, options: RunOptions, progress: 
 
 
 def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.device, env: DistEnv,
-             progress: bool, log, job: dict | None = None) -> dict | None:
+             progress: bool, log, job: dict | None = None) -> RunRecord | None:
     run_dir = runs_dir / spec.run_id
     spec_dict = spec.to_dict()
     if env.is_main:
@@ -160,6 +160,7 @@ def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.d
               "metrics": [], "provenance": provenance(), "options": dataclasses.asdict(options),
               "job": {"owner": owner_id(), **(job or {})}}
     interrupted = False
+    written = None
     # who trains this run, from which step (the trainer knows it once it has read the checkpoint): one line per
     # start, requeues included
     started = (lambda step: _append_execution(run_dir, record["job"], step)) if env.is_main else None
@@ -207,7 +208,8 @@ def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.d
     finally:
         if env.is_main and not interrupted:
             record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-            write_record(run_dir, record)
+            written = RunRecord.from_dict(record, run_dir / RECORD)  # checked as every reader checks it
+            write_record(run_dir, written)
         if env.distributed:
             destroy_process_group()
-    return record
+    return written

@@ -1,69 +1,408 @@
-"""Run records: one JSON file per run (``record.json``), written atomically and read back with its schema checked."""
+"""Run records: one JSON file per run (``record.json``), written atomically and read back as a typed ``RunRecord``.
+
+Reading is the one place a record is checked: the JSON is parsed, its schema is migrated step by step to the
+current one (``MIGRATIONS``) and every field's type is validated, so a malformed record is refused with one line
+naming the file and the field. Everything above reads the record's attributes, never its keys. ``read_record``
+and ``read_records`` give the same records as plain dicts (``RunRecord.to_dict``), for scripts.
+"""
 
 from __future__ import annotations
 
 import json
+import numbers
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, Callable
 
 from mmbench.errors import MMBenchError
 from mmbench.storage.atomic import atomic_write_json
 
 RECORD = "record.json"
-# The layout of record.json. 2: device_info, options, job, train throughput, generation (and, optional, "data":
-# the dataset release and split sizes); records without "schema" are 1 and still read. A record of a later
-# schema is refused (written by a newer mmbench).
+# The layout of record.json.
+#   1: no "schema" key; a row measured under a fitted prior named it inside the metric ("coherence@prior:score")
+#      and rows may lack "n_samples" and "prior".
+#   2: "schema"; rows carry "prior" (and "n_samples"); device_info, options, job, train throughput, generation
+#      (and, optional, "data": the dataset release and split sizes).
+# A record of an older schema is migrated when read (``MIGRATIONS``); a record of a later schema is refused
+# (written by a newer mmbench).
 SCHEMA = 2
 
 
-def write_record(run_dir: Path, record: dict) -> Path:
+@dataclass(frozen=True)
+class MetricRow:
+    """One number: metric, target modality ("*" for an average), given modalities ("m0+m1"; "" when
+    unconditional; "*" for an average), n_given (0 when unconditional), value, the number of samples it
+    was computed from (None when not sampled) and the prior unconditional samples came from ("" when none;
+    "gaussian" for the model's own p(z), or a fitted prior's kind)."""
+
+    metric: str
+    target: str
+    given: str
+    n_given: int
+    value: float
+    n_samples: int | None = None
+    prior: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, int, str]:
+        """What a row measures: a later row with the same key replaces it (``RunRecord.with_rows``)."""
+        return (self.metric, self.target, self.given, self.n_given, self.prior)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- validation: one line naming the file and the field ------------------------------------------------------
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _refuse(path: Path | str, name: str, want: str, value: Any) -> MMBenchError:
+    return MMBenchError(f"run record {path}: field {name!r} must be {want}, got {_kind(value)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# the checks a field's value passes, and how the refusal says what it must be
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "int": (_is_int, "an integer"),
+    "number": (_is_number, "a number"),
+    "dict": (lambda v: isinstance(v, dict), "an object"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+}
+
+
+def _field(
+    d: dict, key: str, kind: str, path: Path | str, *, prefix: str = "", required: bool = False, nullable: bool = False
+) -> Any:
+    """``d[key]`` checked to be of ``kind`` (None when absent and not required; null allowed when nullable)."""
+    name = f"{prefix}{key}"
+    if key not in d:
+        if required:
+            raise MMBenchError(f"run record {path}: field {name!r} is missing")
+        return None
+    value = d[key]
+    check, want = _CHECKS[kind]
+    if value is None and (nullable or not required):
+        return None
+    if not check(value):
+        raise _refuse(path, name, want + (" or null" if nullable else ""), value)
+    if kind == "int":
+        return int(value)
+    if kind == "number" and not isinstance(value, (int, float)):
+        return float(value)  # a numpy scalar from a metric: written as a JSON number
+    return value
+
+
+def _row(d: Any, path: Path | str, i: int) -> MetricRow:
+    prefix = f"metrics[{i}]."
+    if isinstance(d, MetricRow):
+        d = d.to_dict()
+    if not isinstance(d, dict):
+        raise _refuse(path, f"metrics[{i}]", "a row (an object)", d)
+    unknown = sorted(set(d) - set(MetricRow.__dataclass_fields__))
+    if unknown:
+        raise MMBenchError(
+            f"run record {path}: field 'metrics[{i}]' has keys {unknown} that a row does not have "
+            f"(a row has {list(MetricRow.__dataclass_fields__)})"
+        )
+    return MetricRow(
+        metric=_field(d, "metric", "str", path, prefix=prefix, required=True),
+        target=_field(d, "target", "str", path, prefix=prefix, required=True),
+        given=_field(d, "given", "str", path, prefix=prefix, required=True),
+        n_given=_field(d, "n_given", "int", path, prefix=prefix, required=True),
+        value=_field(d, "value", "number", path, prefix=prefix, required=True),
+        n_samples=_field(d, "n_samples", "int", path, prefix=prefix, nullable=True),
+        prior=_field(d, "prior", "str", path, prefix=prefix) or "",
+    )
+
+
+def _spec(d: Any, path: Path | str) -> dict:
+    """The run's resolved spec (``RunSpec.to_dict``), kept as written; the fields the report reads are checked."""
+    if not isinstance(d, dict):
+        raise _refuse(path, "spec", "an object (the run's spec)", d)
+    _field(d, "model", "str", path, prefix="spec.", required=True)
+    _field(d, "dataset", "str", path, prefix="spec.", required=True)
+    _field(d, "seed", "int", path, prefix="spec.", required=True)
+    for key, kind in (
+        ("dataset_options", "dict"),
+        ("config", "dict"),
+        ("metrics", "list"),
+        ("metric_options", "dict"),
+        ("sweep", "str"),
+        ("run_id", "str"),
+    ):
+        _field(d, key, kind, path, prefix="spec.", nullable=True)
+    return d
+
+
+# -- migrations: schema N -> N + 1, applied in order ---------------------------------------------------------
+
+
+def migrate_1_to_2(d: dict) -> dict:
+    """Schema 1 -> 2: a row's prior moves out of its metric name ("coherence@prior:score" -> metric
+    "coherence", prior "score"); a row without a prior gets "" (the fields schema 2 added stay absent).
+    Returns a new dict; what is malformed is left as it is, for the validation to name."""
+    out = {**d, "schema": 2}
+    if isinstance(d.get("metrics"), list):
+        out["metrics"] = [_migrate_row_1_to_2(r) if isinstance(r, dict) else r for r in d["metrics"]]
+    return out
+
+
+def _migrate_row_1_to_2(r: dict) -> dict:
+    r = {**r, "prior": r.get("prior") or ""}
+    if isinstance(r.get("metric"), str) and "@prior:" in r["metric"]:
+        r["metric"], r["prior"] = r["metric"].split("@prior:", 1)
+    return r
+
+
+# schema a record is written in -> the function that turns it into the next schema; one entry per older schema
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: migrate_1_to_2}
+
+
+def record_schema(d: dict, path: Path | str) -> int:
+    """The schema a record says it is written in (1 when it says none), refused when this mmbench cannot read it."""
+    schema = d.get("schema", 1)
+    if not _is_int(schema):
+        raise _refuse(path, "schema", f"an integer (this mmbench reads schemas 1 to {SCHEMA})", schema)
+    if schema > SCHEMA:
+        raise MMBenchError(
+            f"run record {path} has schema {schema}; this mmbench reads schemas 1 to {SCHEMA}: a newer mmbench "
+            "wrote it, so read it with that version (or upgrade this one)"
+        )
+    if schema < 1:
+        raise MMBenchError(f"run record {path} has schema {schema}; this mmbench reads schemas 1 to {SCHEMA}")
+    return int(schema)
+
+
+def migrate(d: dict, path: Path | str = "(in memory)") -> dict:
+    """A record's dict in the current schema: each migration from its schema up to ``SCHEMA`` applied in order."""
+    schema = record_schema(d, path)
+    for version in range(schema, SCHEMA):
+        d = MIGRATIONS[version](d)
+    return d
+
+
+# -- the record ----------------------------------------------------------------------------------------------
+
+# optional fields: (name, kind); absent from the file <-> None here
+_OPTIONAL = (
+    ("provenance", "dict"),  # code revision, versions (storage.provenance)
+    ("options", "dict"),  # the run options (training.options.RunOptions)
+    ("job", "dict"),  # who ran it: owner, executor, restarts
+    ("device", "str"),
+    ("device_info", "dict"),
+    ("config", "dict"),  # the model's config as resolved
+    ("n_modalities", "int"),
+    ("data", "dict"),  # release, train, test
+    ("train", "dict"),  # training throughput: steps, epochs, seconds, history, examples_per_s, s_per_step
+    ("generation", "dict"),  # generation throughput at evaluation (training.throughput.GenerationMeter)
+    ("timings", "dict"),  # train_s, eval_s, total_s
+    ("finished_at", "str"),
+    ("traceback", "str"),
+    ("metric_provenance", "dict"),  # per metric: weights, dims, ... (mmbench eval)
+    ("evaluations", "list"),  # one entry per mmbench eval: metrics, priors, seconds, peak memory, device, at
+)
+_REQUIRED = ("schema", "run_id", "status", "failure", "spec", "metrics")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run's record in the current schema. Fields absent from the file are None; keys this mmbench does not
+    know are kept in ``extra`` and written back. Frozen: change one with ``dataclasses.replace`` or
+    ``with_rows`` (its dict fields are the file's own objects, to be read, not changed)."""
+
+    run_id: str
+    status: str  # finished | failed
+    spec: dict  # the resolved spec (runs.spec.RunSpec.to_dict)
+    metrics: tuple[MetricRow, ...] = ()
+    failure: str | None = None
+    schema: int = SCHEMA
+    provenance: dict | None = None
+    options: dict | None = None
+    job: dict | None = None
+    device: str | None = None
+    device_info: dict | None = None
+    config: dict | None = None
+    n_modalities: int | None = None
+    data: dict | None = None
+    train: dict | None = None
+    generation: dict | None = None
+    timings: dict | None = None
+    finished_at: str | None = None
+    traceback: str | None = None
+    metric_provenance: dict | None = None
+    evaluations: tuple[dict, ...] | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Any, path: Path | str = "(in memory)") -> "RunRecord":
+        """The record of a parsed record.json, migrated to the current schema; refused (one MMBenchError line
+        naming ``path`` and the field) when it is not one."""
+        if not isinstance(d, dict):
+            raise MMBenchError(f"run record {path} must be a JSON object, got {_kind(d)}")
+        d = migrate(d, path)
+        rows = _present(d, "metrics", path)
+        if not isinstance(rows, list):
+            raise _refuse(path, "metrics", "a list of rows", rows)
+        optional = {name: _field(d, name, kind, path) for name, kind in _OPTIONAL}
+        evaluations = optional.pop("evaluations")
+        if evaluations is not None:
+            for i, e in enumerate(evaluations):
+                if not isinstance(e, dict):
+                    raise _refuse(path, f"evaluations[{i}]", "an object", e)
+        return cls(
+            run_id=_nonempty(d, "run_id", path),
+            status=_nonempty(d, "status", path),
+            spec=_spec(_present(d, "spec", path), path),
+            metrics=tuple(_row(r, path, i) for i, r in enumerate(rows)),
+            failure=_field(d, "failure", "str", path, nullable=True),
+            evaluations=None if evaluations is None else tuple(evaluations),
+            extra={k: v for k, v in d.items() if k not in _REQUIRED and k not in dict(_OPTIONAL)},
+            **optional,
+        )
+
+    def to_dict(self) -> dict:
+        """The record as record.json holds it (``from_dict(to_dict())`` is the same record)."""
+        out = {
+            **self.extra,
+            "schema": self.schema,
+            "run_id": self.run_id,
+            "status": self.status,
+            "failure": self.failure,
+            "spec": self.spec,
+            "metrics": [r.to_dict() for r in self.metrics],
+        }
+        for name, _ in _OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    # -- what the report reads --------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        return self.spec["model"]
+
+    @property
+    def dataset(self) -> str:
+        return self.spec["dataset"]
+
+    @property
+    def dataset_options(self) -> dict:
+        return self.spec.get("dataset_options") or {}
+
+    @property
+    def seed(self) -> int:
+        return self.spec["seed"]
+
+    @property
+    def sweep(self) -> str:
+        """The sweep the run was submitted from ("" when none)."""
+        return self.spec.get("sweep") or ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def git(self) -> str:
+        """The code revision that ran it ("unknown" when not recorded)."""
+        return (self.provenance or {}).get("git") or "unknown"
+
+    @property
+    def release(self) -> str | None:
+        """The dataset release the run read as the record names it ("" when the adapter did not say), None
+        when the record predates the field."""
+        return (self.data or {}).get("release")
+
+    def with_rows(self, rows: list[MetricRow]) -> "RunRecord":
+        """The record with ``rows`` added, replacing the rows that measure the same thing again (``MetricRow.key``)."""
+        new = tuple(_row(r, "(new rows)", i) for i, r in enumerate(rows))
+        keys = {r.key for r in new}
+        return replace(self, metrics=tuple(r for r in self.metrics if r.key not in keys) + new)
+
+
+def _present(d: dict, key: str, path: Path | str) -> Any:
+    if key not in d:
+        raise MMBenchError(f"run record {path}: field {key!r} is missing")
+    return d[key]
+
+
+def _nonempty(d: dict, key: str, path: Path | str) -> str:
+    value = _field(d, key, "str", path, required=True)
+    if not value:
+        raise MMBenchError(f"run record {path}: field {key!r} must be a non-empty string, got an empty one")
+    return value
+
+
+# -- files ---------------------------------------------------------------------------------------------------
+
+
+def write_record(run_dir: Path, record: RunRecord) -> Path:
+    """Write ``run_dir/record.json`` atomically (sorted keys, as every record has been written)."""
     path = Path(run_dir) / RECORD
-    atomic_write_json(path, record)
+    atomic_write_json(path, record.to_dict())
     return path
 
 
-def read_record(path: Path) -> dict:
+def load_record(path: Path) -> RunRecord:
+    """The record in ``path``, migrated and validated; MMBenchError (one line naming the file) when it cannot be."""
+    path = Path(path)
     try:
-        rec = json.loads(Path(path).read_text())
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MMBenchError(f"run record {path} does not exist") from None
+    except OSError as exc:
+        raise MMBenchError(f"run record {path} cannot be read ({exc.strerror or exc})") from None
+    try:
+        parsed = json.loads(data)
     except json.JSONDecodeError as exc:
         raise MMBenchError(f"run record {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(rec, dict):
-        raise MMBenchError(f"run record {path} is not a JSON object")
-    schema = rec.get("schema", 1)
-    if not isinstance(schema, int) or not 1 <= schema <= SCHEMA:
-        raise MMBenchError(
-            f"run record {path} has schema {schema!r}; this mmbench reads schemas 1 to {SCHEMA} "
-            "(was it written by another version?)"
-        )
-    for key in ("run_id", "status", "spec", "metrics"):
-        if key not in rec:
-            raise MMBenchError(f"run record {path} has no field {key!r}")
-    return rec
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MMBenchError(f"run record {path} is not valid JSON (not text: {exc})") from None
+    return RunRecord.from_dict(parsed, path)
+
+
+def read_record(path: Path) -> dict:
+    """``load_record`` as a dict in the current schema (for scripts; mmbench itself reads ``RunRecord``)."""
+    return load_record(path).to_dict()
+
+
+def _record_paths(runs_dir: Path) -> list[Path]:
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise MMBenchError(f"runs folder {runs_dir} does not exist; run a sweep first (mmbench sweep submit FILE)")
+    return sorted(runs_dir.glob(f"*/{RECORD}"))
+
+
+def load_records(runs_dir: Path) -> list[RunRecord]:
+    """Every record under runs_dir; the first malformed one is refused."""
+    return [load_record(p) for p in _record_paths(runs_dir)]
 
 
 def read_records(runs_dir: Path) -> list[dict]:
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise MMBenchError(f"runs folder {runs_dir} does not exist; run a sweep first (mmbench sweep submit FILE)")
-    return [read_record(p) for p in sorted(runs_dir.glob(f"*/{RECORD}"))]
+    """``load_records`` as dicts (for scripts)."""
+    return [r.to_dict() for r in load_records(runs_dir)]
 
 
-def collect_records(runs_dir: Path) -> tuple[list[dict], list[tuple[Path, str]]]:
+def collect_records(runs_dir: Path) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
     """Every readable record under runs_dir, and (path, reason) for each one skipped (unreadable, not an
     mmbench record, a schema this version does not know): the report renders what it can and names the rest."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise MMBenchError(f"runs folder {runs_dir} does not exist; run a sweep first (mmbench sweep submit FILE)")
     records, skipped = [], []
-    for path in sorted(runs_dir.glob(f"*/{RECORD}")):
+    for path in _record_paths(runs_dir):
         try:
-            rec = read_record(path)
-            if (
-                not isinstance(rec["spec"], dict)
-                or not isinstance(rec["metrics"], list)
-                or not {"model", "dataset", "seed"} <= set(rec["spec"])
-            ):
-                raise MMBenchError(f"run record {path} is not an mmbench record (spec or metrics malformed)")
-            records.append(rec)
-        except (MMBenchError, OSError, UnicodeDecodeError) as exc:
+            records.append(load_record(path))
+        except MMBenchError as exc:
             skipped.append((path, str(exc)))
     return records, skipped

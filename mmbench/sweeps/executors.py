@@ -178,7 +178,7 @@ class RunJob(_checkpointable_base()):  # type: ignore[misc]
         except RunLocked as exc:
             print(f"skipped: {exc}")
             return {"run_id": self.spec.run_id, "status": "running elsewhere", "detail": str(exc)}
-        return {"run_id": self.spec.run_id, "status": (record or {}).get("status", "rank")}
+        return {"run_id": self.spec.run_id, "status": record.status if record is not None else "rank"}
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         """Requeue this job as it is: the trainer's last step checkpoint holds the state to resume from."""

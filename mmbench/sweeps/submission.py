@@ -19,7 +19,7 @@ from mmbench.runs.locks import lock_state, read_lock
 from mmbench.runs.scheduler import ACTIVE_STATES, scheduler_states
 from mmbench.runs.spec import RunSpec
 from mmbench.storage.provenance import git_revision
-from mmbench.storage.records import RECORD, read_record
+from mmbench.storage.records import RECORD, load_record
 from mmbench.sweeps.executors import cancel_jobs, job_log_paths, read_jobs, submission_lock, submit_jobs, sweep_folder
 from mmbench.sweeps.files import Sweep
 
@@ -73,12 +73,11 @@ def run_states(sweep: Sweep) -> list[RunState]:
         job_state = states.get(job_id, "") if job_id else ""
         status, detail = run_status(run_dir), ""
         if status in ("finished", "failed"):
-            record = read_record(run_dir / RECORD)
-            revision = record.get("provenance", {}).get("git", "unknown")
-            if status == "finished" and revision != here:
-                detail = f"other code: {revision[:12]}"
+            record = load_record(run_dir / RECORD)
+            if status == "finished" and record.git != here:
+                detail = f"other code: {record.git[:12]}"
             elif status == "failed":
-                detail = str(record.get("failure") or "no reason recorded")[:80]
+                detail = (record.failure or "no reason recorded")[:80]
         lock = read_lock(run_dir)
         if status != "finished" and lock_state(lock) in ("held", "mine"):
             status, detail = "running", f"by {lock['owner']} on {lock['host']}"
@@ -92,8 +91,9 @@ def submit(sweep: Sweep, *, progress: bool = True, log=print) -> list[dict]:
     """Run (inline) or queue (local, slurm) every run of the sweep that is not finished, running or queued.
 
     Everything is validated first (the sweep's runs by ``load_sweep``, and this machine's device for inline
-    runs), so nothing is submitted half-way. Returns one dict per run: run_id, status (inline: the record's; otherwise the
-    run's state, "queued" for what this call submitted), job_id and whether this call submitted it.
+    runs), so nothing is submitted half-way. Returns one dict per run: inline, run_id, status (the record's, or
+    "running" elsewhere) and failure; otherwise run_id, status (the run's state, "queued" for what this call
+    submitted), job_id and whether this call submitted it.
     """
     folder = sweep_folder(sweep.runs_dir, sweep.name)
     if sweep.executor.name == "inline":  # the runs were validated by load_sweep; this machine runs them
@@ -122,18 +122,19 @@ def submit(sweep: Sweep, *, progress: bool = True, log=print) -> list[dict]:
 def _run_inline(sweep: Sweep, *, progress: bool, log) -> list[dict]:
     from mmbench.runs.locks import RunLocked
 
-    records = []
+    results = []
     for i, spec in enumerate(sweep.specs, 1):
         log(f"[{i}/{len(sweep.specs)}] {spec.run_id}")
         try:
-            records.append(execute(spec, sweep.runs_dir, options=sweep.options, progress=progress, log=log))
+            record = execute(spec, sweep.runs_dir, options=sweep.options, progress=progress, log=log)
+            results.append({"run_id": record.run_id, "status": record.status, "failure": record.failure})
         except RunLocked as exc:
             log(f"{spec.run_id}: left alone: {exc}")
-            records.append({"run_id": spec.run_id, "status": "running", "failure": str(exc)})
+            results.append({"run_id": spec.run_id, "status": "running", "failure": str(exc)})
         except Exception as exc:  # recorded by execute; the sweep continues
             log(f"{spec.run_id}: failed: {exc}")
-            records.append({"run_id": spec.run_id, "status": "failed", "failure": str(exc)})
-    return records
+            results.append({"run_id": spec.run_id, "status": "failed", "failure": str(exc)})
+    return results
 
 
 def cancel(sweep: Sweep) -> list[str]:
