@@ -21,11 +21,12 @@ import torch
 
 from mmbench.device import resolve_device
 from mmbench.errors import MMBenchError
-from mmbench.metrics.runner import build_metrics, run_metrics
 from mmbench.metrics.base import EvalContext, MetricRow
+from mmbench.metrics.runner import build_metrics, run_metrics
 from mmbench.registry import PRIORS
-from mmbench.storage.records import RECORD, load_record, write_record
 from mmbench.runs.execute import load_split, load_trained_run
+from mmbench.storage.records import RECORD, load_record, write_record
+
 
 def prior_samplers(run_dir: Path, kinds: Sequence[str], device: torch.device) -> dict:
     """{"gaussian": None, kind: sampler(n, generator) -> z} for the fitted priors beside the run."""
@@ -45,8 +46,14 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def metrics_for(spec, metrics: Sequence[str] | None = None, *, options: dict | None = None,
-                n_samples: int | None = None, fid_weights: str | None = None) -> list[tuple[str, object]]:
+def metrics_for(
+    spec,
+    metrics: Sequence[str] | None = None,
+    *,
+    options: dict | None = None,
+    n_samples: int | None = None,
+    fid_weights: str | None = None,
+) -> list[tuple[str, object]]:
     """The metrics an evaluation of a run's ``spec`` runs (default: the run's), built with the run's options
     overridden by ``options`` ({metric: {key: value}}), ``n_samples`` and ``fid_weights`` for FID."""
     names = list(metrics) if metrics else list(spec.metrics)
@@ -63,13 +70,32 @@ def metrics_for(spec, metrics: Sequence[str] | None = None, *, options: dict | N
     return build_metrics(names, merged)
 
 
-def evaluate_loaded(run_dir: Path, model, spec, train, test, built, *, priors: Sequence[str] = (),
-                    device: torch.device, unconditional_only: bool = False, progress: bool = True,
-                    log=print) -> list[MetricRow]:
+def evaluate_loaded(
+    run_dir: Path,
+    model,
+    spec,
+    train,
+    test,
+    built,
+    *,
+    priors: Sequence[str] = (),
+    device: torch.device,
+    unconditional_only: bool = False,
+    progress: bool = True,
+    log=print,
+) -> list[MetricRow]:
     """Run built metrics on a run's loaded model and splits, and add the rows to its record; returns them."""
     run_dir = Path(run_dir)
-    ctx = EvalContext(train, test, run_dir.parent / ".cache", seed=spec.seed, progress=progress, device=device,
-                      priors=prior_samplers(run_dir, priors, device), unconditional_only=unconditional_only)
+    ctx = EvalContext(
+        train,
+        test,
+        run_dir.parent / ".cache",
+        seed=spec.seed,
+        progress=progress,
+        device=device,
+        priors=prior_samplers(run_dir, priors, device),
+        unconditional_only=unconditional_only,
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
@@ -78,20 +104,38 @@ def evaluate_loaded(run_dir: Path, model, spec, train, test, built, *, priors: S
     seconds = time.perf_counter() - t0
     record = load_record(run_dir / RECORD).with_rows(rows)  # read now: another command may have added rows
     evaluation = {
-        "metrics": [name for name, _ in built], "priors": ["gaussian", *priors], "seconds": seconds,
-        "peak_memory_mb": peak_memory_mb(device), "device": str(device),
-        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    write_record(run_dir, dataclasses.replace(
-        record, metric_provenance={**(record.metric_provenance or {}), **provenance},
-        evaluations=(*(record.evaluations or ()), evaluation)))
+        "metrics": [name for name, _ in built],
+        "priors": ["gaussian", *priors],
+        "seconds": seconds,
+        "peak_memory_mb": peak_memory_mb(device),
+        "device": str(device),
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_record(
+        run_dir,
+        dataclasses.replace(
+            record,
+            metric_provenance={**(record.metric_provenance or {}), **provenance},
+            evaluations=(*(record.evaluations or ()), evaluation),
+        ),
+    )
     log(f"evaluated {run_dir.name} in {seconds:.1f} s, peak memory {peak_memory_mb(device):.0f} MB")
     return rows
 
 
-def evaluate_run(run_dir: Path, metrics: Sequence[str] | None = None, *, n_samples: int | None = None,
-                 priors: Sequence[str] = (), fid_weights: str | None = None, device: str = "auto",
-                 unconditional_only: bool = False, options: dict | None = None, progress: bool = True,
-                 log=print) -> list[MetricRow]:
+def evaluate_run(
+    run_dir: Path,
+    metrics: Sequence[str] | None = None,
+    *,
+    n_samples: int | None = None,
+    priors: Sequence[str] = (),
+    fid_weights: str | None = None,
+    device: str = "auto",
+    unconditional_only: bool = False,
+    options: dict | None = None,
+    progress: bool = True,
+    log=print,
+) -> list[MetricRow]:
     """Evaluate a finished run and add the rows to its record; returns them. ``options`` ({metric: {key: value}})
     override the run's metric options for this evaluation. Every option and weights file is checked before the
     data is loaded or anything runs."""
@@ -99,10 +143,23 @@ def evaluate_run(run_dir: Path, metrics: Sequence[str] | None = None, *, n_sampl
     where = resolve_device(device)
     model, spec = load_trained_run(run_dir, "evaluating it", where)
     if not (run_dir / RECORD).is_file():
-        raise MMBenchError(f"run {run_dir.name} has no record: its training has not finished; finish it first "
-                           "(mmbench sweep submit / mmbench train)")
+        raise MMBenchError(
+            f"run {run_dir.name} has no record: its training has not finished; finish it first "
+            "(mmbench sweep submit / mmbench train)"
+        )
     load_record(run_dir / RECORD)  # a record this mmbench can read, before any work
     built = metrics_for(spec, metrics, options=options, n_samples=n_samples, fid_weights=fid_weights)
     train, test = load_split(spec, "train").to(where), load_split(spec, "test").to(where)
-    return evaluate_loaded(run_dir, model, spec, train, test, built, priors=priors, device=where,
-                           unconditional_only=unconditional_only, progress=progress, log=log)
+    return evaluate_loaded(
+        run_dir,
+        model,
+        spec,
+        train,
+        test,
+        built,
+        priors=priors,
+        device=where,
+        unconditional_only=unconditional_only,
+        progress=progress,
+        log=log,
+    )

@@ -13,24 +13,24 @@ from pathlib import Path
 
 import torch
 
-from mmbench.storage.atomic import atomic_write_json
-from mmbench.storage.checkpoint import checkpoint_exists
 from mmbench.config import build_config, config_to_dict
 from mmbench.data.base import MultimodalDataset
 from mmbench.device import check_precision, configure, describe, device_info
-from mmbench.training.distributed import DistEnv, destroy_process_group, init_process_group, launch_local, rank_device
 from mmbench.errors import MMBenchError
-from mmbench.metrics.runner import evaluate
 from mmbench.metrics.base import EvalContext
-from mmbench.storage.provenance import provenance
+from mmbench.metrics.runner import evaluate
 from mmbench.registry import DATASETS, MODELS
 from mmbench.runs.locks import RunLock, owner_id
-from mmbench.storage.records import RECORD, SCHEMA, RunRecord, load_record, write_record
-from mmbench.training.options import RunOptions
 from mmbench.runs.spec import RunSpec
+from mmbench.storage.atomic import atomic_write_json
+from mmbench.storage.checkpoint import checkpoint_exists
+from mmbench.storage.provenance import provenance
+from mmbench.storage.records import RECORD, SCHEMA, RunRecord, load_record, write_record
+from mmbench.training.distributed import DistEnv, destroy_process_group, init_process_group, launch_local, rank_device
+from mmbench.training.log import read_log
+from mmbench.training.options import RunOptions
 from mmbench.training.throughput import GenerationMeter
 from mmbench.training.trainer import train
-from mmbench.training.log import read_log
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -60,8 +60,10 @@ def load_trained_run(run_dir: Path, purpose: str, device: torch.device | str = "
     if not (run_dir / "spec.json").is_file():
         raise MMBenchError(f"{run_dir} is not a run folder (no spec.json); pass a folder under the runs folder")
     if not checkpoint_exists(run_dir / CHECKPOINT):
-        raise MMBenchError(f"run {run_dir.name} has no encoder checkpoint ({CHECKPOINT}); {purpose} needs a "
-                           "trained model, so train the run first (mmbench sweep submit / mmbench train)")
+        raise MMBenchError(
+            f"run {run_dir.name} has no encoder checkpoint ({CHECKPOINT}); {purpose} needs a "
+            "trained model, so train the run first (mmbench sweep submit / mmbench train)"
+        )
     spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
     model, _ = load_model(run_dir / CHECKPOINT, device)
     return model, spec
@@ -88,8 +90,15 @@ def prepare(spec: RunSpec, options: RunOptions) -> torch.device:
     return check_machine(spec, options)
 
 
-def execute(spec: RunSpec, runs_dir: Path, *, options: RunOptions | None = None, progress: bool = True,
-            log=print, job: dict | None = None) -> RunRecord | None:
+def execute(
+    spec: RunSpec,
+    runs_dir: Path,
+    *,
+    options: RunOptions | None = None,
+    progress: bool = True,
+    log=print,
+    job: dict | None = None,
+) -> RunRecord | None:
     """Run ``spec`` under runs_dir/<run_id>/ and return its record; a finished run is not run again.
 
     With options.nproc > 1 the run is started in that many local processes (DDP); in a process that is
@@ -113,8 +122,16 @@ def execute(spec: RunSpec, runs_dir: Path, *, options: RunOptions | None = None,
         if options.nproc > 1 and not env.distributed:
             launch_local(_execute_rank, options.nproc, (spec, Path(runs_dir), options, progress, job))
             return load_record(run_dir / RECORD)
-        return _execute(spec, Path(runs_dir), options, rank_device(device, env), env, progress and env.is_main,
-                        log if env.is_main else _quiet, job)
+        return _execute(
+            spec,
+            Path(runs_dir),
+            options,
+            rank_device(device, env),
+            env,
+            progress and env.is_main,
+            log if env.is_main else _quiet,
+            job,
+        )
 
 
 EXECUTIONS = "executions.jsonl"
@@ -122,8 +139,13 @@ EXECUTIONS = "executions.jsonl"
 
 def _append_execution(run_dir: Path, job: dict, step: int) -> None:
     """One line of RUN/executions.jsonl: who starts training the run now, from which step."""
-    entry = {**job, "host": os.uname().nodename, "pid": os.getpid(), "from_step": step,
-             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    entry = {
+        **job,
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+        "from_step": step,
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     with open(run_dir / EXECUTIONS, "a") as f:
         f.write(json.dumps(entry) + "\n")
 
@@ -146,8 +168,16 @@ def _execute_rank(spec: RunSpec, runs_dir: Path, options: RunOptions, progress: 
     _execute(spec, runs_dir, options, device, env, progress and env.is_main, print if env.is_main else _quiet, job)
 
 
-def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.device, env: DistEnv,
-             progress: bool, log, job: dict | None = None) -> RunRecord | None:
+def _execute(
+    spec: RunSpec,
+    runs_dir: Path,
+    options: RunOptions,
+    device: torch.device,
+    env: DistEnv,
+    progress: bool,
+    log,
+    job: dict | None = None,
+) -> RunRecord | None:
     run_dir = runs_dir / spec.run_id
     spec_dict = spec.to_dict()
     if env.is_main:
@@ -156,9 +186,17 @@ def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.d
     t0 = time.perf_counter()
     cls = MODELS.get(spec.model)
     config = build_config(cls.Config, spec.config)
-    record = {"schema": SCHEMA, "run_id": spec.run_id, "spec": spec_dict, "status": "failed", "failure": None,
-              "metrics": [], "provenance": provenance(), "options": dataclasses.asdict(options),
-              "job": {"owner": owner_id(), **(job or {})}}
+    record = {
+        "schema": SCHEMA,
+        "run_id": spec.run_id,
+        "spec": spec_dict,
+        "status": "failed",
+        "failure": None,
+        "metrics": [],
+        "provenance": provenance(),
+        "options": dataclasses.asdict(options),
+        "job": {"owner": owner_id(), **(job or {})},
+    }
     interrupted = False
     written = None
     # who trains this run, from which step (the trainer knows it once it has read the checkpoint): one line per
@@ -176,24 +214,45 @@ def _execute(spec: RunSpec, runs_dir: Path, options: RunOptions, device: torch.d
         record["data"] = {"release": dataset_release(spec), "train": len(train_data), "test": len(test_data)}
         torch.manual_seed(spec.seed)
         model = cls(train_data.modalities, config)
-        log(f"{spec.run_id}: {spec.model} on {spec.dataset} ({len(train_data)} train, {len(test_data)} test, "
-            f"M={len(train_data.modalities)}, seed {spec.seed}) on {record['device']}, {config.precision}")
-        result = train(model, train_data, seed=spec.seed, checkpoint=run_dir / CHECKPOINT, options=options,
-                       device=device, env=env, progress=progress, log=log, started=started)
-        record["train"] = {"steps": result.steps, "epochs": result.epochs, "seconds": result.seconds,
-                           "history": result.history, "examples_per_s": result.examples_per_s,
-                           "s_per_step": result.s_per_step}
+        log(
+            f"{spec.run_id}: {spec.model} on {spec.dataset} ({len(train_data)} train, {len(test_data)} test, "
+            f"M={len(train_data.modalities)}, seed {spec.seed}) on {record['device']}, {config.precision}"
+        )
+        result = train(
+            model,
+            train_data,
+            seed=spec.seed,
+            checkpoint=run_dir / CHECKPOINT,
+            options=options,
+            device=device,
+            env=env,
+            progress=progress,
+            log=log,
+            started=started,
+        )
+        record["train"] = {
+            "steps": result.steps,
+            "epochs": result.epochs,
+            "seconds": result.seconds,
+            "history": result.history,
+            "examples_per_s": result.examples_per_s,
+            "s_per_step": result.s_per_step,
+        }
         if not env.is_main:
             return None
         t1 = time.perf_counter()
-        ctx = EvalContext(train_data, test_data, Path(runs_dir) / ".cache", seed=spec.seed, progress=progress,
-                          device=device)
+        ctx = EvalContext(
+            train_data, test_data, Path(runs_dir) / ".cache", seed=spec.seed, progress=progress, device=device
+        )
         with GenerationMeter(model, device) as meter:
             rows = evaluate(model, ctx, spec.metrics, spec.metric_options)
         record["metrics"] = [r.to_dict() for r in rows]
         record["generation"] = meter.summary()
-        record["timings"] = {"train_s": result.seconds, "eval_s": time.perf_counter() - t1,
-                             "total_s": time.perf_counter() - t0}
+        record["timings"] = {
+            "train_s": result.seconds,
+            "eval_s": time.perf_counter() - t1,
+            "total_s": time.perf_counter() - t0,
+        }
         record["status"] = "finished"
     except MMBenchError as exc:
         record["failure"] = str(exc)

@@ -10,8 +10,14 @@ from mmbench.model import MultimodalVAE
 
 
 @torch.no_grad()
-def encoder_latents(model: MultimodalVAE, data: MultimodalDataset, *, batch_size: int = 500, sample: bool = False,
-                    generator: torch.Generator | None = None) -> Tensor:
+def encoder_latents(
+    model: MultimodalVAE,
+    data: MultimodalDataset,
+    *,
+    batch_size: int = 500,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Posterior means of the full set, E[q(z | x_1..M)], for every example (N, D); with ``sample`` one draw
     z ~ q(z | x_1..M) per example instead (a sample of the aggregate posterior)."""
     model.eval()

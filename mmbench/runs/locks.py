@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmbench.storage.atomic import atomic_write_json
 from mmbench.errors import MMBenchError
 from mmbench.runs.scheduler import ACTIVE_STATES, UNREACHABLE, process_alive, scheduler_states
+from mmbench.storage.atomic import atomic_write_json
 
 LOCK = "lock.json"
 HEARTBEAT_S = 30.0
@@ -58,13 +58,15 @@ def read_lock(run_dir: Path) -> dict | None:
     except json.JSONDecodeError:
         lock = None
     if not isinstance(lock, dict) or not FIELDS <= set(lock):
-        raise MMBenchError(f"lock file {path} is corrupt or not an mmbench run lock (it needs {sorted(FIELDS)}); "
-                           "if no job is training this run, delete it")
+        raise MMBenchError(
+            f"lock file {path} is corrupt or not an mmbench run lock (it needs {sorted(FIELDS)}); "
+            "if no job is training this run, delete it"
+        )
     return lock
 
 
 def lock_state(lock: dict | None, *, now: float | None = None) -> str:
-    """"free", "mine" (this job's), "stale" or "held"."""
+    """ "free", "mine" (this job's), "stale" or "held"."""
     if lock is None:
         return "free"
     if lock["owner"] == owner_id():
@@ -72,8 +74,11 @@ def lock_state(lock: dict | None, *, now: float | None = None) -> str:
     now = time.time() if now is None else now
     if now - float(lock["heartbeat"]) > STALE_S:
         return "stale"
-    if lock["host"] == socket.gethostname() and not str(lock["owner"]).startswith(("slurm:", "ddp:")) \
-            and not process_alive(int(lock["pid"])):
+    if (
+        lock["host"] == socket.gethostname()
+        and not str(lock["owner"]).startswith(("slurm:", "ddp:"))
+        and not process_alive(int(lock["pid"]))
+    ):
         return "stale"
     if str(lock["owner"]).startswith("slurm:") and _slurm_job_gone(str(lock["owner"])[6:]):
         return "stale"
@@ -108,8 +113,10 @@ class RunLock:
                 lock = read_lock(self.run_dir)
                 state = lock_state(lock)
                 if state == "held":
-                    raise RunLocked(f"run {Path(self.run_dir).name} is being trained by {lock['owner']} on "
-                                    f"{lock['host']} (heartbeat {time.time() - float(lock['heartbeat']):.0f} s ago)")
+                    raise RunLocked(
+                        f"run {Path(self.run_dir).name} is being trained by {lock['owner']} on "
+                        f"{lock['host']} (heartbeat {time.time() - float(lock['heartbeat']):.0f} s ago)"
+                    )
                 if state == "mine":
                     break
                 try:  # stale: remove it and race for it again, so only one taker wins

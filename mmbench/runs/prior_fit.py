@@ -18,18 +18,25 @@ import torch
 
 from mmbench.config import build_config
 from mmbench.device import resolve_device
-from mmbench.runs.evaluate import evaluate_loaded, metrics_for
-from mmbench.runs.latents import encoder_latents, gaussian_fit_distance, moment_errors
 from mmbench.metrics.base import MetricRow
 from mmbench.registry import PRIORS
-from mmbench.storage.records import RECORD, load_record, write_record
+from mmbench.runs.evaluate import evaluate_loaded, metrics_for
 from mmbench.runs.execute import load_split, load_trained_run
+from mmbench.runs.latents import encoder_latents, gaussian_fit_distance, moment_errors
+from mmbench.storage.records import RECORD, load_record, write_record
 
 TABLE4_METRICS = ("coherence", "fid")
 
 
-def fit_prior(run_dir: Path, kind: str = "score", overrides: dict | None = None, *, device: str = "auto",
-              progress: bool = True, log=print) -> list[MetricRow]:
+def fit_prior(
+    run_dir: Path,
+    kind: str = "score",
+    overrides: dict | None = None,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    log=print,
+) -> list[MetricRow]:
     """Fit, save and compare the prior on ``device`` (auto | cpu | cuda | cuda:N); the rows added to the record."""
     run_dir = Path(run_dir)
     cls = PRIORS.get(kind)
@@ -37,8 +44,11 @@ def fit_prior(run_dir: Path, kind: str = "score", overrides: dict | None = None,
     where = resolve_device(device)
     model, spec = load_trained_run(run_dir, "fitting a prior on its encoder", where)
     load_record(run_dir / RECORD)  # a finished run: refused before the fit when it has no record
-    table4 = metrics_for(spec, [m for m in spec.metrics if m in TABLE4_METRICS]) \
-        if any(m in TABLE4_METRICS for m in spec.metrics) else []
+    table4 = (
+        metrics_for(spec, [m for m in spec.metrics if m in TABLE4_METRICS])
+        if any(m in TABLE4_METRICS for m in spec.metrics)
+        else []
+    )
     train, test = load_split(spec, "train").to(where), load_split(spec, "test").to(where)
     prior = cls(model.latent_dim, config)
     log(f"fitting the {kind} prior on {len(train)} encoder latents of run {run_dir.name}")
@@ -52,11 +62,24 @@ def fit_prior(run_dir: Path, kind: str = "score", overrides: dict | None = None,
     rows = []
     for name, z in samples.items():
         mean_err, cov_err = moment_errors(z, target)
-        rows += [MetricRow("latent_frechet", "*", "", 0, gaussian_fit_distance(z, target), n, name),
-                 MetricRow("latent_mean_error", "*", "", 0, mean_err, n, name),
-                 MetricRow("latent_cov_error", "*", "", 0, cov_err, n, name)]
+        rows += [
+            MetricRow("latent_frechet", "*", "", 0, gaussian_fit_distance(z, target), n, name),
+            MetricRow("latent_mean_error", "*", "", 0, mean_err, n, name),
+            MetricRow("latent_cov_error", "*", "", 0, cov_err, n, name),
+        ]
     write_record(run_dir, load_record(run_dir / RECORD).with_rows(rows))
     if table4:  # the same model and splits, no second load
-        rows += evaluate_loaded(run_dir, model, spec, train, test, table4, priors=[kind], device=where,
-                                unconditional_only=True, progress=progress, log=log)
+        rows += evaluate_loaded(
+            run_dir,
+            model,
+            spec,
+            train,
+            test,
+            table4,
+            priors=[kind],
+            device=where,
+            unconditional_only=True,
+            progress=progress,
+            log=log,
+        )
     return rows

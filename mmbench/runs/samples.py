@@ -15,9 +15,9 @@ from torch import Tensor
 
 from mmbench.device import resolve_device
 from mmbench.errors import MMBenchError
-from mmbench.storage.figures import plt, save_figure
 from mmbench.registry import PRIORS
 from mmbench.runs.execute import load_split, load_trained_run
+from mmbench.storage.figures import plt, save_figure
 
 
 def _tile(images: Tensor) -> Tensor:
@@ -29,8 +29,9 @@ def _tile(images: Tensor) -> Tensor:
     return padded.permute(2, 0, 3, 1).reshape(h, n * (w + 1), 3)
 
 
-def grid_rows(model, x: dict[str, Tensor], given: Sequence[str], z: Tensor | None, n: int,
-              generator: torch.Generator) -> list[tuple[str, Tensor]]:
+def grid_rows(
+    model, x: dict[str, Tensor], given: Sequence[str], z: Tensor | None, n: int, generator: torch.Generator
+) -> list[tuple[str, Tensor]]:
     """Labelled rows: the inputs, every modality generated from ``given``, and n unconditional samples."""
     names = model.modality_names
     cond = model.cond_generate(x, given, names, generator=generator)
@@ -42,8 +43,16 @@ def grid_rows(model, x: dict[str, Tensor], given: Sequence[str], z: Tensor | Non
     return rows
 
 
-def save_sample_grid(run_dir: Path, out: Path | None = None, *, given: Sequence[str] | None = None, n: int = 8,
-                     seed: int = 0, prior: str | None = None, device: str = "auto") -> Path:
+def save_sample_grid(
+    run_dir: Path,
+    out: Path | None = None,
+    *,
+    given: Sequence[str] | None = None,
+    n: int = 8,
+    seed: int = 0,
+    prior: str | None = None,
+    device: str = "auto",
+) -> Path:
     """Write the grid of run_dir's model, sampled on ``device``, as a PNG (default run_dir/samples.png); its path."""
     run_dir = Path(run_dir)
     where = resolve_device(device)
@@ -52,8 +61,9 @@ def save_sample_grid(run_dir: Path, out: Path | None = None, *, given: Sequence[
     names = model.modality_names
     images = [m.name for m in model.modalities if len(m.shape) == 3 and m.shape[0] in (1, 3)]
     if images != names:
-        raise MMBenchError(f"a sample grid shows image modalities only; {sorted(set(names) - set(images))} "
-                           "are not images")
+        raise MMBenchError(
+            f"a sample grid shows image modalities only; {sorted(set(names) - set(images))} are not images"
+        )
     given = list(given) if given else names[:1]
     model.validate_subset(given)
     if n < 1:

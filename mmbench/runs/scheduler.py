@@ -19,8 +19,20 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
-                 "SUSPENDED", "RESIZING", "STOPPED", "SIGNALING", "STAGE_OUT"}
+ACTIVE_STATES = {
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "CONFIGURING",
+    "COMPLETING",
+    "SUSPENDED",
+    "RESIZING",
+    "STOPPED",
+    "SIGNALING",
+    "STAGE_OUT",
+}
 
 
 UNREACHABLE = "UNREACHABLE"  # the scheduler could not be asked (no squeue here, or it failed)
@@ -37,8 +49,12 @@ def scheduler_states(executor: str, job_ids: list[str]) -> dict[str, str]:
         return {j: UNREACHABLE for j in job_ids}
     arrays = sorted({j.split("_")[0] for j in job_ids})
     try:
-        res = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(arrays), "-o", "%i %T"],
-                             capture_output=True, text=True, timeout=60)
+        res = subprocess.run(
+            ["squeue", "-h", "-r", "-t", "all", "-j", ",".join(arrays), "-o", "%i %T"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.SubprocessError):
         return {j: UNREACHABLE for j in job_ids}
     if res.returncode != 0 and "Invalid job id" not in res.stderr:

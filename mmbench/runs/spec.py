@@ -55,17 +55,20 @@ class RunSpec:
         """The resolved spec that the id hashes (see the module's docstring)."""
         cls = MODELS.get(self.model)
         adapter = DATASETS.get(self.dataset)
-        metric_options = {m: with_defaults(METRICS.get(m).__init__, self.metric_options.get(m, {}))
-                          for m in sorted(set(self.metrics))}
-        return _canonical({
-            "model": self.model,
-            "dataset": self.dataset,
-            "dataset_options": with_defaults(adapter.load, self.dataset_options, skip=("split",)),
-            "config": config_to_dict(build_config(cls.Config, self.config)),
-            "seed": self.seed,
-            "metrics": sorted(set(self.metrics)),
-            "metric_options": metric_options,
-        })
+        metric_options = {
+            m: with_defaults(METRICS.get(m).__init__, self.metric_options.get(m, {})) for m in sorted(set(self.metrics))
+        }
+        return _canonical(
+            {
+                "model": self.model,
+                "dataset": self.dataset,
+                "dataset_options": with_defaults(adapter.load, self.dataset_options, skip=("split",)),
+                "config": config_to_dict(build_config(cls.Config, self.config)),
+                "seed": self.seed,
+                "metrics": sorted(set(self.metrics)),
+                "metric_options": metric_options,
+            }
+        )
 
     @property
     def run_id(self) -> str:
@@ -77,8 +80,16 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
-        return cls(d["model"], d["dataset"], d.get("dataset_options", {}), d.get("config", {}), d.get("seed", 0),
-                   tuple(d.get("metrics", ())), d.get("metric_options", {}), d.get("sweep", ""))
+        return cls(
+            d["model"],
+            d["dataset"],
+            d.get("dataset_options", {}),
+            d.get("config", {}),
+            d.get("seed", 0),
+            tuple(d.get("metrics", ())),
+            d.get("metric_options", {}),
+            d.get("sweep", ""),
+        )
 
     def validate(self, *, check_data: bool = True) -> None:
         """Check everything a run needs before any work starts, so that nothing is spent or half-written on a
@@ -95,12 +106,17 @@ class RunSpec:
             raise MMBenchError(f"seed must be an integer, got {self.seed!r}")
         unknown = sorted(set(self.metric_options) - set(self.metrics))
         if unknown:
-            raise MMBenchError(f"options given for metrics {unknown} that the run does not evaluate "
-                               f"({list(self.metrics)})")
+            raise MMBenchError(
+                f"options given for metrics {unknown} that the run does not evaluate ({list(self.metrics)})"
+            )
         for m in self.metrics:
             make_metric(m, self.metric_options.get(m))
-        check_keywords(adapter.load, self.dataset_options, f"dataset {self.dataset!r} ({self.dataset_options})",
-                       fixed={"split": "train"})
+        check_keywords(
+            adapter.load,
+            self.dataset_options,
+            f"dataset {self.dataset!r} ({self.dataset_options})",
+            fixed={"split": "train"},
+        )
         check = getattr(adapter, "check_options", None)  # an adapter may check its folder without loading it
         if check is not None and check_data:
             check(**self.dataset_options)
