@@ -101,6 +101,10 @@ def test_bad_records_failed_runs_and_missing_seeds_are_named_not_fatal(tmp_path,
         assert "mopoe has no record for seed(s) 1 of [0, 1, 2, 3]" in page
         assert "Figure 7a" in page  # listed as missing, with the sweep that makes it
     assert "sweeps/polymnist_scaling.toml" in said
+    readme = (tmp_path / "out" / "README.md").read_text()
+    # the figures other sweeps would draw are notes under one heading, after the real problems
+    assert readme.index("## Runs that failed") < readme.index("## Skipped") < readme.index("## Figures that need other")
+    assert sum(line.startswith("  figures that need other sweeps:") for line in said.splitlines()) == 1
     cells = table((tmp_path / "out" / "README.md").read_text(), "Coherence (%)")
     assert [(r["seeds"], r["1 given"]) for r in cells] == [("2", "**60.0 ± 14.1**")]  # seeds 0 and 2; alone: best
     assert (tmp_path / "out" / "sweeps" / "s.toml").is_file()

@@ -237,12 +237,17 @@ def _provenance_lines(runs_dir: Path, records: list[RunRecord]) -> list[str]:
     ]
 
 
+MISSING_FIGURES = "Figures that need other sweeps"
+
+
 def _problems(report: Report) -> list[tuple[str, list[str]]]:
+    """What went wrong (failed runs, missing seeds, skipped records), then, under one heading, the notes about
+    figures this report's runs cannot draw: not problems, only other sweeps to run."""
     return [
         ("Runs that failed or did not finish", report.failed),
         ("Seeds with no record", report.absent),
         ("Skipped", report.skipped),
-        ("Figures without the data they need", [f"{m.title}: needs {m.needs}" for m in report.missing]),
+        (MISSING_FIGURES, [f"{m.title}: needs {m.needs}" for m in report.missing]),
     ]
 
 
@@ -327,9 +332,10 @@ def _html(report: Report, runs_dir: Path, records: list[RunRecord], ablation: pd
             body += [f"<h3>{escape(run_id)}</h3>", _img(path, f"samples of {run_id}", "samples")]
     for title, items in _problems(report):
         if items:
+            css = "note" if title == MISSING_FIGURES else "problem"
             body += (
                 [f"<h2>{escape(title)}</h2>", "<ul>"]
-                + [f"<li class='problem'>{escape(i)}</li>" for i in items]
+                + [f"<li class='{css}'>{escape(i)}</li>" for i in items]
                 + ["</ul>"]
             )
     if report.sweeps:
@@ -348,5 +354,8 @@ def _log_summary(report: Report, log) -> None:
         f"{len(report.samples)} sample grid(s) -> {report.index}"
     )
     for title, items in _problems(report):
+        if title == MISSING_FIGURES and items:
+            log(f"  {title.lower()}: " + "; ".join(items))
+            continue
         for item in items:
             log(f"  {title.lower()}: {item}")
