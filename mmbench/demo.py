@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
+from typing import Callable
 
 from mmbench.errors import MMBenchError
 from mmbench.resources import published_csv, resource_path
 
+logger = logging.getLogger(__name__)
+
 DEMO_SWEEPS = {False: "demo", True: "demo_quick"}  # packaged sweep files (mmbench.resources)
 
 
-def run_demo(out: Path, *, quick: bool = False, progress: bool = True, log=print):
+def run_demo(out: Path, *, quick: bool = False, progress: bool = True, log: Callable[[str], None] | None = None):
     """Run the demo sweep under ``out`` and write the report in ``out/report``; returns the ``Report``."""
+    log = log or logger.info
     from mmbench.data.polymnist_build import build_polymnist
     from mmbench.report.build import build_report
     from mmbench.sweeps.files import load_sweep

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -12,6 +14,8 @@ from tqdm import tqdm
 from mmbench.data.base import MultimodalDataset
 from mmbench.errors import MMBenchError
 from mmbench.storage.checkpoint import load_checkpoint, save_checkpoint
+
+logger = logging.getLogger(__name__)
 
 
 class DigitClassifier(nn.Module):
@@ -95,7 +99,7 @@ def classifiers_for(
     seed: int = 0,
     min_accuracy: float = 0.8,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[dict[str, DigitClassifier], dict[str, float]]:
     """One classifier per modality, loaded from ``cache_dir`` when trained on the same data before.

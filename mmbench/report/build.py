@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 import shutil
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -33,6 +35,8 @@ from mmbench.storage.atomic import atomic_write_bytes
 from mmbench.storage.checkpoint import checkpoint_exists
 from mmbench.storage.provenance import git_revision
 from mmbench.storage.records import RunRecord, collect_records
+
+logger = logging.getLogger(__name__)
 
 SWEEP_COPY = "sweep.toml"
 
@@ -66,7 +70,7 @@ def build_report(
     *,
     samples: list[str] | None = None,
     device: str = "auto",
-    log=print,
+    log: Callable[[str], None] | None = None,
 ) -> Report:
     """Read every record under runs_dir and write the report under out. ``samples``: run ids whose sample grid
     to draw; None picks one run per model (the best at one given modality), [] draws none."""

@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -31,6 +33,8 @@ from mmbench.training.log import read_log
 from mmbench.training.options import RunOptions
 from mmbench.training.throughput import GenerationMeter
 from mmbench.training.trainer import train
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -96,7 +100,7 @@ def execute(
     *,
     options: RunOptions | None = None,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] | None = None,
     job: dict | None = None,
 ) -> RunRecord | None:
     """Run ``spec`` under runs_dir/<run_id>/ and return its record; a finished run is not run again.

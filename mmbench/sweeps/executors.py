@@ -12,18 +12,21 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import shutil
 import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from mmbench.errors import MMBenchError
 from mmbench.runs.spec import RunSpec
 from mmbench.storage.atomic import atomic_write_json
 from mmbench.training.options import RunOptions
+
+logger = logging.getLogger(__name__)
 
 EXECUTORS = ("inline", "local", "slurm")
 # [executor] keys: what each executor can express
@@ -63,9 +66,12 @@ class ExecutorSpec:
         return self.resources.get(key, DEFAULTS.get(key))
 
 
-def executor_from_table(table: dict, where: str, override: str | None = None, log=print) -> ExecutorSpec:
+def executor_from_table(
+    table: dict, where: str, override: str | None = None, log: Callable[[str], None] | None = None
+) -> ExecutorSpec:
     """Validate an [executor] table; ``override`` (--executor) replaces its name, and resources the chosen
     executor cannot express are then left out with a note instead of refused."""
+    log = log or logger.info
     table = dict(table)
     name = table.pop("name", "inline")
     unknown = sorted(set(table) - set(RESOURCE_TYPES))

@@ -10,8 +10,10 @@ at once queue each run once, and the run lock keeps a run from training twice wh
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from mmbench.errors import MMBenchError
 from mmbench.runs.execute import check_machine, execute, run_status
@@ -22,6 +24,8 @@ from mmbench.storage.provenance import git_revision
 from mmbench.storage.records import RECORD, load_record
 from mmbench.sweeps.executors import cancel_jobs, job_log_paths, read_jobs, submission_lock, submit_jobs, sweep_folder
 from mmbench.sweeps.files import Sweep
+
+logger = logging.getLogger(__name__)
 
 ACTIONS = {
     "finished": "skip",
@@ -87,7 +91,7 @@ def run_states(sweep: Sweep) -> list[RunState]:
     return out
 
 
-def submit(sweep: Sweep, *, progress: bool = True, log=print) -> list[dict]:
+def submit(sweep: Sweep, *, progress: bool = True, log: Callable[[str], None] | None = None) -> list[dict]:
     """Run (inline) or queue (local, slurm) every run of the sweep that is not finished, running or queued.
 
     Everything is validated first (the sweep's runs by ``load_sweep``, and this machine's device for inline
@@ -95,6 +99,7 @@ def submit(sweep: Sweep, *, progress: bool = True, log=print) -> list[dict]:
     "running" elsewhere) and failure; otherwise run_id, status (the run's state, "queued" for what this call
     submitted), job_id and whether this call submitted it.
     """
+    log = log or logger.info
     folder = sweep_folder(sweep.runs_dir, sweep.name)
     if sweep.executor.name == "inline":  # the runs were validated by load_sweep; this machine runs them
         for spec in sweep.specs:
