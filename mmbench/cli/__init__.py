@@ -42,12 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
-    """mmbench's loggers print plain lines on stderr: INFO by default, DEBUG with -vv, WARNING with -q."""
+    """mmbench's loggers: progress lines on stdout (INFO; DEBUG with -vv, none with -q), warnings on stderr."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s" if verbose < 2 else "%(name)s: %(message)s"))
+    plain = logging.Formatter("%(message)s" if verbose < 2 else "%(name)s: %(message)s")
+    out = logging.StreamHandler(sys.stdout)
+    out.addFilter(lambda record: record.levelno < logging.WARNING)
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    for handler in (out, err):
+        handler.setFormatter(plain)
     root = logging.getLogger("mmbench")
-    root.handlers[:] = [handler]
+    root.handlers[:] = [out, err]
     root.setLevel(level)
     root.propagate = False
 

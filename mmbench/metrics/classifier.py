@@ -107,6 +107,7 @@ def classifiers_for(
     Returns the classifiers and their test accuracies. A classifier under ``min_accuracy`` is refused:
     coherence measured with it would mean little.
     """
+    log = log or logger.info
     cache_dir = Path(cache_dir)
     classifiers, accuracies = {}, {}
     for name in train.modality_names:

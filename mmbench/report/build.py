@@ -74,6 +74,7 @@ def build_report(
 ) -> Report:
     """Read every record under runs_dir and write the report under out. ``samples``: run ids whose sample grid
     to draw; None picks one run per model (the best at one given modality), [] draws none."""
+    log = log or logger.info
     runs_dir, out = Path(runs_dir), Path(out)
     if out.exists() and not out.is_dir():
         raise MMBenchError(f"report folder {out} is a file; give --out a folder (new or a previous report's)")

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import resource
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -26,6 +27,8 @@ from mmbench.metrics.runner import build_metrics, run_metrics
 from mmbench.registry import PRIORS
 from mmbench.runs.execute import load_split, load_trained_run
 from mmbench.storage.records import RECORD, load_record, write_record
+
+logger = logging.getLogger(__name__)
 
 
 def prior_samplers(run_dir: Path, kinds: Sequence[str], device: torch.device) -> dict:
@@ -82,9 +85,10 @@ def evaluate_loaded(
     device: torch.device,
     unconditional_only: bool = False,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] | None = None,
 ) -> list[MetricRow]:
     """Run built metrics on a run's loaded model and splits, and add the rows to its record; returns them."""
+    log = log or logger.info
     run_dir = Path(run_dir)
     ctx = EvalContext(
         train,
@@ -134,11 +138,12 @@ def evaluate_run(
     unconditional_only: bool = False,
     options: dict | None = None,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] | None = None,
 ) -> list[MetricRow]:
     """Evaluate a finished run and add the rows to its record; returns them. ``options`` ({metric: {key: value}})
     override the run's metric options for this evaluation. Every option and weights file is checked before the
     data is loaded or anything runs."""
+    log = log or logger.info
     run_dir = Path(run_dir)
     where = resolve_device(device)
     model, spec = load_trained_run(run_dir, "evaluating it", where)

@@ -112,6 +112,7 @@ def execute(
     The run's lock is held throughout: RunLocked when another live job trains it. ``job`` (the scheduler's
     facts: executor, restarts) goes into the record.
     """
+    log = log or logger.info
     options = options or RunOptions()
     device = prepare(spec, options)
     env = DistEnv.from_environ()

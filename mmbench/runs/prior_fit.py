@@ -12,7 +12,9 @@ z from each prior (``mmbench eval RUN --prior KIND --unconditional-only``), whic
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -28,6 +30,9 @@ from mmbench.storage.records import RECORD, load_record, write_record
 TABLE4_METRICS = ("coherence", "fid")
 
 
+logger = logging.getLogger(__name__)
+
+
 def fit_prior(
     run_dir: Path,
     kind: str = "score",
@@ -35,9 +40,10 @@ def fit_prior(
     *,
     device: str = "auto",
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] | None = None,
 ) -> list[MetricRow]:
     """Fit, save and compare the prior on ``device`` (auto | cpu | cuda | cuda:N); the rows added to the record."""
+    log = log or logger.info
     run_dir = Path(run_dir)
     cls = PRIORS.get(kind)
     config = build_config(cls.Config, overrides or {})

@@ -12,6 +12,7 @@ is on for speed). Checkpoints of older layouts are migrated when read (``state.m
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from mmbench.training.log import TrainLog
 from mmbench.training.memory_format import apply_memory_format, resolve_memory_format, to_memory_format
 from mmbench.training.options import RunOptions
 from mmbench.training.state import TermSums, TrainState, migrate_checkpoint
+
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(MMBenchError):
@@ -61,7 +64,7 @@ def train(
     device: torch.device | str = "cpu",
     env: DistEnv | None = None,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] | None = None,
     started: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` for config.epochs (stopping early at config.max_steps if set).
@@ -74,6 +77,7 @@ def train(
     previous checkpoint kept) and a run finds and resumes from it; the log goes beside it. ``started`` is
     called once, before the first step, with the step training starts from (0, or the resumed checkpoint's).
     """
+    log = log or logger.info
     cfg = model.config
     options = options or RunOptions()
     env = env or DistEnv()
