@@ -9,6 +9,8 @@ import pytest
 from mmbench.cli import main
 from mmbench.storage.records import read_records
 
+pytestmark = pytest.mark.slow  # SLURM, browser or end-to-end: pytest -m 'not slow' skips them
+
 
 def test_quick_demo_builds_data_trains_evaluates_and_reports(tmp_path, capsys):
     out = tmp_path / "demo"

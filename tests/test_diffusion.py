@@ -129,6 +129,7 @@ def test_ddim_with_eta_zero_is_deterministic_for_fixed_noise_and_eta_one_is_not(
     assert not torch.allclose(c, d)
 
 
+@pytest.mark.slow
 def test_ancestral_sampling_with_the_exact_score_reproduces_the_data_moments():
     sched = DDPMSchedule.linear()
     x = sample_ancestral(
@@ -137,6 +138,7 @@ def test_ancestral_sampling_with_the_exact_score_reproduces_the_data_moments():
     assert_moments(x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("corrector_steps", [0, 1])
 def test_euler_maruyama_with_the_exact_score_reproduces_the_data_moments(corrector_steps):
     sde = VPSDE()

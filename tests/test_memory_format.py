@@ -118,6 +118,7 @@ def test_channels_last_passes_are_fp32_accurate_against_float64(build):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-3 * float(want.abs().max()) + 1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mopoe", "diffmvae_star"])
 def test_the_trainer_puts_the_model_in_the_layout_asked_for(name):
     """Trained with memory_format = "channels_last" every convolution kernel is channels-last, and the losses of

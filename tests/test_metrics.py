@@ -80,6 +80,7 @@ def _trained_tiny(name="mopoe"):
     return model, data
 
 
+@pytest.mark.slow
 def test_fid_rows_carry_their_sample_counts_and_priors(test_weights, tmp_path):
     from mmbench.metrics.fid import FIDMetric
 

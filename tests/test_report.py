@@ -3,6 +3,7 @@
 import itertools
 import re
 
+import pytest
 from chromium import dump_dom
 from helpers import record, row, write
 
@@ -149,6 +150,7 @@ def test_every_figure_is_written_when_its_data_exists(tmp_path):
     assert "![figure7b](figures/figure7b.png)" in text and "Prior ablation" in text
 
 
+@pytest.mark.slow
 def test_the_html_page_shows_every_image_and_table_in_chromium(tmp_path):
     runs = tmp_path / "runs"
     write(runs, *figure_records())

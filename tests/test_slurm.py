@@ -20,13 +20,16 @@ from mmbench.storage.checkpoint import checkpoint_exists, load_checkpoint
 from mmbench.storage.records import read_record
 from mmbench.sweeps.executors import read_jobs, sweep_folder
 
-pytestmark = pytest.mark.skipif(
-    bool(missing_binaries()),
-    reason=(
-        f"SLURM is not installed ({', '.join(missing_binaries())} missing): apt-get install slurmctld slurmd "
-        "slurm-client munge"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        bool(missing_binaries()),
+        reason=(
+            f"SLURM is not installed ({', '.join(missing_binaries())} missing): apt-get install slurmctld slurmd "
+            "slurm-client munge"
+        ),
     ),
-)
+]
 
 
 @pytest.fixture(scope="module")

@@ -176,6 +176,7 @@ def test_tensorboard_events_are_written_when_the_package_is_installed(tmp_path):
     assert events and events[0].stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_a_run_killed_at_random_moments_resumes_to_the_weights_of_an_uninterrupted_run(polymnist_pt, tmp_path):
     cmd = [sys.executable, "-m", "mmbench.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -4,6 +4,7 @@ The paper's sweep files and published numbers are package data; nothing resolves
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import sysconfig
@@ -47,9 +48,12 @@ def test_the_wheel_runs_the_demo_report_and_packaged_sweeps(tmp_path):
     (site / "_deps_from_test_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     work = tmp_path / "elsewhere"
     work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing may point back at the checkout
 
     def mmbench(*args, timeout=900):
-        out = subprocess.run([py, "-m", "mmbench", *args], capture_output=True, text=True, cwd=work, timeout=timeout)
+        out = subprocess.run(
+            [py, "-m", "mmbench", *args], capture_output=True, text=True, cwd=work, timeout=timeout, env=env
+        )
         assert out.returncode == 0, (args, out.stderr[-2000:])
         return out.stdout
 
@@ -58,6 +62,7 @@ def test_the_wheel_runs_the_demo_report_and_packaged_sweeps(tmp_path):
         capture_output=True,
         text=True,
         cwd=work,
+        env=env,
     ).stdout.split()
     assert all(w.startswith(str(site)) for w in where), where  # the installed copy, not the checkout
     for args in (
