@@ -101,3 +101,45 @@ def test_report_refuses_a_file_as_out_and_an_unknown_sample_run(capsys, tmp_path
         capsys, ["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o"), "--samples", "mopoe-123"]
     )
     assert "--samples mopoe-123: no run of that id" in line and not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def finished_run_folder(tmp_path):
+    """A run folder with a spec but no checkpoint: enough for the commands to get to their option checks."""
+    run = tmp_path / "runs" / "mopoe-0123456789ab"
+    run.mkdir(parents=True)
+    return run
+
+
+def test_every_command_answers_a_typo_in_one_line_with_a_suggestion(capsys, tmp_path, finished_run_folder):
+    runs = str(tmp_path / "runs")
+    cases = [
+        (["swep", "plan", "x"], "did you mean 'sweep'?"),
+        (["list", "model"], "did you mean 'models'?"),
+        (["show", "config", "mvea"], "did you mean 'mvae'?"),
+        (["show", "dataset", "polymnst"], "did you mean 'polymnist'?"),
+        (["show", "metric", "cohrence"], "did you mean 'coherence'?"),
+        (["show", "sweep", "polymnist_scalng"], "did you mean 'polymnist_scaling'?"),
+        (["data", "build", "polymnst", "--out", str(tmp_path / "d")], "did you mean 'polymnist'?"),
+        (["data", "prepare", "celebamask", "src", "--out", str(tmp_path / "d")], "did you mean 'celebamaskhq'?"),
+        (["sweep", "plna", "polymnist_scaling"], "did you mean 'plan'?"),
+        (["sweep", "submit", "polymnist_scaling", "--executor", "slurmm"], "did you mean 'slurm'?"),
+        (["sweep", "plan", "polymnist_scaling", "--set", "run.devce=cpu"], "did you mean 'device'?"),
+        (["sweep", "plan", "polymnist_scaling", "--set", "executor.partiton=gpu"], "did you mean 'partition'?"),
+        (["eval", "mopoe-0123456789ac", "--runs", runs], "did you mean 'mopoe-0123456789ab'?"),
+        (["samples", "mopoe-0123456789ac", "--runs", runs], "did you mean 'mopoe-0123456789ab'?"),
+        (["prior", "fitt", "x"], "did you mean 'fit'?"),
+        (
+            ["report", "--runs", runs, "--out", str(tmp_path / "o"), "--samples", "mopoe-0123456789ac"],
+            "did you mean 'mopoe-0123456789ab'?",
+        ),
+        (["demo", "--quik"], "unrecognized arguments: --quik"),
+    ]
+    for argv, expected in cases:
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse's own refusals (an unknown command, choice or flag)
+            code = exit_.code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("mmbench: error: "), (argv, err)
+        assert expected in err[0], (argv, err[0])

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
+from typing import NoReturn
 
-from mmbench.errors import MMBenchError
+from mmbench.errors import MMBenchError, did_you_mean
 
 EXIT_CODES = {
     0: "success",
@@ -21,11 +23,25 @@ EXIT_CODES = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with mmbench's error line: ``mmbench: error: ...`` alone, a close match for a mistyped choice,
+    exit status 2 (argparse prints its usage first and suggests nothing)."""
+
+    def error(self, message: str) -> NoReturn:
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            options = [c.strip(" '") for c in choice.group(2).split(",")]
+            message += did_you_mean(choice.group(1), options)
+        command = self.prog.removeprefix("mmbench").strip()
+        print(f"mmbench: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mmbench import __version__
     from mmbench.cli import data, plugins, report, runs, sweep
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="mmbench",
         description="Train and compare multimodal VAEs on shared data and metrics.",
         epilog="exit status: "

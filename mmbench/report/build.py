@@ -172,7 +172,7 @@ def _copy_sweeps(runs_dir: Path, dest: Path) -> list[Path]:
 
 def _check_sample_ids(wanted: list[str] | None, records: list[RunRecord], runs_dir: Path) -> None:
     """A ``--samples`` run id that names no run under ``runs_dir`` is refused before anything is written."""
-    known = [r.run_id for r in records]
+    known = {r.run_id for r in records} | {p.name for p in runs_dir.iterdir() if p.is_dir() and p.name[0] != "."}
     for run_id in wanted or []:
         if run_id not in known and not (runs_dir / run_id).is_dir():
             raise MMBenchError(f"--samples {run_id}: no run of that id under {runs_dir}{did_you_mean(run_id, known)}")

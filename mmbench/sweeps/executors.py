@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from mmbench.errors import MMBenchError
+from mmbench.errors import MMBenchError, did_you_mean
 from mmbench.runs.spec import RunSpec
 from mmbench.storage.atomic import atomic_write_json
 from mmbench.training.options import RunOptions
@@ -77,11 +77,15 @@ def executor_from_table(
     unknown = sorted(set(table) - set(RESOURCE_TYPES))
     if unknown:
         raise MMBenchError(
-            f"{where}: [executor] has unknown key(s) {unknown}; allowed: name, " + ", ".join(sorted(RESOURCE_TYPES))
+            f"{where}: [executor] has unknown key(s) {unknown}; allowed: name, "
+            + ", ".join(sorted(RESOURCE_TYPES))
+            + did_you_mean(unknown[0], RESOURCE_TYPES)
         )
     chosen = override or name
     if chosen not in EXECUTORS:
-        raise MMBenchError(f"unknown executor {chosen!r}; available: {', '.join(EXECUTORS)}")
+        raise MMBenchError(
+            f"unknown executor {chosen!r}; available: {', '.join(EXECUTORS)}" + did_you_mean(chosen, EXECUTORS)
+        )
     for key, value in table.items():
         kind = RESOURCE_TYPES[key]
         ok = (

@@ -290,7 +290,9 @@ def run_options_from(table: dict, where: str, overrides: dict | None = None) -> 
     allowed = [f.name for f in dataclasses.fields(RunOptions)]
     bad = sorted(set(table) - set(allowed))
     if bad:
-        raise MMBenchError(f"{where}: [run] has unknown key(s) {bad}; allowed: {allowed}")
+        raise MMBenchError(
+            f"{where}: [run] has unknown key(s) {bad}; allowed: {allowed}" + did_you_mean(bad[0], allowed)
+        )
     table.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return RunOptions(**table)
 
