@@ -39,11 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "manifest.json").is_file():
         build_polymnist(data, 5, seed=0)
     sweep = load_sweep(Path(args.sweep), [f'dataset.root="{data}"'], None, out / "runs")
+    sweep.runs_dir.mkdir(parents=True, exist_ok=True)  # a fresh --out whose runs all fail early still has a table
     if args.models:
         sweep = dataclasses.replace(sweep, specs=[s for s in sweep.specs if s.model in args.models])
     submit(sweep)
     wanted = {s.run_id for s in sweep.specs}
-    records = [r for r in load_records(out / "runs") if r.run_id in wanted]
+    records = [r for r in load_records(sweep.runs_dir) if r.run_id in wanted]
     df = records_frame(records)
     s = summary_frame(df)
     published = read_published(published_csv())

@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "manifest.json").is_file():
         build_polymnist(data, 3, seed=0)
     sweep = load_sweep(Path(args.sweep), [f'dataset.root="{data}"'], None, out / "runs")
+    sweep.runs_dir.mkdir(parents=True, exist_ok=True)  # a fresh --out: no run yet, an empty table
     for row in [] if args.table_only else args.rows:
         spec = row_spec(sweep, row)
         if finished_record(load_records(sweep.runs_dir), spec) is not None:

@@ -12,7 +12,6 @@ encoder has collapsed onto the prior.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 
 from diffmvae.diffusion import DDPM
 from mmbench.runs.execute import CHECKPOINT, load_split
-from mmbench.runs.spec import RunSpec
+from mmbench.runs.spec import SPEC, RunSpec
 from mmbench.storage.checkpoint import load_model
 
 FRACTIONS = (0.3, 0.6, 0.9)
@@ -38,7 +37,7 @@ def latent_usage(run: Path, *, n: int = 200, source: str = "m0", target: str = "
     path = run / CHECKPOINT if run.is_dir() else run
     model, state = load_model(path)
     model.eval()
-    spec = RunSpec.from_dict(json.loads((path.parent / "spec.json").read_text()))
+    spec = RunSpec.load(path.parent / SPEC)
     test = load_split(spec, "test").head(n)
     x = test.batch(torch.arange(len(test)))["x"]
     n = len(test)

@@ -23,16 +23,23 @@ def load(args: argparse.Namespace, with_run_flags: bool = False, check_data: boo
 
 def cmd_sweep_plan(args: argparse.Namespace) -> int:
     from mmbench.sweeps.files import data_problems
-    from mmbench.sweeps.submission import run_states
+    from mmbench.sweeps.submission import survey
 
     sweep = load(args, with_run_flags=True, check_data=False)
-    states = run_states(sweep)
+    found = survey(sweep)
     print_header(sweep)
     for problem in data_problems(sweep):
         print(f"note: submit would refuse: {problem}")
-    print_states(states, show_action=True, from_cli=sweep.from_cli if args.set else None)
-    print_request(sweep, sum(s.to_submit for s in states))
+    print_states(found.states, show_action=True, from_cli=sweep.from_cli if args.set else None)
+    print_problems(found.problems)
+    print_request(sweep, sum(s.to_submit for s in found.states))
     return 0
+
+
+def print_problems(problems: list[str]) -> None:
+    """The files status and plan could not read, one line each (the runs they belong to show as unreadable)."""
+    for problem in problems:
+        print(f"skipped, unreadable: {problem}")
 
 
 def print_request(sweep, todo: int) -> None:
@@ -63,7 +70,7 @@ def print_states(states, *, show_action: bool, from_cli: dict | None = None) -> 
             s.spec.run_id,
             s.spec.model,
             grid_point(s.spec),
-            s.state + (f" ({s.detail})" if s.detail else ""),
+            s.state + (f" ({s.detail})" if s.detail and s.state != "unreadable" else ""),
             s.job_id or "-",
             s.job_state or "-",
             s.action if show_action else "",
@@ -132,12 +139,14 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_status(args: argparse.Namespace) -> int:
-    from mmbench.sweeps.submission import run_states
+    from mmbench.sweeps.submission import survey
 
-    states = run_states(load(args, check_data=False))
-    print_states(states, show_action=False)
-    kinds = ("finished", "running", "queued", "partial", "pending", "failed")
-    print(", ".join(f"{sum(s.state == k for s in states)} {k}" for k in kinds))
+    found = survey(load(args, check_data=False))
+    print_states(found.states, show_action=False)
+    print_problems(found.problems)
+    kinds = ("finished", "running", "queued", "partial", "pending", "failed", "unreadable")
+    counts = {k: sum(s.state == k for s in found.states) for k in kinds}
+    print(", ".join(f"{n} {k}" for k, n in counts.items() if n or k != "unreadable"))
     return 0
 
 

@@ -24,21 +24,18 @@ from mmbench.device import resolve_device
 from mmbench.errors import MMBenchError
 from mmbench.metrics.base import EvalContext, MetricRow
 from mmbench.metrics.runner import build_metrics, run_metrics
-from mmbench.registry import PRIORS
-from mmbench.runs.execute import load_split, load_trained_run
+from mmbench.runs.execute import load_fitted_prior, load_run_split, load_trained_run, read_run_record
+from mmbench.runs.spec import SPEC
 from mmbench.storage.records import RECORD, load_record, write_record
 
 logger = logging.getLogger(__name__)
 
 
-def prior_samplers(run_dir: Path, kinds: Sequence[str], device: torch.device) -> dict:
+def prior_samplers(run_dir: Path, kinds: Sequence[str], model, device: torch.device) -> dict:
     """{"gaussian": None, kind: sampler(n, generator) -> z} for the fitted priors beside the run."""
     samplers: dict = {"gaussian": None}
     for kind in kinds:
-        path = Path(run_dir) / f"prior-{kind}.pt"
-        if not path.is_file():
-            raise MMBenchError(f"{path} does not exist; fit it first: mmbench prior fit {run_dir} --kind {kind}")
-        prior = PRIORS.get(kind).load(path).to(device)
+        prior = load_fitted_prior(run_dir, kind, model, device)
         samplers[kind] = lambda n, g, prior=prior: prior.sample(n, generator=g)
     return samplers
 
@@ -97,7 +94,7 @@ def evaluate_loaded(
         seed=spec.seed,
         progress=progress,
         device=device,
-        priors=prior_samplers(run_dir, priors, device),
+        priors=prior_samplers(run_dir, priors, model, device),
         unconditional_only=unconditional_only,
     )
     if device.type == "cuda":
@@ -147,14 +144,12 @@ def evaluate_run(
     run_dir = Path(run_dir)
     where = resolve_device(device)
     model, spec = load_trained_run(run_dir, "evaluating it", where)
-    if not (run_dir / RECORD).is_file():
-        raise MMBenchError(
-            f"run {run_dir.name} has no record: its training has not finished; finish it first "
-            "(mmbench sweep submit / mmbench train)"
-        )
-    load_record(run_dir / RECORD)  # a record this mmbench can read, before any work
+    read_run_record(run_dir, spec)  # a record of this run that this mmbench can read, before any work
     built = metrics_for(spec, metrics, options=options, n_samples=n_samples, fid_weights=fid_weights)
-    train, test = load_split(spec, "train").to(where), load_split(spec, "test").to(where)
+    for kind in priors:  # every fitted prior asked for, before the data is loaded
+        load_fitted_prior(run_dir, kind, model, where)
+    train = load_run_split(spec, model, "train", run_dir / SPEC).to(where)
+    test = load_run_split(spec, model, "test", run_dir / SPEC).to(where)
     return evaluate_loaded(
         run_dir,
         model,

@@ -21,16 +21,17 @@ from mmbench.device import check_precision, configure, describe, device_info
 from mmbench.errors import MMBenchError
 from mmbench.metrics.base import EvalContext
 from mmbench.metrics.runner import evaluate
-from mmbench.registry import DATASETS, MODELS
-from mmbench.runs.locks import RunLock, owner_id
-from mmbench.runs.spec import RunSpec
+from mmbench.registry import DATASETS, MODELS, PRIORS
+from mmbench.runs.locks import RunLock, owner_id, read_lock
+from mmbench.runs.spec import SPEC, RunSpec
 from mmbench.storage.atomic import atomic_write_json
 from mmbench.storage.checkpoint import checkpoint_exists
 from mmbench.storage.provenance import provenance
 from mmbench.storage.records import RECORD, SCHEMA, RunRecord, load_record, write_record
 from mmbench.training.distributed import DistEnv, destroy_process_group, init_process_group, launch_local, rank_device
-from mmbench.training.log import read_log
+from mmbench.training.log import LOG_FILE, read_log
 from mmbench.training.options import RunOptions
+from mmbench.training.state import read_train_checkpoint
 from mmbench.training.throughput import GenerationMeter
 from mmbench.training.trainer import train
 
@@ -55,29 +56,136 @@ def dataset_release(spec: RunSpec) -> str:
     return str(release(**spec.dataset_options)) if callable(release) else ""
 
 
+def read_spec(run_dir: Path) -> RunSpec:
+    """The spec of a run folder (``RunSpec.load`` of its spec.json); a folder without one is not a run folder."""
+    run_dir = Path(run_dir)
+    if not (run_dir / SPEC).exists():
+        raise MMBenchError(f"{run_dir} is not a run folder (no {SPEC}); pass a folder under the runs folder")
+    return RunSpec.load(run_dir / SPEC)
+
+
 def load_trained_run(run_dir: Path, purpose: str, device: torch.device | str = "cpu"):
     """(model on ``device``, spec) of a run folder with a trained checkpoint; ``purpose`` completes the
-    refusal's sentence."""
+    refusal's sentence. The spec and the checkpoint are validated, and must be of one run (the same model)."""
     from mmbench.storage.checkpoint import load_model
 
     run_dir = Path(run_dir)
-    if not (run_dir / "spec.json").is_file():
-        raise MMBenchError(f"{run_dir} is not a run folder (no spec.json); pass a folder under the runs folder")
+    spec = read_spec(run_dir)
     if not checkpoint_exists(run_dir / CHECKPOINT):
         raise MMBenchError(
             f"run {run_dir.name} has no encoder checkpoint ({CHECKPOINT}); {purpose} needs a "
             "trained model, so train the run first (mmbench sweep submit / mmbench train)"
         )
-    spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
-    model, _ = load_model(run_dir / CHECKPOINT, device)
+    model, payload = load_model(run_dir / CHECKPOINT, device)
+    if payload["model"] != spec.model:
+        raise MMBenchError(
+            f"run spec {run_dir / SPEC}: field 'model' is {spec.model!r} but {run_dir / CHECKPOINT} holds a "
+            f"{payload['model']!r} model: the folder mixes two runs' files"
+        )
     return model, spec
+
+
+def read_run_record(run_dir: Path, spec: RunSpec) -> RunRecord:
+    """The record of a run folder whose spec is ``spec``: validated (``load_record``) and of the same run (its spec's
+    model, dataset, options, config and seed are spec.json's)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RECORD).exists():
+        raise MMBenchError(
+            f"run {run_dir.name} has no record: its training has not finished; finish it first "
+            "(mmbench sweep submit / mmbench train)"
+        )
+    record = load_record(run_dir / RECORD)
+    mine = {
+        "model": spec.model,
+        "dataset": spec.dataset,
+        "dataset_options": spec.dataset_options,
+        "config": spec.config,
+        "seed": spec.seed,
+    }
+    for key, value in mine.items():
+        theirs = record.spec.get(key)
+        if key in ("dataset_options", "config"):
+            theirs = theirs or {}
+        if theirs != value:
+            raise MMBenchError(
+                f"run record {run_dir / RECORD}: field 'spec.{key}' is {_short(theirs)} but {run_dir / SPEC} says "
+                f"{_short(value)}: the two files are of different runs"
+            )
+    return record
+
+
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def load_run_split(spec: RunSpec, model, split: str, spec_path: Path | str = SPEC) -> MultimodalDataset:
+    """``load_split`` of a trained run's spec, checked to hold the modalities its model was trained on (a spec.json
+    naming another dataset, or other options of it, is refused in one line naming ``spec_path``)."""
+    data = load_split(spec, split)
+    theirs = [(m.name, tuple(m.shape)) for m in data.modalities]
+    mine = [(m.name, tuple(m.shape)) for m in model.modalities]
+    if theirs != mine:
+        raise MMBenchError(
+            f"run spec {spec_path}: field 'dataset' ({spec.dataset} with {spec.dataset_options}) gives modalities "
+            f"{_modalities(theirs)} but the run's model was trained on {_modalities(mine)}: the folder mixes two "
+            "runs' files"
+        )
+    return data
+
+
+def _modalities(items) -> str:
+    return ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in items)
+
+
+def load_fitted_prior(run_dir: Path, kind: str, model, device: torch.device):
+    """The prior ``mmbench prior fit`` saved beside a run (``prior-<kind>.pt``) on ``device``; refused in one line
+    naming the file when it is missing, unreadable, or fitted on another run (another latent size)."""
+    path = Path(run_dir) / f"prior-{kind}.pt"
+    if not path.is_file():
+        raise MMBenchError(f"{path} does not exist; fit it first: mmbench prior fit {run_dir} --kind {kind}")
+    cls = PRIORS.get(kind)
+    try:
+        prior = cls.load(path)
+    except MMBenchError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+        text = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise MMBenchError(f"prior {path} is not a {kind!r} prior this mmbench can load ({text})") from None
+    dim = getattr(prior, "latent_dim", model.latent_dim)
+    if dim != model.latent_dim:
+        raise MMBenchError(
+            f"prior {path}: field 'latent_dim' is {dim} but the run's model has {model.latent_dim}: it was fitted on "
+            "another run; fit it again: mmbench prior fit"
+        )
+    return prior.to(device)
 
 
 def run_status(run_dir: Path) -> str:
     """finished | failed | partial (a checkpoint, no record) | pending."""
-    if (run_dir / RECORD).is_file():
+    if (run_dir / RECORD).exists():
         return load_record(run_dir / RECORD).status
     return "partial" if checkpoint_exists(run_dir / CHECKPOINT) else "pending"
+
+
+def check_resumable(spec: RunSpec, run_dir: Path) -> None:
+    """Read what resuming ``spec``'s run in ``run_dir`` reads (its record, lock, training log, executions and
+    checkpoint), so that a malformed one is refused in one line naming it before any work or any file is written
+    (and, in an inline sweep, before any run starts). A partial run's checkpoint is thus read twice, here and by the
+    trainer: a resume's cost, not a run's."""
+    run_dir = Path(run_dir)
+    if run_status(run_dir) == "finished":
+        return
+    read_lock(run_dir)
+    read_log(run_dir / LOG_FILE)
+    executions(run_dir)
+    if checkpoint_exists(run_dir / CHECKPOINT):
+        payload = read_train_checkpoint(run_dir / CHECKPOINT)
+        if payload.get("model", spec.model) != spec.model:
+            raise MMBenchError(
+                f"checkpoint {run_dir / CHECKPOINT}: field 'model' is {payload['model']!r} but the run is a "
+                f"{spec.model!r} run: it is another run's checkpoint, so move it away to start over"
+            )
 
 
 def check_machine(spec: RunSpec, options: RunOptions) -> torch.device:
@@ -117,6 +225,7 @@ def execute(
     device = prepare(spec, options)
     env = DistEnv.from_environ()
     run_dir = Path(runs_dir) / spec.run_id
+    check_resumable(spec, run_dir)
     if run_status(run_dir) == "finished":
         log(f"{spec.run_id}: finished before, skipped")
         return load_record(run_dir / RECORD)
@@ -140,6 +249,7 @@ def execute(
 
 
 EXECUTIONS = "executions.jsonl"
+EXECUTION_FIELDS = (("owner", "str"), ("from_step", "int"))  # what every line of it holds
 
 
 def _append_execution(run_dir: Path, job: dict, step: int) -> None:
@@ -156,8 +266,9 @@ def _append_execution(run_dir: Path, job: dict, step: int) -> None:
 
 
 def executions(run_dir: Path) -> list[dict]:
-    """Every start of a run's training: job owner, restarts, host, pid, the step it resumed from."""
-    return read_log(Path(run_dir) / EXECUTIONS)
+    """Every start of a run's training: job owner, restarts, host, pid, the step it resumed from (each line
+    checked: ``read_log``)."""
+    return read_log(Path(run_dir) / EXECUTIONS, what="executions log", required=EXECUTION_FIELDS)
 
 
 def _quiet(*args, **kwargs) -> None:
@@ -187,7 +298,7 @@ def _execute(
     spec_dict = spec.to_dict()
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "spec.json", spec_dict)
+        atomic_write_json(run_dir / SPEC, spec_dict)
     t0 = time.perf_counter()
     cls = MODELS.get(spec.model)
     config = build_config(cls.Config, spec.config)

@@ -21,11 +21,12 @@ from pathlib import Path
 from mmbench.errors import MMBenchError
 from mmbench.runs.scheduler import ACTIVE_STATES, UNREACHABLE, process_alive, scheduler_states
 from mmbench.storage.atomic import atomic_write_json
+from mmbench.storage.validate import get_field
 
 LOCK = "lock.json"
 HEARTBEAT_S = 30.0
 STALE_S = 300.0
-FIELDS = {"owner", "host", "pid", "heartbeat"}
+FIELDS = {"owner": "str", "host": "str", "pid": "int", "heartbeat": "number"}  # (name, kind of storage.validate)
 
 
 class RunLocked(MMBenchError):
@@ -47,21 +48,30 @@ def owner_id() -> str:
 
 
 def read_lock(run_dir: Path) -> dict | None:
-    """The lock's content, None when there is none; MMBenchError when the file is not a lock."""
+    """The lock's content (owner, host, pid, heartbeat: each checked), None when there is none; MMBenchError in one
+    line naming the file (and the field) when it is not a lock."""
     path = Path(run_dir) / LOCK
+    delete = "; if no job is training this run, delete it"
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise MMBenchError(f"lock file {path} cannot be read ({exc.strerror or exc}){delete}") from None
     try:
-        lock = json.loads(text)
-    except json.JSONDecodeError:
+        lock = json.loads(data.decode("utf-8"))
+    except ValueError:  # not text, not JSON (UnicodeDecodeError is a ValueError)
         lock = None
-    if not isinstance(lock, dict) or not FIELDS <= set(lock):
+    if not isinstance(lock, dict):
         raise MMBenchError(
-            f"lock file {path} is corrupt or not an mmbench run lock (it needs {sorted(FIELDS)}); "
-            "if no job is training this run, delete it"
+            f"lock file {path} is corrupt or not an mmbench run lock (it must be a JSON object with "
+            f"{', '.join(FIELDS)}){delete}"
         )
+    try:
+        for name, kind in FIELDS.items():
+            get_field(lock, name, kind, f"lock file {path}", required=True)
+    except MMBenchError as exc:
+        raise MMBenchError(f"{exc}{delete}") from None
     return lock
 
 

@@ -23,8 +23,9 @@ from mmbench.device import resolve_device
 from mmbench.metrics.base import MetricRow
 from mmbench.registry import PRIORS
 from mmbench.runs.evaluate import evaluate_loaded, metrics_for
-from mmbench.runs.execute import load_split, load_trained_run
+from mmbench.runs.execute import load_run_split, load_trained_run, read_run_record
 from mmbench.runs.latents import encoder_latents, gaussian_fit_distance, moment_errors
+from mmbench.runs.spec import SPEC
 from mmbench.storage.records import RECORD, load_record, write_record
 
 TABLE4_METRICS = ("coherence", "fid")
@@ -49,13 +50,14 @@ def fit_prior(
     config = build_config(cls.Config, overrides or {})
     where = resolve_device(device)
     model, spec = load_trained_run(run_dir, "fitting a prior on its encoder", where)
-    load_record(run_dir / RECORD)  # a finished run: refused before the fit when it has no record
+    read_run_record(run_dir, spec)  # a finished run of this spec: refused before the fit when it has no record
     table4 = (
         metrics_for(spec, [m for m in spec.metrics if m in TABLE4_METRICS])
         if any(m in TABLE4_METRICS for m in spec.metrics)
         else []
     )
-    train, test = load_split(spec, "train").to(where), load_split(spec, "test").to(where)
+    train = load_run_split(spec, model, "train", run_dir / SPEC).to(where)
+    test = load_run_split(spec, model, "test", run_dir / SPEC).to(where)
     prior = cls(model.latent_dim, config)
     log(f"fitting the {kind} prior on {len(train)} encoder latents of run {run_dir.name}")
     prior.fit(encoder_latents(model, train), seed=spec.seed, progress=progress)

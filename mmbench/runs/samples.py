@@ -15,8 +15,8 @@ from torch import Tensor
 
 from mmbench.device import resolve_device
 from mmbench.errors import MMBenchError
-from mmbench.registry import PRIORS
-from mmbench.runs.execute import load_split, load_trained_run
+from mmbench.runs.execute import load_fitted_prior, load_run_split, load_trained_run
+from mmbench.runs.spec import SPEC
 from mmbench.storage.figures import plt, save_figure
 
 
@@ -68,14 +68,10 @@ def save_sample_grid(
     model.validate_subset(given)
     if n < 1:
         raise MMBenchError(f"--n must be at least 1, got {n}")
-    test = load_split(spec, "test").head(n).to(where)
+    fitted = load_fitted_prior(run_dir, prior, model, where) if prior else None
+    test = load_run_split(spec, model, "test", run_dir / SPEC).head(n).to(where)
     g = torch.Generator().manual_seed(seed)
-    z = None
-    if prior:
-        path = run_dir / f"prior-{prior}.pt"
-        if not path.is_file():
-            raise MMBenchError(f"{path} does not exist; fit it first: mmbench prior fit {run_dir} --kind {prior}")
-        z = PRIORS.get(prior).load(path).to(where).sample(len(test), generator=g)
+    z = fitted.sample(len(test), generator=g) if fitted is not None else None
     with torch.no_grad():
         rows = grid_rows(model, test.batch(torch.arange(len(test)))["x"], given, z, len(test), g)
     picture = torch.cat([_tile(r.cpu()) for _, r in rows], 0).numpy()

@@ -12,11 +12,17 @@ import hashlib
 import inspect
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from mmbench.config import build_config, check_keywords, config_to_dict
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS, METRICS, MODELS
+from mmbench.storage.validate import get_field, kind_of, known_keys, read_json, refuse
+
+SPEC = "spec.json"
+# the fields of spec.json (``RunSpec.to_dict``): the resolved spec, where it came from and its id
+SPEC_FIELDS = ("model", "dataset", "dataset_options", "config", "seed", "metrics", "metric_options", "sweep", "run_id")
 
 
 def with_defaults(fn: Callable, given: dict, skip: tuple[str, ...] = ()) -> dict:
@@ -79,17 +85,48 @@ class RunSpec:
         return {**self.normalized(), "sweep": self.sweep, "run_id": self.run_id}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunSpec":
+    def from_dict(cls, d: Any, path: Path | str = "(in memory)") -> "RunSpec":
+        """The spec of a parsed spec.json (``to_dict``'s layout); refused in one MMBenchError line naming ``path``
+        and the field when it is not one. Names are not looked up here (``load`` does, for a run folder)."""
+        where = f"run spec {path}"
+        if not isinstance(d, dict):
+            raise MMBenchError(f"{where} must be a JSON object, got {kind_of(d)}")
+        known_keys(d, SPEC_FIELDS, where, hint="a newer mmbench wrote it, or it is not a run's spec.json")
+        for key in ("model", "dataset"):
+            if not get_field(d, key, "str", where, required=True):
+                raise MMBenchError(f"{where}: field {key!r} must be a non-empty string, got an empty one")
+        metrics = get_field(d, "metrics", "list", where) or []
+        for i, m in enumerate(metrics):
+            if not isinstance(m, str):
+                raise refuse(where, f"metrics[{i}]", "a metric's name (a string)", m)
+        metric_options = get_field(d, "metric_options", "dict", where) or {}
+        for m in metric_options:
+            get_field(metric_options, m, "dict", where, prefix="metric_options.")
+        seed = get_field(d, "seed", "int", where)
+        get_field(d, "run_id", "str", where)
         return cls(
             d["model"],
             d["dataset"],
-            d.get("dataset_options", {}),
-            d.get("config", {}),
-            d.get("seed", 0),
-            tuple(d.get("metrics", ())),
-            d.get("metric_options", {}),
-            d.get("sweep", ""),
+            get_field(d, "dataset_options", "dict", where) or {},
+            get_field(d, "config", "dict", where) or {},
+            0 if seed is None else seed,
+            tuple(metrics),
+            {m: options or {} for m, options in metric_options.items()},
+            get_field(d, "sweep", "str", where) or "",
         )
+
+    @classmethod
+    def load(cls, path: Path) -> "RunSpec":
+        """The spec a run folder's spec.json holds, validated (``from_dict``), its model and dataset installed here;
+        MMBenchError in one line naming the file and the field otherwise."""
+        path = Path(path)
+        spec = cls.from_dict(read_json(path, "run spec"), path)
+        for key, registry in (("model", MODELS), ("dataset", DATASETS)):
+            try:
+                registry.get(getattr(spec, key))
+            except MMBenchError as exc:
+                raise MMBenchError(f"run spec {path}: field {key!r}: {exc}") from None
+        return spec
 
     def validate(self, *, check_data: bool = True) -> None:
         """Check everything a run needs before any work starts, so that nothing is spent or half-written on a

@@ -23,8 +23,10 @@ from mmbench.errors import MMBenchError
 from mmbench.modality import Modality
 from mmbench.storage.atomic import atomic_write_json, fsync_dir, write_temp_file
 from mmbench.storage.provenance import provenance
+from mmbench.storage.validate import get_field, kind_of, read_bytes
 
-MAGIC = b"MMBENCH-CHECKPOINT 1 sha256="
+FAMILY = b"MMBENCH-CHECKPOINT "  # then the format's version
+MAGIC = FAMILY + b"1 sha256="
 
 
 class CheckpointFallbackWarning(UserWarning):
@@ -66,12 +68,23 @@ def save_checkpoint(path: Path, payload: dict, *, keep_previous: bool = False) -
 
 def _decode(path: Path) -> dict:
     """The payload of one checkpoint file; MMBenchError naming the file when it cannot be verified."""
-    data = path.read_bytes()
+    data = read_bytes(path, "checkpoint")
+    if not data:
+        raise MMBenchError(f"checkpoint {path} is empty (a save that never wrote its bytes)")
     if data.startswith(MAGIC):
         newline = data.find(b"\n", len(MAGIC))
         digest, body = data[len(MAGIC) : newline].decode("ascii", "replace"), data[newline + 1 :]
         if newline < 0 or hashlib.sha256(body).hexdigest() != digest:
-            raise MMBenchError(f"checkpoint {path} is corrupt: its content does not match the sha256 in its header")
+            raise MMBenchError(
+                f"checkpoint {path} is corrupt (truncated or changed): its content does not match the sha256 in "
+                "its header"
+            )
+    elif data.startswith(FAMILY) and data[len(FAMILY) : len(FAMILY) + 1] != b"1":
+        version = data[len(FAMILY) :].split(b" ", 1)[0][:16].decode("ascii", "replace")
+        raise MMBenchError(
+            f"checkpoint {path} is in format {version!r}; this mmbench reads format 1: a newer mmbench wrote it, "
+            "so load it with that version (or upgrade this one)"
+        )
     else:  # the older layout: payload + name.sha256 beside it
         digest_file = Path(str(path) + ".sha256")
         if not digest_file.is_file():
@@ -79,13 +92,19 @@ def _decode(path: Path) -> dict:
                 f"checkpoint {path} is corrupt or not an mmbench checkpoint (no header, no "
                 f"{digest_file.name} beside it)"
             )
-        if hashlib.sha256(data).hexdigest() != digest_file.read_text().strip():
+        if (
+            hashlib.sha256(data).hexdigest()
+            != read_bytes(digest_file, "checkpoint digest").decode(errors="replace").strip()
+        ):
             raise MMBenchError(f"checkpoint {path} is corrupt: its sha256 does not match {digest_file.name}")
         body = data
     try:
-        return torch.load(io.BytesIO(body), map_location="cpu", weights_only=False)
+        payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=False)
     except Exception as exc:  # verified bytes that torch cannot read: a foreign or future format
         raise MMBenchError(f"checkpoint {path} cannot be read by this torch ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict):
+        raise MMBenchError(f"checkpoint {path} must hold a dict of entries, got {kind_of(payload)}")
+    return payload
 
 
 def checkpoint_exists(path: Path) -> bool:
@@ -145,14 +164,58 @@ def save_model(path: Path, model: Any, extra: dict | None = None, *, keep_previo
     atomic_write_json(Path(path).with_suffix(".config.json"), {k: payload[k] for k in recorded})
 
 
+def model_entries(payload: dict, path: Path | str) -> tuple[str, dict, list[Modality], dict]:
+    """(model name, config, modalities, weights) of a loaded checkpoint (``model_payload``'s layout), each checked;
+    refused in one line naming the file and the field."""
+    where = f"checkpoint {path}"
+    name = get_field(payload, "model", "str", where, required=True)
+    config = get_field(payload, "config", "dict", where, required=True)
+    modalities = []
+    for i, d in enumerate(get_field(payload, "modalities", "list", where, required=True)):
+        if not isinstance(d, dict):
+            raise MMBenchError(f"{where}: field 'modalities[{i}]' must be an object, got {kind_of(d)}")
+        get_field(d, "name", "str", where, prefix=f"modalities[{i}].", required=True)
+        get_field(d, "shape", "list", where, prefix=f"modalities[{i}].", required=True)
+        try:
+            modalities.append(Modality.from_dict(d))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise MMBenchError(f"{where}: field 'modalities[{i}]' is not a modality ({exc})") from None
+    weights = get_field(payload, "state_dict", "dict", where, required=True)
+    return name, config, modalities, weights
+
+
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[Any, dict]:
-    """Rebuild the registered model of a checkpoint, load its weights, move it to ``device``; (model, payload)."""
+    """Rebuild the registered model of a checkpoint, load its weights, move it to ``device``; (model, payload).
+    A checkpoint that does not describe a model this installation can rebuild is refused in one line naming it."""
     from mmbench.config import build_config
     from mmbench.registry import MODELS
 
     payload = load_checkpoint(path)
-    cls = MODELS.get(payload["model"])
-    modalities = [Modality.from_dict(d) for d in payload["modalities"]]
-    model = cls(modalities, build_config(cls.Config, payload["config"]))
-    model.load_state_dict(payload["state_dict"])
+    name, config, modalities, weights = model_entries(payload, path)
+    try:
+        cls = MODELS.get(name)
+    except MMBenchError as exc:
+        raise MMBenchError(f"checkpoint {path}: field 'model': {exc}") from None
+    try:
+        built = build_config(cls.Config, config)
+    except MMBenchError as exc:
+        raise MMBenchError(f"checkpoint {path}: field 'config': {exc}") from None
+    try:
+        model = cls(modalities, built)
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
+        raise MMBenchError(
+            f"checkpoint {path}: field 'modalities' does not build a {name!r} model ({_first_line(exc)})"
+        ) from None
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise MMBenchError(
+            f"checkpoint {path}: field 'state_dict' does not fit a {name!r} model of its config ({_first_line(exc)})"
+        ) from None
     return model.to(device), payload
+
+
+def _first_line(exc: BaseException, limit: int = 240) -> str:
+    """An exception's message on one line (torch's load_state_dict spreads its own over several), shortened."""
+    text = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -8,14 +8,13 @@ and ``read_records`` give the same records as plain dicts (``RunRecord.to_dict``
 
 from __future__ import annotations
 
-import json
-import numbers
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from mmbench.errors import MMBenchError
 from mmbench.storage.atomic import atomic_write_json
+from mmbench.storage.validate import get_field, is_int, kind_of, parse_json, read_bytes, refuse
 
 RECORD = "record.json"
 # The layout of record.json.
@@ -52,55 +51,22 @@ class MetricRow:
         return asdict(self)
 
 
-# -- validation: one line naming the file and the field ------------------------------------------------------
+# -- validation: one line naming the file and the field (mmbench.storage.validate) ----------------------------
 
 
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
+def _where(path: Path | str) -> str:
+    return f"run record {path}"
 
 
 def _refuse(path: Path | str, name: str, want: str, value: Any) -> MMBenchError:
-    return MMBenchError(f"run record {path}: field {name!r} must be {want}, got {_kind(value)}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-# the checks a field's value passes, and how the refusal says what it must be
-_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "str": (lambda v: isinstance(v, str), "a string"),
-    "int": (_is_int, "an integer"),
-    "number": (_is_number, "a number"),
-    "dict": (lambda v: isinstance(v, dict), "an object"),
-    "list": (lambda v: isinstance(v, list), "a list"),
-}
+    return refuse(_where(path), name, want, value)
 
 
 def _field(
     d: dict, key: str, kind: str, path: Path | str, *, prefix: str = "", required: bool = False, nullable: bool = False
 ) -> Any:
     """``d[key]`` checked to be of ``kind`` (None when absent and not required; null allowed when nullable)."""
-    name = f"{prefix}{key}"
-    if key not in d:
-        if required:
-            raise MMBenchError(f"run record {path}: field {name!r} is missing")
-        return None
-    value = d[key]
-    check, want = _CHECKS[kind]
-    if value is None and (nullable or not required):
-        return None
-    if not check(value):
-        raise _refuse(path, name, want + (" or null" if nullable else ""), value)
-    if kind == "int":
-        return int(value)
-    if kind == "number" and not isinstance(value, (int, float)):
-        return float(value)  # a numpy scalar from a metric: written as a JSON number
-    return value
+    return get_field(d, key, kind, _where(path), prefix=prefix, required=required, nullable=nullable)
 
 
 def _row(d: Any, path: Path | str, i: int) -> MetricRow:
@@ -172,7 +138,7 @@ MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: migrate_1_to_2}
 def record_schema(d: dict, path: Path | str) -> int:
     """The schema a record says it is written in (1 when it says none), refused when this mmbench cannot read it."""
     schema = d.get("schema", 1)
-    if not _is_int(schema):
+    if not is_int(schema):
         raise _refuse(path, "schema", f"an integer (this mmbench reads schemas 1 to {SCHEMA})", schema)
     if schema > SCHEMA:
         raise MMBenchError(
@@ -249,7 +215,7 @@ class RunRecord:
         """The record of a parsed record.json, migrated to the current schema; refused (one MMBenchError line
         naming ``path`` and the field) when it is not one."""
         if not isinstance(d, dict):
-            raise MMBenchError(f"run record {path} must be a JSON object, got {_kind(d)}")
+            raise MMBenchError(f"run record {path} must be a JSON object, got {kind_of(d)}")
         d = migrate(d, path)
         rows = _present(d, "metrics", path)
         if not isinstance(rows, list):
@@ -359,19 +325,7 @@ def write_record(run_dir: Path, record: RunRecord) -> Path:
 def load_record(path: Path) -> RunRecord:
     """The record in ``path``, migrated and validated; MMBenchError (one line naming the file) when it cannot be."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise MMBenchError(f"run record {path} does not exist") from None
-    except OSError as exc:
-        raise MMBenchError(f"run record {path} cannot be read ({exc.strerror or exc})") from None
-    try:
-        parsed = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise MMBenchError(f"run record {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MMBenchError(f"run record {path} is not valid JSON (not text: {exc})") from None
-    return RunRecord.from_dict(parsed, path)
+    return RunRecord.from_dict(parse_json(read_bytes(path, "run record"), path, "run record"), path)
 
 
 def read_record(path: Path) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -24,6 +23,7 @@ from typing import Any, Callable, Iterator
 from mmbench.errors import MMBenchError, did_you_mean
 from mmbench.runs.spec import RunSpec
 from mmbench.storage.atomic import atomic_write_json
+from mmbench.storage.validate import get_field, kind_of, read_json_object
 from mmbench.training.options import RunOptions
 
 logger = logging.getLogger(__name__)
@@ -204,18 +204,38 @@ def sweep_folder(runs_dir: Path, sweep_name: str) -> Path:
     return Path(runs_dir) / ".sweeps" / sweep_name
 
 
-def read_jobs(folder: Path) -> dict:
-    path = Path(folder) / "jobs.json"
-    if not path.is_file():
+JOBS = "jobs.json"
+# an entry of jobs.json: (name, kind of storage.validate, required)
+JOB_FIELDS = (
+    ("job_id", "str", True),
+    ("executor", "str", True),
+    ("submitted_at", "str", False),
+    ("model", "str", False),
+)
+
+
+def read_jobs(folder: Path) -> dict[str, dict]:
+    """The sweep's jobs.json: {run_id: {job_id, executor, submitted_at, model}}, each entry checked; {} when no job
+    was submitted. MMBenchError in one line naming the file and the field when it is not such a registry."""
+    path = Path(folder) / JOBS
+    if not path.exists():
         return {}
+    keep = " (it lists the sweep's submitted jobs: delete it only if no job of the sweep is queued)"
     try:
-        jobs = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise MMBenchError(
-            f"{path} is not valid JSON; it lists the sweep's submitted jobs (delete it only if no "
-            "job of the sweep is queued)"
-        ) from None
-    return jobs if isinstance(jobs, dict) else {}
+        jobs = read_json_object(path, "jobs registry")
+        for run_id, entry in jobs.items():
+            where = f"jobs registry {path}"
+            if not isinstance(entry, dict):
+                raise MMBenchError(f"{where}: field {run_id!r} must be an object (a run's job), got {kind_of(entry)}")
+            for name, kind, required in JOB_FIELDS:
+                get_field(entry, name, kind, where, prefix=f"{run_id}.", required=required)
+            if entry["executor"] not in EXECUTORS[1:]:
+                raise MMBenchError(
+                    f"{where}: field '{run_id}.executor' is {entry['executor']!r}; jobs run on {' or '.join(EXECUTORS[1:])}"
+                )
+    except MMBenchError as exc:
+        raise MMBenchError(f"{exc}{keep}") from None
+    return jobs
 
 
 @contextmanager
@@ -353,7 +373,7 @@ def submit_jobs(
             "submitted_at": now,
             "model": spec.model,
         }
-    atomic_write_json(folder / "jobs.json", registry)
+    atomic_write_json(folder / JOBS, registry)
     return {s.run_id: str(j.job_id) for s, j in zip(specs, jobs)}
 
 

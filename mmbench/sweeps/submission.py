@@ -2,7 +2,8 @@
 
 Every run of a sweep is in one state: finished (a record; "finished, other code" when the record's git
 revision is not this checkout's), failed, running (its lock is held by a live job), queued (its last
-submitted job is pending or running in the scheduler), partial (a checkpoint, nothing running) or pending.
+submitted job is pending or running in the scheduler), partial (a checkpoint, nothing running), pending, or
+unreadable (a file of its folder cannot be read: status and plan name it and go on, submit refuses).
 Submitting acts on that: finished and running or queued runs are left alone, partial runs resume, failed and
 pending ones are submitted. Submissions of one sweep are serialised by a file lock, so two people submitting
 at once queue each run once, and the run lock keeps a run from training twice whatever was queued.
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from mmbench.errors import MMBenchError
-from mmbench.runs.execute import check_machine, execute, run_status
+from mmbench.runs.execute import check_machine, check_resumable, execute, run_status
 from mmbench.runs.locks import lock_state, read_lock
 from mmbench.runs.scheduler import ACTIVE_STATES, scheduler_states
 from mmbench.runs.spec import RunSpec
@@ -34,6 +35,7 @@ ACTIONS = {
     "partial": "resume",
     "failed": "retry",
     "pending": "submit",
+    "unreadable": "refuse",  # a file of its folder cannot be read: submit refuses until it is fixed
 }
 
 
@@ -42,8 +44,8 @@ class RunState:
     """One run of a sweep as plan and status show it."""
 
     spec: RunSpec
-    state: str  # finished | failed | running | queued | partial | pending
-    detail: str = ""  # other code's revision, the lock's owner, the failure
+    state: str  # finished | failed | running | queued | partial | pending | unreadable
+    detail: str = ""  # other code's revision, the lock's owner, the failure, why a file cannot be read
     job_id: str = ""
     job_state: str = ""  # the scheduler's word for the run's last job (PENDING, RUNNING, REQUEUED, TIMEOUT, ...)
 
@@ -57,9 +59,23 @@ class RunState:
         return self.action in ("submit", "resume", "retry")
 
 
-def run_states(sweep: Sweep) -> list[RunState]:
-    """The state of every run of the sweep, asking the scheduler about the jobs it was given."""
-    jobs = read_jobs(sweep_folder(sweep.runs_dir, sweep.name))
+@dataclass(frozen=True)
+class Survey:
+    """Every run of a sweep in its state, and the files that could not be read (one line each, naming the file):
+    a run folder's (that run is "unreadable") or the sweep's jobs.json (the jobs are then unknown)."""
+
+    states: list[RunState]
+    problems: list[str]
+
+
+def survey(sweep: Sweep) -> Survey:
+    """The state of every run of the sweep, asking the scheduler about the jobs it was given. A file that cannot be
+    read does not stop it: its run is "unreadable" (``sweep status`` and ``plan`` name it and go on)."""
+    problems = []
+    try:
+        jobs = read_jobs(sweep_folder(sweep.runs_dir, sweep.name))
+    except MMBenchError as exc:
+        jobs, problems = {}, [str(exc)]
     by_executor: dict[str, list[str]] = {}
     for spec in sweep.specs:
         entry = jobs.get(spec.run_id)
@@ -71,24 +87,42 @@ def run_states(sweep: Sweep) -> list[RunState]:
     here = git_revision()
     out = []
     for spec in sweep.specs:
-        run_dir = sweep.runs_dir / spec.run_id
         entry = jobs.get(spec.run_id, {})
         job_id = entry.get("job_id", "")
         job_state = states.get(job_id, "") if job_id else ""
-        status, detail = run_status(run_dir), ""
-        if status in ("finished", "failed"):
-            record = load_record(run_dir / RECORD)
-            if status == "finished" and record.git != here:
-                detail = f"other code: {record.git[:12]}"
-            elif status == "failed":
-                detail = (record.failure or "no reason recorded")[:80]
-        lock = read_lock(run_dir)
-        if status != "finished" and lock_state(lock) in ("held", "mine"):
-            status, detail = "running", f"by {lock['owner']} on {lock['host']}"
-        elif status != "finished" and job_state in ACTIVE_STATES:
-            status = "queued"
+        try:
+            status, detail = _run_state(sweep.runs_dir / spec.run_id, job_state, here)
+        except MMBenchError as exc:
+            status, detail = "unreadable", str(exc)
+            problems.append(str(exc))
         out.append(RunState(spec, status, detail, job_id, job_state))
-    return out
+    return Survey(out, problems)
+
+
+def _run_state(run_dir: Path, job_state: str, here: str) -> tuple[str, str]:
+    """(state, detail) of one run folder from its record, lock and last job."""
+    status, detail = run_status(run_dir), ""
+    if status in ("finished", "failed"):
+        record = load_record(run_dir / RECORD)
+        if status == "finished" and record.git != here:
+            detail = f"other code: {record.git[:12]}"
+        elif status == "failed":
+            detail = (record.failure or "no reason recorded")[:80]
+    lock = read_lock(run_dir)
+    if status != "finished" and lock_state(lock) in ("held", "mine"):
+        status, detail = "running", f"by {lock['owner']} on {lock['host']}"
+    elif status != "finished" and job_state in ACTIVE_STATES:
+        status = "queued"
+    return status, detail
+
+
+def run_states(sweep: Sweep) -> list[RunState]:
+    """``survey``'s states, refused (MMBenchError, the first problem's line) when a file could not be read: what
+    submits acts on them."""
+    found = survey(sweep)
+    if found.problems:
+        raise MMBenchError(found.problems[0])
+    return found.states
 
 
 def submit(sweep: Sweep, *, progress: bool = True, log: Callable[[str], None] | None = None) -> list[dict]:
@@ -104,6 +138,7 @@ def submit(sweep: Sweep, *, progress: bool = True, log: Callable[[str], None] | 
     if sweep.executor.name == "inline":  # the runs were validated by load_sweep; this machine runs them
         for spec in sweep.specs:
             check_machine(spec, sweep.options)
+            check_resumable(spec, sweep.runs_dir / spec.run_id)
         sweep.save_source(folder)
         return _run_inline(sweep, progress=progress, log=log)
     sweep.save_source(folder)
@@ -146,7 +181,7 @@ def cancel(sweep: Sweep) -> list[str]:
     """Cancel the sweep's queued and running jobs; their job ids. Runs keep their checkpoints (partial)."""
     jobs = read_jobs(sweep_folder(sweep.runs_dir, sweep.name))
     active: dict[str, list[str]] = {}
-    for s in run_states(sweep):
+    for s in survey(sweep).states:  # a run whose folder cannot be read does not keep the others' jobs running
         if s.job_id and s.job_state in ACTIVE_STATES:
             active.setdefault(jobs[s.spec.run_id]["executor"], []).append(s.job_id)
     for executor, ids in active.items():

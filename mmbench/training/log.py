@@ -12,24 +12,23 @@ import json
 from pathlib import Path
 
 from mmbench.storage.atomic import atomic_write_bytes
+from mmbench.storage.validate import read_json_lines
 
 LOG_FILE = "train_log.jsonl"
+STEP = (("step", "int"),)  # what every line of the training log holds
 TENSORBOARD_DIR = "tensorboard"
 
 
-def read_log(path: Path) -> list[dict]:
-    """The entries of a JSON-lines file (the training log, a run's executions); a line torn by a kill
-    mid-write (the last one) is skipped."""
+def read_log(path: Path, *, what: str = "training log", required: tuple[tuple[str, str], ...] = STEP) -> list[dict]:
+    """The entries of a JSON-lines file (the training log; a run's executions, with their own ``what`` and
+    ``required`` fields: (name, kind of ``storage.validate.CHECKS``)); [] when there is none. A line torn by a kill
+    mid-write (the last one) is skipped; anything else that is not an entry (binary garbage, a line that is not a
+    JSON object, a required field missing or of the wrong type) is refused in one line naming the file, the line
+    and the field."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         return []
-    entries = []
-    for line in path.read_text().splitlines():
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return entries
+    return read_json_lines(path, what, required)
 
 
 class TrainLog:

@@ -21,9 +21,13 @@ only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from mmbench.errors import MMBenchError
+from mmbench.storage.checkpoint import load_checkpoint
+from mmbench.storage.validate import get_field, kind_of
 from mmbench.training.distributed import DistEnv, all_gather_objects, all_reduce_sum
 
 
@@ -168,3 +172,48 @@ def migrate_checkpoint(payload: dict) -> dict:
         sums = [sums] if migrated["world_size"] == 1 else None
     migrated["sums"] = sums or [TermSums().state_dict() for _ in range(migrated["world_size"])]
     return migrated
+
+
+# the training entries a checkpoint resumes from, in every layout ``migrate_checkpoint`` reads: (name, kind)
+_TRAIN_ENTRIES = (
+    ("state_dict", "dict"),
+    ("optimizer", "dict"),
+    ("steps", "int"),
+    ("epoch", "int"),
+    ("history", "list"),
+)
+_OPTIONAL_ENTRIES = (("position", "int"), ("seconds", "number"), ("world_size", "int"))
+
+
+def check_train_checkpoint(payload: dict, path: Path | str) -> dict:
+    """``payload`` (a loaded checkpoint) when it holds the training state a run resumes from, in any layout
+    ``migrate_checkpoint`` reads; refused in one line naming the file and the entry otherwise (a model-only
+    checkpoint, another program's file, wrong types)."""
+    where = f"checkpoint {path}"
+    for name, kind in _TRAIN_ENTRIES:
+        get_field(payload, name, kind, where, required=True)
+    for name, kind in _OPTIONAL_ENTRIES:
+        get_field(payload, name, kind, where)
+    for name in ("generator", "epoch_generator"):
+        if (name in payload or name == "generator") and not isinstance(payload.get(name), torch.Tensor):
+            raise MMBenchError(
+                f"{where}: field {name!r} must be a generator state (a tensor), got {kind_of(payload.get(name))}"
+            )
+    rng = payload.get("rng")
+    if rng:
+        if not isinstance(rng, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("cpu"), torch.Tensor) for r in rng
+        ):
+            raise MMBenchError(f"{where}: field 'rng' must be a list of RNG states ({{'cpu': tensor}} per rank)")
+    elif not isinstance(payload.get("torch_rng"), torch.Tensor):
+        raise MMBenchError(f"{where}: field 'rng' is missing (no RNG state to resume from)")
+    sums = payload.get("sums")
+    if sums is not None and not isinstance(sums, (list, dict)):
+        raise MMBenchError(f"{where}: field 'sums' must be a list of running sums, got {kind_of(sums)}")
+    return payload
+
+
+def read_train_checkpoint(path: Path) -> dict:
+    """The training checkpoint at ``path`` (or its previous copy: ``load_checkpoint``), checked and migrated to the
+    current layout; MMBenchError in one line naming the file when a run cannot resume from it."""
+    return migrate_checkpoint(check_train_checkpoint(load_checkpoint(path), path))

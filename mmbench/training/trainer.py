@@ -26,12 +26,12 @@ from mmbench.data.base import MultimodalDataset
 from mmbench.device import autocast, synchronize
 from mmbench.errors import MMBenchError
 from mmbench.model import MultimodalVAE
-from mmbench.storage.checkpoint import checkpoint_exists, load_checkpoint, save_model
+from mmbench.storage.checkpoint import checkpoint_exists, save_model
 from mmbench.training.distributed import DistEnv, all_reduce_sum, shard
 from mmbench.training.log import TrainLog
 from mmbench.training.memory_format import apply_memory_format, resolve_memory_format, to_memory_format
 from mmbench.training.options import RunOptions
-from mmbench.training.state import TermSums, TrainState, migrate_checkpoint
+from mmbench.training.state import TermSums, TrainState, read_train_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -194,9 +194,16 @@ def _resume(
 ) -> None:
     """Restore a checkpoint in two halves: the model's weights, then the training state (optimiser, train state,
     this rank's RNG states); checkpoints of older layouts are migrated first."""
-    payload = migrate_checkpoint(load_checkpoint(path))
-    model.load_state_dict(payload["state_dict"])
-    optimizer.load_state_dict(payload["optimizer"])
+    payload = read_train_checkpoint(path)
+    try:
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:  # another model's or config's
+        text = " ".join(str(exc).split())
+        raise MMBenchError(
+            f"checkpoint {path}: fields 'state_dict' and 'optimizer' do not fit this run's model "
+            f"({text[:240] or type(exc).__name__}); it is another run's checkpoint, so move it away to start over"
+        ) from None
     if payload["world_size"] != env.world_size:
         log(
             f"warning: checkpoint was written by {payload['world_size']} process(es), this run has "
