@@ -1,6 +1,7 @@
 """The HTML report shows every string from records, specs and sweep files as text: hostile run ids, model names,
 config fields and values, sweep names, failure reasons and sweep files run no script in headless Chromium and
-read as written; and the page's content security policy stops a script that escaping had missed."""
+read as written (a run id holding "/" is no run id: its record is refused, and the refusal reads as written);
+and the page's content security policy stops a script that escaping had missed."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from helpers import record, row
 
 from mmbench.report.build import build_report
 
-PLACES = ("run", "model", "key", "config", "sweepname", "failure", "sweep", "folder")
+PLACES = ("run", "badrun", "model", "key", "config", "sweepname", "failure", "sweep", "folder")
 
 
 def hostile(where: str) -> list[str]:
@@ -27,7 +28,19 @@ def hostile(where: str) -> list[str]:
 
 
 def said(where: str) -> str:
-    return " ".join(hostile(where))
+    return " ".join(shown(where))
+
+
+def shown(where: str) -> list[str]:
+    """The payloads placed ``where``: a run id or a folder name holds no "/", so not the <script> one; a run id
+    with it ("badrun") is only the <script> one."""
+    return (
+        hostile(where)[1:]
+        if where in ("run", "folder")
+        else hostile(where)[:1]
+        if where == "badrun"
+        else hostile(where)
+    )
 
 
 def hostile_runs(runs):
@@ -42,10 +55,11 @@ def hostile_runs(runs):
         metrics=[row("coherence", 1, 0.4), row("fid", 0, 140.0, prior="gaussian"), row("fid", 0, 95.0, prior="score")],
     )
     failed = record(said("run"), seed=4, status="failed", failure=said("failure"))
-    for i, rec in enumerate([good, other, foreign, failed]):
+    refused = record(said("badrun"), seed=5, metrics=[row("coherence", 1, 0.3)])
+    for i, rec in enumerate([good, other, foreign, failed, refused]):
         (runs / f"r{i}").mkdir(parents=True)
         (runs / f"r{i}" / "record.json").write_text(json.dumps(rec))
-    sweep = runs / ".sweeps" / hostile("folder")[1] / "sweep.toml"
+    sweep = runs / ".sweeps" / said("folder") / "sweep.toml"
     sweep.parent.mkdir(parents=True)
     sweep.write_text(f'[sweep]\nname = "s"\nmodels = ["mopoe"]\n# {said("sweep")}\n')
 
@@ -66,7 +80,7 @@ def test_hostile_strings_in_records_and_sweep_files_render_as_text_in_chromium(t
     assert "<script>document.title" not in dom.split("</head>", 1)[1] and '<img src="x"' not in dom
     text = html.unescape(re.sub(r"<[^>]+>", "", dom.split("</head>", 1)[1]))  # the page as a reader sees it
     for where in PLACES:
-        for payload in hostile(where)[1:2] if where == "folder" else hostile(where):
+        for payload in shown(where):
             assert payload in text, (where, payload)
 
 

@@ -36,6 +36,7 @@ from mmbench.report.frames import prior_ablation, read_published, records_frame,
 from mmbench.report.leaderboards import leaderboards, metric_caveats, to_frame, to_html, to_latex, to_markdown
 from mmbench.storage.atomic import atomic_write_bytes
 from mmbench.storage.checkpoint import checkpoint_exists
+from mmbench.storage.names import check_name, name_problem
 from mmbench.storage.provenance import git_revision
 from mmbench.storage.records import RunRecord, collect_records
 
@@ -139,8 +140,8 @@ def _absent_seeds(runs_dir: Path, records: list[RunRecord]) -> list[str]:
         by_sweep.setdefault(r.sweep, []).append(r)
     for name, recs in sorted(by_sweep.items()):
         declared: set[int] = set()
-        copy = runs_dir / ".sweeps" / name / SWEEP_COPY
-        if name and copy.is_file():
+        copy = None if name_problem(name) else runs_dir / ".sweeps" / name / SWEEP_COPY  # never outside RUNS
+        if copy is not None and copy.is_file():
             try:
                 declared = set(tomllib.loads(copy.read_text()).get("sweep", {}).get("seeds", [0]))
             except (tomllib.TOMLDecodeError, TypeError, OSError):
@@ -177,6 +178,7 @@ def _check_sample_ids(wanted: list[str] | None, records: list[RunRecord], runs_d
     """A ``--samples`` run id that names no run under ``runs_dir`` is refused before anything is written."""
     known = [r.run_id for r in records]
     for run_id in wanted or []:
+        check_name(run_id, "--samples")
         if run_id not in known and not (runs_dir / run_id).is_dir():
             raise MMBenchError(f"--samples {run_id}: no run of that id under {runs_dir}{did_you_mean(run_id, known)}")
 

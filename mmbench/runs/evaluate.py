@@ -35,10 +35,11 @@ def prior_samplers(run_dir: Path, kinds: Sequence[str], device: torch.device) ->
     """{"gaussian": None, kind: sampler(n, generator) -> z} for the fitted priors beside the run."""
     samplers: dict = {"gaussian": None}
     for kind in kinds:
+        cls = PRIORS.get(kind)  # a registered name, before it is part of a path
         path = Path(run_dir) / f"prior-{kind}.pt"
         if not path.is_file():
             raise MMBenchError(f"{path} does not exist; fit it first: mmbench prior fit {run_dir} --kind {kind}")
-        prior = PRIORS.get(kind).load(path).to(device)
+        prior = cls.load(path).to(device)
         samplers[kind] = lambda n, g, prior=prior: prior.sample(n, generator=g)
     return samplers
 

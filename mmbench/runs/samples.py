@@ -72,10 +72,11 @@ def save_sample_grid(
     g = torch.Generator().manual_seed(seed)
     z = None
     if prior:
+        cls = PRIORS.get(prior)  # a registered name, before it is part of a path
         path = run_dir / f"prior-{prior}.pt"
         if not path.is_file():
             raise MMBenchError(f"{path} does not exist; fit it first: mmbench prior fit {run_dir} --kind {prior}")
-        z = PRIORS.get(prior).load(path).to(where).sample(len(test), generator=g)
+        z = cls.load(path).to(where).sample(len(test), generator=g)
     with torch.no_grad():
         rows = grid_rows(model, test.batch(torch.arange(len(test)))["x"], given, z, len(test), g)
     picture = torch.cat([_tile(r.cpu()) for _, r in rows], 0).numpy()

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 from mmbench.errors import MMBenchError
 from mmbench.runs.spec import RunSpec
 from mmbench.storage.atomic import atomic_write_json
+from mmbench.storage.names import check_name
 from mmbench.training.options import RunOptions
 
 logger = logging.getLogger(__name__)
@@ -197,7 +198,8 @@ class RunJob(_checkpointable_base()):  # type: ignore[misc]
 
 
 def sweep_folder(runs_dir: Path, sweep_name: str) -> Path:
-    return Path(runs_dir) / ".sweeps" / sweep_name
+    """``RUNS/.sweeps/<sweep name>``; a name that would leave it is refused (``storage.names``)."""
+    return Path(runs_dir) / ".sweeps" / check_name(sweep_name, "sweep name")
 
 
 def read_jobs(folder: Path) -> dict:
@@ -357,7 +359,9 @@ def job_log_paths(runs_dir: Path, sweep_name: str, job_id: str) -> tuple[Path, P
     """(stdout, stderr) of a submitted job, where submitit writes them."""
     from submitit.core.utils import JobPaths
 
-    paths = JobPaths(sweep_folder(runs_dir, sweep_name) / "logs" / "%j", job_id=job_id, task_id=0)
+    folder = sweep_folder(runs_dir, sweep_name)
+    check_name(str(job_id), f"job id in {folder / 'jobs.json'}")
+    paths = JobPaths(folder / "logs" / "%j", job_id=job_id, task_id=0)
     return paths.stdout, paths.stderr
 
 
