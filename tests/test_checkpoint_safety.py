@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import re
 
 import pytest
 import torch
@@ -46,6 +47,10 @@ class RunsCode:
         return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
 
 
+class Opaque:
+    """A class of some script's: no dataclass, no safe form."""
+
+
 def _model():
     cls = MODELS.get("mopoe")
     torch.manual_seed(0)
@@ -65,11 +70,33 @@ def _plant(path, marker):
     path.write_bytes(encode_checkpoint(payload))
 
 
+def _write_old(path, payload):
+    """``payload`` framed as a save frames it, without the check a save now makes: as an older mmbench wrote it."""
+    previous = path.read_bytes() if path.is_file() else None
+    path.write_bytes(encode_checkpoint(payload))
+    if previous is not None:
+        previous_path(path).write_bytes(previous)
+
+
 def _old_payload(model):
     """A payload as an older mmbench wrote it: torch's version as a TorchVersion, run options as a dataclass."""
     payload = model_payload(model, {"options": RunOptions(checkpoint_every=7)})
     payload["provenance"] = {**payload["provenance"], "torch": torch.__version__}
     return payload
+
+
+def test_a_save_refuses_what_would_not_load_safely_and_writes_nothing(tmp_path):
+    for bad, where in (
+        ({"config": RunOptions()}, "payload['config'] (mmbench.training.options.RunOptions)"),
+        (
+            {"provenance": {"torch": torch.__version__}},
+            "payload['provenance']['torch'] (torch.torch_version.TorchVersion)",
+        ),
+        ({"steps": [1, Opaque()]}, "payload['steps'][1] (test_checkpoint_safety.Opaque)"),
+    ):
+        with pytest.raises(MMBenchError, match=re.escape(where) + " would need a full unpickling"):
+            save_checkpoint(tmp_path / "c.pt", bad)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_every_payload_mmbench_writes_loads_weights_only(tmp_path):
@@ -120,10 +147,10 @@ def test_eval_and_samples_refuse_a_run_whose_checkpoint_runs_code(tmp_path, caps
 def test_an_old_checkpoint_is_refused_with_the_hint_and_converts_with_trust(tmp_path, capsys):
     model = _model()
     run = _run_folder(tmp_path)
-    save_checkpoint(run / "checkpoint.pt", _old_payload(model))
-    save_checkpoint(run / "checkpoint.pt", _old_payload(model), keep_previous=True)  # an older save as previous
+    _write_old(run / "checkpoint.pt", _old_payload(model))
+    _write_old(run / "checkpoint.pt", _old_payload(model))  # an older save as previous
     prior = ScorePrior(8, ScorePriorConfig(steps=1))
-    save_checkpoint(
+    _write_old(
         run / "prior-score.pt",
         {"latent_dim": 8, "config": ScorePriorConfig(steps=1), "state_dict": prior.state_dict()},
     )
@@ -168,10 +195,6 @@ def test_a_checkpoint_of_the_older_sha256_layout_converts(tmp_path):
     assert previous_path(path).read_bytes() == buf.getvalue() and (tmp_path / "old.prev.pt.sha256").is_file()
 
 
-class Opaque:
-    """A class of some script's: no dataclass, no safe form."""
-
-
 def test_convert_runs_a_planted_file_only_with_trust_and_refuses_what_has_no_safe_form(tmp_path, capsys):
     path, marker = tmp_path / "checkpoint.pt", tmp_path / "ran"
     _plant(path, marker)
@@ -181,7 +204,7 @@ def test_convert_runs_a_planted_file_only_with_trust_and_refuses_what_has_no_saf
     assert main(["checkpoint", "convert", str(path), "--trust"]) == 0 and marker.exists()
     assert load_checkpoint(path)["provenance"] is None
 
-    save_checkpoint(path, {"step": 1, "extra": {"thing": Opaque()}})
+    _write_old(path, {"step": 1, "extra": {"thing": Opaque()}})
     before = path.read_bytes()
     assert main(["checkpoint", "convert", str(tmp_path), "--trust"]) == 2
     err = capsys.readouterr().err

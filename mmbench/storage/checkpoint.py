@@ -68,13 +68,43 @@ def encode_checkpoint(payload: dict) -> bytes:
     return MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
 
 
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.Size, torch.dtype, torch.device)
+
+
+def unsafe_entry(obj: Any, where: str = "payload") -> str | None:
+    """The first entry of ``obj`` that ``torch.load(weights_only=True)`` would refuse, as "where (type)"; None when
+    it holds only tensors, numbers, strings, bytes, and lists, tuples, sets and dicts of them."""
+    if isinstance(obj, torch.Tensor):
+        return None if type(obj) in (torch.Tensor, torch.nn.Parameter) else f"{where} ({type(obj).__qualname__})"
+    if type(obj) in _PLAIN:
+        return None
+    if type(obj) in (dict, OrderedDict):
+        for k, v in obj.items():
+            found = unsafe_entry(k, f"{where} key {k!r}") or unsafe_entry(v, f"{where}[{k!r}]")
+            if found:
+                return found
+        return None
+    if type(obj) in (list, tuple, set):
+        return next((f for i, v in enumerate(obj) if (f := unsafe_entry(v, f"{where}[{i}]"))), None)
+    return f"{where} ({type(obj).__module__}.{type(obj).__qualname__})"
+
+
 def save_checkpoint(path: Path, payload: dict, *, keep_previous: bool = False) -> None:
     """Write payload to ``path`` as one self-verifying file, atomically.
+
+    The payload must load with ``weights_only=True``: anything else (a dataclass, a ``TorchVersion``) is refused
+    here, naming the entry, before a file is written that no load would accept.
 
     With ``keep_previous`` the file it replaces is kept as ``previous_path(path)``: new bytes are written
     and synced first, then the old file is renamed to the previous slot, then the new one into place.
     """
     path = Path(path)
+    found = unsafe_entry(payload)
+    if found:
+        raise MMBenchError(
+            f"checkpoint {path}: {found} would need a full unpickling to load; a checkpoint holds tensors, numbers, "
+            "strings and lists, tuples and dicts of them (a config as dataclasses.asdict(...), a version as str(...))"
+        )
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a save that was killed before its rename
         stale.unlink(missing_ok=True)
     tmp = write_temp_file(path, encode_checkpoint(payload))
