@@ -149,7 +149,9 @@ def _unpickle(body: bytes, path: Path, *, trusted: bool = False) -> Any:
         return torch.load(io.BytesIO(body), map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as exc:
         if trusted:
-            raise MMBenchError(f"checkpoint {path} cannot be unpickled ({exc})") from None
+            raise MMBenchError(
+                f"checkpoint {path} cannot be unpickled ({(str(exc).splitlines() or [''])[0]})"
+            ) from None
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         raise UnsafeCheckpointError(
             f"checkpoint {path} holds {found.group(1) if found else 'an object'}, which only a full unpickling can "
