@@ -107,7 +107,7 @@ def test_training_crashed_at_any_step_resumes_to_bit_identical_weights(tmp_path,
         _train(tmp_path / "b" / "c.pt", data, crash_at=crash_at)
     resumed = _train(tmp_path / "b" / "c.pt", data)
     assert _same_weights(straight, resumed)
-    state = torch.load(io.BytesIO((tmp_path / "a" / "c.pt").read_bytes().split(b"\n", 1)[1]), weights_only=False)
+    state = torch.load(io.BytesIO((tmp_path / "a" / "c.pt").read_bytes().split(b"\n", 1)[1]), weights_only=True)
     resumed_state = load_checkpoint(tmp_path / "b" / "c.pt")
     assert resumed_state["history"] == state["history"]  # the epoch means survive the crash too
 

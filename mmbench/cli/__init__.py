@@ -39,7 +39,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from mmbench import __version__
-    from mmbench.cli import data, plugins, report, runs, sweep
+    from mmbench.cli import checkpoint, data, plugins, report, runs, sweep
 
     p = Parser(
         prog="mmbench",
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines (-vv: debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (plugins, data, runs, sweep, report):
+    for group in (plugins, data, runs, sweep, report, checkpoint):
         group.add_parsers(sub)
     return p
 

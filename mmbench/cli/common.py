@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mmbench.errors import MMBenchError, did_you_mean
+from mmbench.storage.names import name_problem
 
 
 def epilog(example: str, section: str) -> str:
@@ -70,14 +71,22 @@ def add_run_argument(sp: argparse.ArgumentParser, holding: str) -> None:
 
 
 def run_folder(args: argparse.Namespace) -> Path:
-    """The run folder RUN names: the folder itself, else RUNS/RUN, else a unique run id prefix under RUNS."""
+    """The run folder RUN names: the folder itself, else RUNS/RUN, else a unique run id prefix under RUNS.
+
+    A run id is looked up under RUNS only when it is a plain name: one that would leave RUNS (``..``, an absolute
+    path, a path separator) and is no folder itself is refused in one line."""
     given = Path(args.run)
     if given.is_dir():
         return given
     runs = Path(args.runs)
+    problem = name_problem(args.run)
+    if problem:  # a mistyped folder, or a name that would leave RUNS: never joined to it
+        raise MMBenchError(
+            f"no run folder {given}, and RUN = {args.run!r} is no run id to look up under {runs}: {problem}"
+        )
     if (runs / args.run).is_dir():
         return runs / args.run
-    if runs.is_dir() and "/" not in args.run:
+    if runs.is_dir():
         matches = sorted(p for p in runs.iterdir() if p.is_dir() and p.name.startswith(args.run))
         if len(matches) == 1:
             return matches[0]

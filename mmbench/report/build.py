@@ -2,7 +2,9 @@
 
     OUT/README.md            every table and figure, the sweeps, commits and dates they came from, what
                              failed, is missing or was skipped
-    OUT/index.html           the same page, self-contained (tables inline, images embedded; no network)
+    OUT/index.html           the same page, self-contained (tables inline, images embedded; no network);
+                             every string from records and sweep files escaped, and a content security
+                             policy that lets only the page's own script run
     OUT/leaderboard.{md,tex,csv}   all leaderboards (Markdown, LaTeX booktabs, CSV in long form);
                              OUT/leaderboards/<dataset>-<release>-<metric>.{md,tex} one per table
     OUT/figures/             Figures 7a, 7b, 7c and Table 4's chart (PNG and PDF)
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ from mmbench.report.frames import prior_ablation, read_published, records_frame,
 from mmbench.report.leaderboards import leaderboards, metric_caveats, to_frame, to_html, to_latex, to_markdown
 from mmbench.storage.atomic import atomic_write_bytes
 from mmbench.storage.checkpoint import checkpoint_exists
+from mmbench.storage.names import check_name, name_problem
 from mmbench.storage.provenance import git_revision
 from mmbench.storage.records import RunRecord, collect_records
 
@@ -136,8 +140,8 @@ def _absent_seeds(runs_dir: Path, records: list[RunRecord]) -> list[str]:
         by_sweep.setdefault(r.sweep, []).append(r)
     for name, recs in sorted(by_sweep.items()):
         declared: set[int] = set()
-        copy = runs_dir / ".sweeps" / name / SWEEP_COPY
-        if name and copy.is_file():
+        copy = None if name_problem(name) else runs_dir / ".sweeps" / name / SWEEP_COPY  # never outside RUNS
+        if copy is not None and copy.is_file():
             try:
                 declared = set(tomllib.loads(copy.read_text()).get("sweep", {}).get("seeds", [0]))
             except (tomllib.TOMLDecodeError, TypeError, OSError):
@@ -174,6 +178,7 @@ def _check_sample_ids(wanted: list[str] | None, records: list[RunRecord], runs_d
     """A ``--samples`` run id that names no run under ``runs_dir`` is refused before anything is written."""
     known = {r.run_id for r in records} | {p.name for p in runs_dir.iterdir() if p.is_dir() and p.name[0] != "."}
     for run_id in wanted or []:
+        check_name(run_id, "--samples")
         if run_id not in known and not (runs_dir / run_id).is_dir():
             raise MMBenchError(f"--samples {run_id}: no run of that id under {runs_dir}{did_you_mean(run_id, known)}")
 
@@ -307,10 +312,17 @@ th{border-bottom:2px solid #444;text-align:left}td.num{text-align:right}tr.paper
 img{max-width:100%;border:1px solid #eee}img.samples{max-width:640px}.problem{color:#a00}#image-check{color:#666;font-size:12px}"""
 
 # Tells, on the page, whether every image loaded (the headless-browser test reads it, so can a reader).
-_IMAGE_CHECK = """<script>window.addEventListener('load',function(){var i=document.images,b=0;
+_IMAGE_CHECK_JS = """window.addEventListener('load',function(){var i=document.images,b=0;
 for(var k=0;k<i.length;k++){if(!(i[k].complete&&i[k].naturalWidth>0))b++;}
 var e=document.getElementById('image-check');e.textContent=(i.length-b)+' of '+i.length+' images loaded';
-e.setAttribute('data-broken',b);});</script>"""
+e.setAttribute('data-broken',b);});"""
+
+# Every string from records, specs and sweep files is escaped where it is written into the page; the policy is the
+# second fence: the one script above runs (by its hash), no other script, no inline handler, nothing fetched.
+_CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    f"script-src 'sha256-{base64.b64encode(hashlib.sha256(_IMAGE_CHECK_JS.encode()).digest()).decode()}'"
+)
 
 
 def _img(path: Path, alt: str, css: str = "") -> str:
@@ -348,8 +360,9 @@ def _html(report: Report, runs_dir: Path, records: list[RunRecord], ablation: pd
             f"<h3>{escape(p.name)}</h3><pre>{escape(p.read_text())}</pre>" for p in report.sweeps
         ]
     return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mmbench report</title>'
-        f"<style>{_STYLE}</style>{_IMAGE_CHECK}</head><body>{''.join(body)}</body></html>\n"
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}"><title>mmbench report</title>'
+        f"<style>{_STYLE}</style><script>{_IMAGE_CHECK_JS}</script></head><body>{''.join(body)}</body></html>\n"
     )
 
 

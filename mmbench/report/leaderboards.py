@@ -111,8 +111,9 @@ def differing_fields(settings: list[str], resolved: dict[str, dict]) -> dict[str
 
     def value(s: str, k: str) -> str:
         raw = flats[s].get(k)
-        if raw is not None:
-            return raw.strip('"')
+        if raw is not None:  # JSON: a string shows as written (its quotes and escapes undone), others as JSON
+            decoded = json.loads(raw)
+            return decoded if isinstance(decoded, str) else raw
         if k in resolved.get(s, {}):
             v = resolved[s][k]
             return v if isinstance(v, str) else json.dumps(v)
@@ -179,6 +180,9 @@ def metric_caveats(records: list[RunRecord]) -> dict[tuple[str, str], str]:
     return out
 
 
+_OWN_LABELS = frozenset({"model", "source", "M", "seeds", "note"})
+
+
 def _table(
     grp: pd.DataFrame,
     family: Family,
@@ -188,7 +192,10 @@ def _table(
     resolved: dict[str, dict],
     caveats: dict[tuple[str, str], str],
 ) -> Leaderboard:
-    fields = differing_fields(list(grp.setting), resolved)
+    fields = {  # a config field named like a column of the table's own ("note") keeps its own column
+        s: {f"config.{k}" if k in _OWN_LABELS else k: v for k, v in f.items()}
+        for s, f in differing_fields(list(grp.setting), resolved).items()
+    }
     field_names = sorted({k for f in fields.values() for k in f})
     columns = sorted(set(grp.column), key=_column_order)
     rows = []

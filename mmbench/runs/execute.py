@@ -141,10 +141,10 @@ def _modalities(items) -> str:
 def load_fitted_prior(run_dir: Path, kind: str, model, device: torch.device):
     """The prior ``mmbench prior fit`` saved beside a run (``prior-<kind>.pt``) on ``device``; refused in one line
     naming the file when it is missing, unreadable, or fitted on another run (another latent size)."""
+    cls = PRIORS.get(kind)  # a registered name, before it is part of a path
     path = Path(run_dir) / f"prior-{kind}.pt"
     if not path.is_file():
-        raise MMBenchError(f"{path} does not exist; fit it first: mmbench prior fit {run_dir} --kind {kind}")
-    cls = PRIORS.get(kind)
+        raise MMBenchError(f"{path} does not exist; fit it first: mmbench prior fit {run_dir} --prior {kind}")
     try:
         prior = cls.load(path)
     except MMBenchError:

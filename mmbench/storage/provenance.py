@@ -36,9 +36,11 @@ def git_revision() -> str:
 
 
 def provenance() -> dict:
+    """{"mmbench", "torch", "python", "git"}: strings only (a checkpoint keeps it; ``torch.__version__`` is a
+    ``TorchVersion``, which ``torch.load(weights_only=True)`` refuses)."""
     return {
-        "mmbench": __version__,
-        "torch": torch.__version__,
+        "mmbench": str(__version__),
+        "torch": str(torch.__version__),
         "python": platform.python_version(),
         "git": git_revision(),
     }

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from mmbench.errors import MMBenchError
 from mmbench.storage.atomic import atomic_write_json
+from mmbench.storage.names import name_problem
 from mmbench.storage.validate import get_field, is_int, kind_of, parse_json, read_bytes, refuse
 
 RECORD = "record.json"
@@ -227,7 +228,7 @@ class RunRecord:
                 if not isinstance(e, dict):
                     raise _refuse(path, f"evaluations[{i}]", "an object", e)
         return cls(
-            run_id=_nonempty(d, "run_id", path),
+            run_id=_run_id(d, path),
             status=_nonempty(d, "status", path),
             spec=_spec(_present(d, "spec", path), path),
             metrics=tuple(_row(r, path, i) for i, r in enumerate(rows)),
@@ -309,6 +310,15 @@ def _nonempty(d: dict, key: str, path: Path | str) -> str:
     value = _field(d, key, "str", path, required=True)
     if not value:
         raise MMBenchError(f"run record {path}: field {key!r} must be a non-empty string, got an empty one")
+    return value
+
+
+def _run_id(d: dict, path: Path | str) -> str:
+    """The record's run id: a name its run folder can have (the report draws ``RUNS/<run id>``'s samples)."""
+    value = _nonempty(d, "run_id", path)
+    problem = name_problem(value)
+    if problem:
+        raise MMBenchError(f"run record {path}: field 'run_id' = {value!r} cannot name a run folder: {problem}")
     return value
 
 

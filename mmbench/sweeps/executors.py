@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 from mmbench.errors import MMBenchError, did_you_mean
 from mmbench.runs.spec import RunSpec
 from mmbench.storage.atomic import atomic_write_json
+from mmbench.storage.names import check_name
 from mmbench.storage.validate import get_field, kind_of, read_json_object
 from mmbench.training.options import RunOptions
 
@@ -201,7 +202,8 @@ class RunJob(_checkpointable_base()):  # type: ignore[misc]
 
 
 def sweep_folder(runs_dir: Path, sweep_name: str) -> Path:
-    return Path(runs_dir) / ".sweeps" / sweep_name
+    """``RUNS/.sweeps/<sweep name>``; a name that would leave it is refused (``storage.names``)."""
+    return Path(runs_dir) / ".sweeps" / check_name(sweep_name, "sweep name")
 
 
 JOBS = "jobs.json"
@@ -381,7 +383,9 @@ def job_log_paths(runs_dir: Path, sweep_name: str, job_id: str) -> tuple[Path, P
     """(stdout, stderr) of a submitted job, where submitit writes them."""
     from submitit.core.utils import JobPaths
 
-    paths = JobPaths(sweep_folder(runs_dir, sweep_name) / "logs" / "%j", job_id=job_id, task_id=0)
+    folder = sweep_folder(runs_dir, sweep_name)
+    check_name(str(job_id), f"job id in {folder / 'jobs.json'}")
+    paths = JobPaths(folder / "logs" / "%j", job_id=job_id, task_id=0)
     return paths.stdout, paths.stderr
 
 

@@ -35,6 +35,7 @@ else:  # pragma: no cover
 from mmbench.errors import MMBenchError, did_you_mean
 from mmbench.resources import sweep_file
 from mmbench.runs.spec import RunSpec
+from mmbench.storage.names import check_name
 from mmbench.sweeps.executors import ExecutorSpec, check_resources, executor_from_table
 from mmbench.sweeps.overrides import apply_to_sweep, parse_overrides, parse_value  # noqa: F401 (parse_value: API)
 from mmbench.training.options import RunOptions
@@ -189,7 +190,7 @@ def sweep_from_doc(
     options = run_options_from(dict(doc.get("run", {})), where, run_options)
     check_resources(executor_spec, options, where)
 
-    name = sweep.get("name", default_name)
+    name = check_name(sweep.get("name", default_name), f"{where}: [sweep] name")
     specs, from_cli = [], {}
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)):

@@ -21,6 +21,7 @@ from mmbench.runs.execute import check_machine, check_resumable, execute, run_st
 from mmbench.runs.locks import lock_state, read_lock
 from mmbench.runs.scheduler import ACTIVE_STATES, scheduler_states
 from mmbench.runs.spec import RunSpec
+from mmbench.storage.names import check_name
 from mmbench.storage.provenance import git_revision
 from mmbench.storage.records import RECORD, load_record
 from mmbench.sweeps.executors import cancel_jobs, job_log_paths, read_jobs, submission_lock, submit_jobs, sweep_folder
@@ -191,6 +192,7 @@ def cancel(sweep: Sweep) -> list[str]:
 
 def log_files(sweep: Sweep, run: str) -> tuple[str, Path, Path]:
     """(job id, stdout, stderr) of the last job a run (its id, or a unique prefix) was submitted as."""
+    check_name(run, "RUN")
     matches = [s for s in sweep.specs if s.run_id == run] or [s for s in sweep.specs if s.run_id.startswith(run)]
     if len(matches) != 1:
         known = ", ".join(s.run_id for s in sweep.specs)
