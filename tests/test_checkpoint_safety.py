@@ -155,7 +155,7 @@ def test_an_old_checkpoint_is_refused_with_the_hint_and_converts_with_trust(tmp_
         {"latent_dim": 8, "config": ScorePriorConfig(steps=1), "state_dict": prior.state_dict()},
     )
     original = (run / "checkpoint.pt").read_bytes()
-    with pytest.raises(UnsafeCheckpointError, match=r"TorchVersion.*mmbench checkpoint convert .* --trust"):
+    with pytest.raises(UnsafeCheckpointError, match=r"RunOptions.*mmbench checkpoint convert .* --trust"):
         load_model(run / "checkpoint.pt")
     with pytest.raises(UnsafeCheckpointError, match="ScorePriorConfig"):
         ScorePrior.load(run / "prior-score.pt")
@@ -185,13 +185,13 @@ def test_an_old_checkpoint_is_refused_with_the_hint_and_converts_with_trust(tmp_
 def test_a_checkpoint_of_the_older_sha256_layout_converts(tmp_path):
     path = tmp_path / "old.pt"
     buf = io.BytesIO()
-    torch.save({"step": 3, "torch": torch.__version__}, buf)
+    torch.save({"step": 3, "options": RunOptions(checkpoint_every=3)}, buf)
     path.write_bytes(buf.getvalue())
     (tmp_path / "old.pt.sha256").write_text(hashlib.sha256(buf.getvalue()).hexdigest())
     with pytest.raises(UnsafeCheckpointError):
         load_checkpoint(path)
     assert convert_checkpoint(path, trust=True)
-    assert load_checkpoint(path) == {"step": 3, "torch": str(torch.__version__)}
+    assert load_checkpoint(path) == {"step": 3, "options": dataclasses.asdict(RunOptions(checkpoint_every=3))}
     assert previous_path(path).read_bytes() == buf.getvalue() and (tmp_path / "old.prev.pt.sha256").is_file()
 
 
@@ -210,3 +210,15 @@ def test_convert_runs_a_planted_file_only_with_trust_and_refuses_what_has_no_saf
     err = capsys.readouterr().err
     assert "['extra']['thing'] is a test_checkpoint_safety.Opaque, which has no safe form" in err
     assert path.read_bytes() == before
+
+
+def test_a_checkpoint_of_earlier_mmbench_loads_as_it_is(tmp_path):
+    """Every earlier mmbench kept torch's version as a TorchVersion in the provenance: allowed, so old runs resume
+    without a conversion (nothing else of that layout needs a full unpickling)."""
+    model = _model()
+    payload = model_payload(model)
+    payload["provenance"] = {**payload["provenance"], "torch": torch.__version__}
+    _write_old(tmp_path / "checkpoint.pt", payload)
+    loaded, back = load_model(tmp_path / "checkpoint.pt")
+    assert back["provenance"]["torch"] == str(torch.__version__)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
