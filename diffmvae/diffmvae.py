@@ -48,47 +48,21 @@ def diffusable(m: Modality) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class DiffMVAEConfig(SubsetMixtureConfig):  # prior_expert, estimator, kl_estimator, likelihood_scale: the base's
-    """Diff-MVAE (continuous VP-SDE, Euler-Maruyama sampling). Defaults: beta (the paper's lambda) 1e-5
-    with dimension-averaged terms, MoPoE's encoders and subsets, latent 512, Adam 5e-4, batch 256.
+    """Diff-MVAE (continuous VP-SDE, Euler-Maruyama sampling), eq. 23. Defaults: beta (the paper's lambda) 1e-5
+    with dimension-averaged terms, MoPoE's encoders and subsets, latent 512, Adam 5e-4, batch 256; conditioning,
+    weighting and free bits from the ablation (docs/benchmarks.md, "Why Diff-MVAE's defaults").
 
-    diffusion:         modalities with a diffusion decoder; ["*"] = every image and mask modality (C x H x W;
-                       masks in {0, 1} diffuse as images in [0, 1] do), [] = none. Text and attributes keep
-                       their feed-forward decoders.
+    diffusion:         modalities with a diffusion decoder; ["*"] = every image and mask modality, [] = none.
     unet_base, unet_mults: UNet width and per-level multipliers (28x28 preset: 32, (1, 2, 2)).
     sampler_steps:     Euler-Maruyama steps (Diff-MVAE) or DDIM steps (Diff-MVAE*).
     ddim_eta:          DDIM's eta (Diff-MVAE* only).
     average_over_dims: divide each modality's log-likelihood / score-matching term by its dimension.
-    conditioning:      how z enters each UNet (``diffmvae.unet``): "embedding" (added to the time embedding),
-                       "scale_shift" (z modulates every block's GroupNorm, as DiffAE), "spatial" (z-derived feature
-                       maps concatenated to x_t, as DiffuseVAE), or parts joined by "+". Default "spatial": given
-                       the true digit as z (``benchmarks/unet_label_probe.py``) it is the path a UNet learns to read
-                       fastest (label-conditional accuracy at 3,000 steps 48 % against 12-17 % for "embedding", the
-                       authors' UNet, and "scale_shift"), and with free bits it is the setting under which
-                       Diff-MVAE* reaches 33 % coherence in the ablation (README, Benchmarks).
-    weighting:         the time weighting lambda(t) of the denoising loss (``diffusion.noise_weight``):
-                       "variance" (std(t)^2, DDPM's simple loss), "likelihood" (g(t)^2, the appendix's bound),
-                       "high_noise" (P2: favours large t, where only z can tell the digit; the default, the faster
-                       of the two in the label probe). Both variants carry eq. 17's 1/2, so one beta means one KL
-                       weight for both.
-    free_bits:         KL floor in nats per latent dimension (0: off); keeps z informative while the UNets learn
-                       to read it. Default 3: below 3 nats per dimension the KL has no gradient, so it cannot pull
-                       the posteriors onto the prior before the UNets read z (under Adam even the paper's 1e-5
-                       weight does, since it is the encoder's only consistent gradient early on). Without it, or
-                       at 0.5, every row of the ablation collapsed to chance. The objective is eq. 23 with the KL
-                       term floored per dimension (Kingma et al. 2016); 0 gives eq. 23 exactly.
-    logvar_offset:     added to every unimodal expert's log-variance (0: off). -6 starts each q(z|x_m) at about std
-                       0.05, a nearly deterministic encoder as DiffAE's, so z carries the input from the first step
-                       instead of being drowned in unit noise while the UNets learn to read it; with free bits above
-                       that start's KL (about 2.5 nats per dimension) nothing pulls the variance back up. The
-                       encoder's head can learn the offset away; the objective (eq. 23) is unchanged. Off by
-                       default: with 3 free bits it changed nothing in the ablation (33.6 % against 33.1 %).
-    pad_to:            pad images to this size inside the UNet (32: PolyMNIST's 28x28 to 32x32, levels 32/16/8,
-                       as the authors' code); outputs are cropped back, so samples and metrics stay 28x28.
-    warmup_epochs:     KL annealing from 0 to beta over this many epochs (0: none, the paper's setting). On
-                       PolyMNIST at a CPU budget the KL term, though weighted 1e-5, is the only consistent
-                       gradient the encoder gets while the UNets still ignore z, and under Adam it pulls every
-                       posterior onto the prior within a few hundred steps; a warm-up lets the UNets take
-                       z up first.
+    conditioning:      how z enters each UNet: "embedding", "scale_shift", "spatial", or parts joined by "+".
+    weighting:         the time weighting lambda(t) of the denoising loss: "variance", "likelihood" or "high_noise".
+    free_bits:         KL floor in nats per latent dimension (0: off, eq. 23 exactly).
+    logvar_offset:     added to every unimodal expert's log-variance (0: off).
+    pad_to:            pad images to this size inside the UNet, outputs cropped back (0: off; 32 for PolyMNIST).
+    warmup_epochs:     KL annealing from 0 to beta over this many epochs (0: none, the paper's setting).
     """
 
     latent_dim: int = 512
