@@ -74,6 +74,24 @@ class OldPathFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         moved(module.__name__, *targets, renames=renames)
 
 
+def forward_to(package: str, module: str):
+    """A package's ``__getattr__`` that serves the names of the flat layout's module of the same path from
+    ``module``, with a DeprecationWarning (``mmbench.sweeps`` and ``mmbench.report`` were modules)."""
+
+    def __getattr__(name: str):
+        target = importlib.import_module(module)
+        if name.startswith("__") or not hasattr(target, name):
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        warnings.warn(
+            f"{package}.{name} moved to {module}.{name}; import from there (docs/architecture.md)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(target, name)
+
+    return __getattr__
+
+
 def install() -> None:
     """Serve the old paths (once per interpreter)."""
     if not any(isinstance(f, OldPathFinder) for f in sys.meta_path):

@@ -5,20 +5,6 @@
 DeprecationWarning: import from ``mmbench.report.build``.
 """
 
-from __future__ import annotations
+from mmbench._moved import forward_to
 
-import importlib
-import warnings
-
-
-def __getattr__(name: str):
-    build = importlib.import_module("mmbench.report.build")
-
-    if name.startswith("__") or not hasattr(build, name):
-        raise AttributeError(f"module 'mmbench.report' has no attribute {name!r}")
-    warnings.warn(
-        f"mmbench.report.{name} moved to mmbench.report.build.{name}; import from there (docs/architecture.md)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(build, name)
+__getattr__ = forward_to("mmbench.report", "mmbench.report.build")

@@ -5,20 +5,6 @@ SLURM through submitit: ``executors``) and submission, status and cancelling (``
 DeprecationWarning: import from ``mmbench.sweeps.files``.
 """
 
-from __future__ import annotations
+from mmbench._moved import forward_to
 
-import importlib
-import warnings
-
-
-def __getattr__(name: str):
-    files = importlib.import_module("mmbench.sweeps.files")
-
-    if name.startswith("__") or not hasattr(files, name):
-        raise AttributeError(f"module 'mmbench.sweeps' has no attribute {name!r}")
-    warnings.warn(
-        f"mmbench.sweeps.{name} moved to mmbench.sweeps.files.{name}; import from there (docs/architecture.md)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(files, name)
+__getattr__ = forward_to("mmbench.sweeps", "mmbench.sweeps.files")
