@@ -30,7 +30,7 @@ from mmbench.modality import Modality
 from mmbench.objectives import annealed_beta
 from mmbench.optim import adam
 
-Batch = Mapping[str, object]  # {"x": {modality: Tensor (B, ...)}, "y": Tensor (B,)}
+Batch = Mapping[str, object]  # {"x": {modality: Tensor (B, ...)}, "y": Tensor (B,)[, "mask": {modality: bool (B,)}]}
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ class MultimodalVAE(nn.Module, abc.ABC):
     Config: ClassVar[type] = TrainConfig
     registry_name: ClassVar[str] = ""
     display_name: ClassVar[str] = ""  # as papers print it (tables, figure legends); default: the registry name
+    # whether ``loss`` takes batches with missing modalities (``batch["mask"]``, see ``mmbench.missing``); a model
+    # that does not declare it is refused on data with missing modalities instead of training on their fill values
+    supports_missing: ClassVar[bool] = False
 
     def __init__(self, modalities: Sequence[Modality], config: TrainConfig | None = None):
         super().__init__()
