@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from typing import Any, Callable, Mapping
 
@@ -151,3 +152,32 @@ def describe(info: Mapping) -> str:
     name = info["name"] if info["type"] == "cuda" else f"{info['name']}, {info.get('threads', '?')} threads"
     cuda = f" (CUDA {info['cuda']})" if info["type"] == "cuda" else ""
     return f"{info['count']} x {name}{cuda}" if info["count"] > 1 else f"{name}{cuda}"
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def machine_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a taskset or a cgroup's cpuset counts)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover (not Linux)
+        return max(1, os.cpu_count() or 1)
+
+
+def job_threads() -> int:
+    """The threads a job may use here: SLURM's CPUs of the task when it runs under SLURM, else this process's cores."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return int(cpus) if cpus.isdigit() and int(cpus) > 0 else machine_cores()
+
+
+def use_threads(threads: int) -> None:
+    """Limit this process to ``threads``: torch's intra-op (which sets OpenMP's and MKL's) and inter-op pools,
+    and the variables child processes read."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # already set, or inter-op work already ran in this process
+        pass

@@ -43,8 +43,11 @@ def print_problems(problems: list[str]) -> None:
 
 
 def print_request(sweep, todo: int) -> None:
-    """How many runs submit would queue, and for SLURM the request of the job array."""
+    """How many runs submit would queue: for SLURM the request of the job array, for the local executor this
+    machine's share (jobs at once, threads, GPUs)."""
+    from mmbench.errors import MMBenchError
     from mmbench.sweeps.executors import slurm_request
+    from mmbench.sweeps.machine_share import local_share
 
     print(
         f"{todo} run(s) would be submitted"
@@ -52,6 +55,11 @@ def print_request(sweep, todo: int) -> None:
     )
     if todo and sweep.executor.name == "slurm":
         print(f"SLURM request: {slurm_request(sweep.executor, todo, sweep.name)}")
+    if todo and sweep.executor.name == "local":
+        try:
+            print(f"this machine: {local_share(sweep.executor.resources, todo).describe()}")
+        except MMBenchError as exc:
+            print(f"note: submit would refuse: {exc}")
 
 
 def print_header(sweep) -> None:

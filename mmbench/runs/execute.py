@@ -17,7 +17,7 @@ import torch
 
 from mmbench.config import build_config, config_to_dict
 from mmbench.data.base import MultimodalDataset
-from mmbench.device import check_precision, configure, describe, device_info
+from mmbench.device import check_precision, configure, describe, device_info, machine_cores, use_threads
 from mmbench.errors import MMBenchError
 from mmbench.metrics.base import EvalContext
 from mmbench.metrics.runner import evaluate
@@ -280,7 +280,7 @@ def _execute_rank(spec: RunSpec, runs_dir: Path, options: RunOptions, progress: 
     env = DistEnv.from_environ()
     device = rank_device(options.resolve(), env)
     if device.type == "cpu":  # the node's cores shared between its processes, not oversubscribed
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.nproc))
+        use_threads(max(1, machine_cores() // options.nproc))
     _execute(spec, runs_dir, options, device, env, progress and env.is_main, print if env.is_main else _quiet, job)
 
 

@@ -50,7 +50,16 @@ RESOURCE_TYPES = {
 }
 EXPRESSIBLE = {
     "inline": set(),
-    "local": {"gpus_per_node", "tasks_per_node", "timeout_min", "max_num_timeout", "signal_delay_s", "setup"},
+    "local": {
+        "gpus_per_node",
+        "tasks_per_node",
+        "cpus_per_task",
+        "array_parallelism",
+        "timeout_min",
+        "max_num_timeout",
+        "signal_delay_s",
+        "setup",
+    },
     "slurm": set(RESOURCE_TYPES),
 }
 DEFAULTS = {"timeout_min": 24 * 60, "max_num_timeout": 3, "tasks_per_node": 1, "gpus_per_node": 0}
@@ -158,17 +167,24 @@ def _checkpointable_base():
 
 
 class RunJob(_checkpointable_base()):  # type: ignore[misc]
-    """One run as a submitit job: resumes from the run's step checkpoint when requeued."""
+    """Runs as one submitit job, one after another: a SLURM array task holds one run, a local job its share of the
+    sweep (``machine_share``). Requeued, it starts again: finished runs are skipped, a partial one resumes from its
+    step checkpoint. ``threads`` (the local executor's share) or else the allocation's CPUs bound its threads."""
 
     def __init__(
-        self, spec: RunSpec, runs_dir: Path, options: RunOptions, distributed: bool = False, max_num_timeout: int = 3
+        self,
+        specs: list[RunSpec],
+        runs_dir: Path,
+        options: RunOptions,
+        distributed: bool = False,
+        max_num_timeout: int = 3,
+        threads: int | None = None,
     ):
-        self.spec, self.runs_dir, self.options = spec, Path(runs_dir), options
-        self.distributed, self.max_num_timeout = distributed, max_num_timeout
+        self.specs, self.runs_dir, self.options = list(specs), Path(runs_dir), options
+        self.distributed, self.max_num_timeout, self.threads = distributed, max_num_timeout, threads
 
-    def __call__(self) -> dict:
-        import torch
-
+    def __call__(self) -> list[dict]:
+        from mmbench.device import job_threads, use_threads
         from mmbench.runs.execute import execute
         from mmbench.runs.locks import RunLocked
 
@@ -176,20 +192,30 @@ class RunJob(_checkpointable_base()):  # type: ignore[misc]
             from submitit.helpers import TorchDistributedEnvironment
 
             TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-        if cpus and cpus.isdigit():
-            torch.set_num_threads(int(cpus))
+        threads = self.threads or job_threads()
+        use_threads(threads)
+        print(f"threads: {threads} (torch, OpenMP, MKL)")
         job = {
             "executor": "slurm" if os.environ.get("SLURM_JOB_ID") else "local",
             "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
             "max_num_timeout": self.max_num_timeout,
         }
-        try:
-            record = execute(self.spec, self.runs_dir, options=self.options, progress=False, job=job)
-        except RunLocked as exc:
-            print(f"skipped: {exc}")
-            return {"run_id": self.spec.run_id, "status": "running elsewhere", "detail": str(exc)}
-        return {"run_id": self.spec.run_id, "status": record.status if record is not None else "rank"}
+        results, first_failure = [], None
+        for spec in self.specs:
+            try:
+                record = execute(spec, self.runs_dir, options=self.options, progress=False, job=job)
+                status = record.status if record is not None else "rank"
+                results.append({"run_id": spec.run_id, "status": status})
+            except RunLocked as exc:
+                print(f"skipped: {exc}")
+                results.append({"run_id": spec.run_id, "status": "running elsewhere", "detail": str(exc)})
+            except Exception as exc:  # recorded by execute; the job's other runs go on, then the job fails
+                print(f"{spec.run_id}: failed: {exc}")
+                results.append({"run_id": spec.run_id, "status": "failed", "detail": str(exc)})
+                first_failure = first_failure or exc
+        if first_failure is not None:
+            raise first_failure
+        return results
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         """Requeue this job as it is: the trainer's last step checkpoint holds the state to resume from."""
@@ -345,38 +371,60 @@ def check_slurm_accepts(executor: ExecutorSpec) -> None:
 def submit_jobs(
     executor: ExecutorSpec, specs: list[RunSpec], runs_dir: Path, sweep_name: str, options: RunOptions
 ) -> dict[str, str]:
-    """Submit ``specs`` as one job array (one job when there is one run); {run_id: job id}, also recorded in
-    the sweep's jobs.json. SLURM's refusal comes back as one line, before anything is queued."""
+    """Submit ``specs``: on SLURM as one job array (one job when there is one run), on the local executor as its
+    share of this machine (``machine_share``: at most ``parallelism`` jobs, each running its runs in turn with its
+    threads and GPUs). {run_id: job id}, also recorded in the sweep's jobs.json. SLURM's refusal comes back as
+    one line, before anything is queued."""
     folder = sweep_folder(runs_dir, sweep_name)
     ex = make_submitit_executor(executor, folder, sweep_name)
-    if executor.name == "slurm":
-        check_slurm_accepts(executor)
     distributed = executor.get("tasks_per_node") > 1
-    jobs_fns = [RunJob(s, runs_dir, options, distributed, executor.get("max_num_timeout")) for s in specs]
-    try:
-        with ex.batch():
-            jobs = [ex.submit(fn) for fn in jobs_fns]
-    except subprocess.CalledProcessError as exc:
-        text = (exc.output or b"").decode(errors="replace") if isinstance(exc.output, bytes) else str(exc.output or "")
-        raise MMBenchError("sbatch refused the sweep: " + (text.strip().splitlines() or [str(exc)])[-1]) from None
-    except Exception as exc:  # submitit wraps sbatch's message in its own exception types
-        if type(exc).__module__.startswith("submitit"):
-            lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-            raise MMBenchError(
-                "the scheduler refused the sweep: " + (lines[-1] if lines else type(exc).__name__)
-            ) from None
-        raise
+    if executor.name == "local":
+        from mmbench.sweeps.machine_share import local_share, split_runs
+
+        share = local_share(executor.resources, len(specs))
+        groups = split_runs(specs, share.parallelism)
+        submitted = []
+        for slot, group in enumerate(groups):
+            params = {"timeout_min": executor.get("timeout_min") * len(group)}  # timeout_min is per run
+            if share.gpus:
+                params["visible_gpus"] = share.gpus[slot]
+            ex.update_parameters(**params)
+            fn = RunJob(group, runs_dir, options, distributed, executor.get("max_num_timeout"), share.threads)
+            submitted.append((group, ex.submit(fn)))
+        logger.info(f"local executor: {share.describe()}")
+    else:
+        if executor.name == "slurm":
+            check_slurm_accepts(executor)
+        fns = [RunJob([s], runs_dir, options, distributed, executor.get("max_num_timeout")) for s in specs]
+        try:
+            with ex.batch():
+                jobs = [ex.submit(fn) for fn in fns]
+        except subprocess.CalledProcessError as exc:
+            out = exc.output
+            text = (out or b"").decode(errors="replace") if isinstance(out, bytes) else str(out or "")
+            raise MMBenchError("sbatch refused the sweep: " + (text.strip().splitlines() or [str(exc)])[-1]) from None
+        except Exception as exc:  # submitit wraps sbatch's message in its own exception types
+            if type(exc).__module__.startswith("submitit"):
+                lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+                raise MMBenchError(
+                    "the scheduler refused the sweep: " + (lines[-1] if lines else type(exc).__name__)
+                ) from None
+            raise
+        submitted = [([s], j) for s, j in zip(specs, jobs)]
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     registry = read_jobs(folder)
-    for spec, job in zip(specs, jobs):
-        registry[spec.run_id] = {
-            "job_id": str(job.job_id),
-            "executor": executor.name,
-            "submitted_at": now,
-            "model": spec.model,
-        }
+    ids = {}
+    for group, job in submitted:
+        for spec in group:
+            ids[spec.run_id] = str(job.job_id)
+            registry[spec.run_id] = {
+                "job_id": str(job.job_id),
+                "executor": executor.name,
+                "submitted_at": now,
+                "model": spec.model,
+            }
     atomic_write_json(folder / JOBS, registry)
-    return {s.run_id: str(j.job_id) for s, j in zip(specs, jobs)}
+    return ids
 
 
 def job_log_paths(runs_dir: Path, sweep_name: str, job_id: str) -> tuple[Path, Path]:
