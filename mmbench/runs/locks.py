@@ -60,7 +60,7 @@ def read_lock(run_dir: Path) -> dict | None:
         raise MMBenchError(f"lock file {path} cannot be read ({exc.strerror or exc}){delete}") from None
     try:
         lock = json.loads(data.decode("utf-8"))
-    except ValueError:  # not text, not JSON (UnicodeDecodeError is a ValueError)
+    except (ValueError, RecursionError):  # not text, not JSON (UnicodeDecodeError is a ValueError), too deep
         lock = None
     if not isinstance(lock, dict):
         raise MMBenchError(
