@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pytest
 from helpers import record, row
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from mmbench.errors import MMBenchError  # noqa: E402
-from mmbench.runs.spec import RunSpec  # noqa: E402
-from mmbench.storage.records import RECORD, RunRecord, load_record  # noqa: E402
-from mmbench.sweeps.files import load_sweep, sweep_from_doc, train_sweep  # noqa: E402
+from mmbench.errors import MMBenchError
+from mmbench.runs.spec import RunSpec
+from mmbench.storage.records import RECORD, RunRecord, load_record
+from mmbench.sweeps.files import load_sweep, sweep_from_doc, train_sweep
 
 DEEP = "[" * 100_000 + "]" * 100_000  # nested beyond any parser's recursion
 SETTINGS = dict(derandomize=True, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -85,7 +83,7 @@ def mutate(draw, doc, values, depth=3):
 
 def one_line_error(exc: BaseException, *names: str) -> None:
     message = str(exc)
-    assert message and "\n" not in message, f"not one line: {message!r}"
+    assert len(message.splitlines()) == 1, f"not one line: {message!r}"
     for name in names:
         assert name in message, f"{name!r} not named in {message!r}"
 
