@@ -49,7 +49,7 @@ def check_range(
 ) -> None:
     """Raise a one-line MMBenchError when cfg.field is outside [lo, hi] (or (lo, hi] with lo_open)."""
     v = getattr(cfg, field)
-    bad = (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi)
+    bad = (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi) or v != v  # v != v: NaN
     if bad:
         lo_s = "-inf" if lo is None else lo
         hi_s = "inf" if hi is None else hi
@@ -95,7 +95,10 @@ def _coerce(owner: str, name: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise MMBenchError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value) + 0.0  # -0.0 is 0.0: one value, one run id
+        except OverflowError:  # an integer beyond any float (JSON has no limit)
+            raise MMBenchError(f"{where} must be a number, got an integer too large for one") from None
     if hint is str:
         if not isinstance(value, str):
             raise MMBenchError(f"{where} must be a string, got {value!r}")

@@ -77,7 +77,7 @@ class Registry:
 
     def get(self, name: str) -> Any:
         self.discover()
-        if name not in self._entries:
+        if not isinstance(name, str) or name not in self._entries:  # a name from a file may be any value
             known = ", ".join(sorted(self._entries)) or "none"
             raise MMBenchError(
                 f"unknown {self.kind} {name!r}; known {self.kind}s: {known}" + did_you_mean(name, self._entries)

@@ -16,7 +16,9 @@ def make_metric(name: str, options: Mapping | None = None):
     check_keywords(cls.__init__, dict(options or {}), f"metric {name!r}")
     try:
         return cls(**dict(options or {}))
-    except TypeError as exc:
+    except MMBenchError:
+        raise
+    except (TypeError, ValueError, RuntimeError, OSError) as exc:  # an option of the wrong type or an unusable path
         raise MMBenchError(f"bad options for metric {name!r}: {exc}") from exc
 
 

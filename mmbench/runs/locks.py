@@ -1,7 +1,7 @@
 """Run locks: one job trains a run at a time, whoever submitted it and however often.
 
 ``RUN/lock.json`` names its owner (the SLURM job id, or host:pid for local work), host, pid and a heartbeat
-time that a thread refreshes every ``HEARTBEAT_S`` seconds. A lock is taken by creating the file
+time that a thread refreshes every ``HEARTBEAT_S`` seconds. A lock is taken by creating the file, content and all,
 exclusively; an existing lock is taken over when it is stale: its heartbeat is older than ``STALE_S``, or its
 owner is a process on this host that no longer exists, or it is this very job (a requeued SLURM job keeps its
 id, so it takes its own lock back). Every process of one data-parallel job shares the owner id, so its ranks
@@ -10,6 +10,7 @@ pass together. A lock file that is not JSON of this layout is refused in one lin
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from mmbench.errors import MMBenchError
 from mmbench.runs.scheduler import ACTIVE_STATES, UNREACHABLE, process_alive, scheduler_states
-from mmbench.storage.atomic import atomic_write_json
+from mmbench.storage.atomic import atomic_write_json, write_temp_file
 from mmbench.storage.validate import get_field
 
 LOCK = "lock.json"
@@ -60,7 +61,7 @@ def read_lock(run_dir: Path) -> dict | None:
         raise MMBenchError(f"lock file {path} cannot be read ({exc.strerror or exc}){delete}") from None
     try:
         lock = json.loads(data.decode("utf-8"))
-    except ValueError:  # not text, not JSON (UnicodeDecodeError is a ValueError)
+    except (ValueError, RecursionError):  # not text, not JSON (UnicodeDecodeError is a ValueError), too deep
         lock = None
     if not isinstance(lock, dict):
         raise MMBenchError(
@@ -118,7 +119,7 @@ class RunLock:
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create(path)
             except FileExistsError:
                 lock = read_lock(self.run_dir)
                 state = lock_state(lock)
@@ -135,8 +136,6 @@ class RunLock:
                 except FileNotFoundError:
                     pass
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(self._content(), f)
             break
         else:
             raise RunLocked(f"run {Path(self.run_dir).name}: could not take its lock {path}")
@@ -147,6 +146,23 @@ class RunLock:
             self._thread = threading.Thread(target=self._loop, daemon=True)
             self._thread.start()
         return self
+
+    def _create(self, path: Path) -> None:
+        """Create the lock file with its content in one step (a hard link to a written temporary file), so that no
+        reader sees it empty; FileExistsError when it exists. Where hard links are not supported, create it
+        exclusively and then write it."""
+        tmp = write_temp_file(path, json.dumps(self._content()).encode())
+        try:
+            os.link(tmp, path)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self._content(), f)
 
     def _beat(self) -> None:
         atomic_write_json(Path(self.run_dir) / LOCK, self._content())

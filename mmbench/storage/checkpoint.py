@@ -26,6 +26,7 @@ import os
 import pickle
 import re
 import shlex
+import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -107,17 +108,33 @@ def save_checkpoint(path: Path, payload: dict, *, keep_previous: bool = False) -
             f"checkpoint {path}: {found} would need a full unpickling to load; a checkpoint holds tensors, numbers, "
             "strings and lists, tuples and dicts of them (a config as dataclasses.asdict(...), a version as str(...))"
         )
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a save that was killed before its rename
-        stale.unlink(missing_ok=True)
+    _remove_abandoned_temps(path)
     tmp = write_temp_file(path, encode_checkpoint(payload))
     try:
         if keep_previous and path.is_file():
-            os.replace(path, previous_path(path))
+            try:
+                os.replace(path, previous_path(path))
+            except FileNotFoundError:  # another save of this path moved it first: its file is the previous one
+                pass
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+ABANDONED_S = 600.0  # a temporary file untouched this long belongs to no save in progress
+
+
+def _remove_abandoned_temps(path: Path) -> None:
+    """Remove the temporary files of saves of ``path`` that were killed before their rename; one that another
+    process is writing now (a save of the same path, e.g. a classifier cache shared by runs) is left alone."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if time.time() - stale.stat().st_mtime > ABANDONED_S:
+                stale.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
 
 
 def _verified_body(path: Path) -> bytes:

@@ -103,6 +103,8 @@ def parse_json(data: bytes, path: Path | str, what: str) -> Any:
         raise MMBenchError(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except ValueError as exc:  # e.g. a number too long to convert
         raise MMBenchError(f"{what} {path} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MMBenchError(f"{what} {path} is not valid JSON (nested too deeply)") from None
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -135,6 +137,8 @@ def read_json_lines(path: Path, what: str, required: Iterable[tuple[str, str]] =
             continue
         try:
             entry = json.loads(line)
+        except RecursionError:
+            raise MMBenchError(f"{what} {path}: line {i} is not valid JSON (nested too deeply)") from None
         except ValueError as exc:
             if i == len(lines) and line.lstrip().startswith("{"):  # no newline after it: torn by a kill mid-write
                 continue

@@ -79,6 +79,8 @@ def read_sweep_document(path: Path) -> tuple[Path, str, dict]:
         return path, text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MMBenchError(f"sweep file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise MMBenchError(f"sweep file {path} is not valid TOML: its values are nested too deeply") from None
 
 
 def resolved_document(path: Path, overrides: list[str] | None = None) -> dict:
@@ -203,7 +205,7 @@ def sweep_from_doc(
             else:
                 cfg_point[k] = v
         if "root" in ds_opts:
-            ds_opts["root"] = str(Path(ds_opts["root"]).expanduser().resolve())
+            ds_opts["root"] = str(user_path(ds_opts["root"], f"{where}: [dataset] root"))
         for model in models:
             for seed in seeds:
                 cfg = {**config, **cfg_point, **per_model.get(model, {})}
@@ -217,7 +219,7 @@ def sweep_from_doc(
     unique = {s.run_id: s for s in specs}  # a model whose [config.<model>] pins a grid field runs once per value
     from_cli = {run_id: from_cli[id(s)] for run_id, s in unique.items()}
     specs = list(unique.values())
-    runs = Path(runs_dir or sweep.get("runs_dir", "results/runs")).expanduser().resolve()
+    runs = user_path(runs_dir or sweep.get("runs_dir", "results/runs"), f"{where}: [sweep] runs_dir")
     return Sweep(name, specs, executor_spec, runs, options, source, from_cli, dict(cli.other))
 
 
@@ -243,7 +245,7 @@ def train_sweep(
             )
     dataset_table: dict = {"name": dataset}
     given = {
-        "dataset.root": str(Path(data_root).expanduser().resolve()) if data_root else None,
+        "dataset.root": str(user_path(data_root, "--data-root")) if data_root else None,
         "dataset.modalities": modalities or None,
     }
     cli = {o.key: o.value for o in parse_overrides(items)}
@@ -251,7 +253,8 @@ def train_sweep(
         if value is None:
             continue
         mine = cli.get(key)
-        if mine is not None and (str(Path(mine).expanduser().resolve()) if key == "dataset.root" else mine) != value:
+        same = str(user_path(mine, "--set dataset.root")) if key == "dataset.root" and mine is not None else mine
+        if mine is not None and same != value:
             flag = "--data-root" if key == "dataset.root" else "--modalities"
             raise MMBenchError(f"{flag} and --set {key}={mine} disagree; give one")
         dataset_table[key.split(".", 1)[1]] = value
@@ -262,6 +265,17 @@ def train_sweep(
         "executor": {"name": "inline"},
     }
     return sweep_from_doc(doc, "mmbench train", items, None, None, run_flags, default_name="train")
+
+
+def user_path(value: object, what: str) -> Path:
+    """A path the user gave (``~`` expanded, relative to the current folder) made absolute; one line naming ``what``
+    when it is not a string or names no possible path (an unknown ``~user``, a NUL character)."""
+    if not isinstance(value, (str, Path)):
+        raise MMBenchError(f"{what} = {value!r} must be a path (a string)")
+    try:
+        return Path(value).expanduser().resolve()
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise MMBenchError(f"{what} = {str(value)!r} is not a usable path ({exc})") from None
 
 
 def data_problems(sweep: Sweep) -> list[str]:

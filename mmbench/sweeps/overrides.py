@@ -43,19 +43,23 @@ EXAMPLES = {
 def parse_value(text: str) -> Any:
     """A --set value as TOML (numbers, booleans, lists, inline tables, quoted strings), else the bare string."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        doc = tomllib.loads(f"v = {text}")
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
+    return doc["v"] if len(doc) == 1 else text  # a line break followed by more TOML: not one value
 
 
 def parse_key(key: str, item: str) -> tuple[str, ...]:
     """A dotted key with TOML's quoting (``grid."dataset.modalities"``) as its parts."""
+    bad = MMBenchError(f"--set {item!r}: {key!r} is not a dotted key such as config.beta")
     try:
         node: Any = tomllib.loads(f"{key} = 0")
-    except tomllib.TOMLDecodeError:
-        raise MMBenchError(f"--set {item!r}: {key!r} is not a dotted key such as config.beta") from None
+    except (tomllib.TOMLDecodeError, RecursionError):
+        raise bad from None
     parts = []
     while isinstance(node, dict):
+        if len(node) != 1:  # no key ('#...', a comment) or several (a line break inside it)
+            raise bad
         ((name, node),) = node.items()
         parts.append(name)
     return tuple(parts)
