@@ -219,3 +219,17 @@ def test_the_built_in_networks_train_and_sample_in_the_latents_units(net):
 def test_bad_input_is_one_line(call, message):
     with pytest.raises(MMBenchError, match=message):
         call()
+
+
+def test_observed_dimensions_at_time_zero_leave_the_likelihood_weighted_loss_and_its_gradient_finite():
+    """Under the VP-SDE a time of 0 has std 0, where the likelihood weighting g^2 / std^2 is infinite: observed
+    dimensions (MLD passes them time 0) must not reach it, in the loss or its gradient."""
+    torch.manual_seed(0)
+    model = LatentScoreModel(
+        3, LatentScoreConfig(net="mlp", hidden=16, depth=1, process="vpsde", weighting="likelihood"), groups=(2, 1)
+    )
+    z = torch.randn(16, 3, generator=torch.Generator().manual_seed(1))
+    t = torch.stack([torch.zeros(16), torch.full((16,), 0.5)], 1)
+    loss = model.loss(z, t=t, mask=torch.tensor([True, True, False])).mean()
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.net.parameters())

@@ -442,13 +442,15 @@ def multi_time_loss(
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     mean, std = (v.to(x0.dtype) for v in process.marginal(t))
     xt = mean * x0 + std * noise
-    observed = None if mask is None else mask.to(device=x0.device, dtype=torch.bool).expand_as(x0)
-    if observed is not None:
+    g2 = process.g2(t).to(x0.dtype)
+    if mask is not None:  # observed: clean, unscored, and weighted as if std = 1 (a time of 0 gives std = 0)
+        observed = mask.to(device=x0.device, dtype=torch.bool).expand_as(x0)
         xt = torch.where(observed, x0, xt)
-    err = noise_weight(weighting, std, process.g2(t).to(x0.dtype)) * (noise - eps_model(xt, t)) ** 2
-    if observed is not None:
+        std, g2 = torch.where(observed, torch.ones_like(std), std), torch.where(observed, torch.ones_like(g2), g2)
+    err = noise - eps_model(xt, t)
+    if mask is not None:
         err = torch.where(observed, torch.zeros_like(err), err)
-    return 0.5 * err.sum(1)
+    return 0.5 * (noise_weight(weighting, std, g2) * err**2).sum(1)
 
 
 @torch.no_grad()
