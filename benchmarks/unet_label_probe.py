@@ -3,7 +3,7 @@
     python benchmarks/unet_label_probe.py [--steps 3000] [--conditioning embedding scale_shift spatial ...]
                                           [--weighting variance high_noise likelihood] [--probe-every 1000]
 
-Trains Diff-MVAE*'s decoder alone (the DDPM noise-prediction loss of ``ddpm_loss``, the ablation's UNet: base 16,
+Trains Diff-MVAE*'s decoder alone (the DDPM noise-prediction loss, ``DDPM.loss``, the ablation's UNet: base 16,
 mults 1/2/2) on PolyMNIST's modality m1 with z = the digit's one-hot label in the first 10 of 512 dimensions:
 the most informative, noise-free z a cross-modal posterior could give, and the same batch (32), optimiser (Adam
 1e-3) and step budget as ``diffmvae_ablation.py``. Every ``--probe-every`` steps it prints the z-usage ratio of
@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 from latent_usage_probe import z_usage_ratio
 
-from diffmvae.diffusion import WEIGHTINGS, DDPMSchedule, ddpm_loss, sample_ddim
-from diffmvae.unet import UNet, UNetConfig, conditioning_parts
 from mmbench.data.polymnist import PolyMNIST
 from mmbench.data.polymnist_build import build_polymnist
+from mmbench.diffusion import DDPM, WEIGHTINGS
+from mmbench.diffusion.unet import UNet, UNetConfig, conditioning_parts
 from mmbench.metrics.classifier import accuracy, classifiers_for
 
 HERE = Path(__file__).resolve().parent
@@ -44,24 +44,24 @@ def one_hot(y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def usage_ratio(net: UNet, schedule: DDPMSchedule, x0: torch.Tensor, z: torch.Tensor) -> dict[int, float]:
+def usage_ratio(net: UNet, process: DDPM, x0: torch.Tensor, z: torch.Tensor) -> dict[int, float]:
     """Noise error with z shuffled over rows / with the true z, at each of TIMES (fixed noise and shuffle)."""
     net.eval()
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
     out = {}
     for step in TIMES:
         t = torch.full((len(x0),), step)
-        out[step] = z_usage_ratio(net, schedule.q_sample(x0, t, noise), t, noise, z)
+        out[step] = z_usage_ratio(net, process.schedule.q_sample(x0, t, noise), t, noise, z)
     net.train()
     return out
 
 
 @torch.no_grad()
-def label_accuracy(net: UNet, schedule: DDPMSchedule, z: torch.Tensor, y: torch.Tensor, classifier) -> float:
+def label_accuracy(net: UNet, process: DDPM, z: torch.Tensor, y: torch.Tensor, classifier) -> float:
     """Accuracy of the m1 classifier on m1 sampled by DDIM (50 steps, eta 0, clipped) for the labels in z."""
     net.eval()
     noise = torch.randn(len(z), 3, 28, 28, generator=torch.Generator().manual_seed(3))
-    x = sample_ddim(lambda xt, t: net(xt, t, z), noise, schedule, steps=50, clip=1.0)
+    x = process.sample(lambda xt, t: net(xt, t, z), noise, steps=50, clip=1.0)
     net.train()
     return accuracy(classifier, ((x + 1) / 2).clamp(0, 1), y)
 
@@ -70,7 +70,7 @@ def train(conditioning: str, weighting: str, steps: int, probe_every: int, data,
     torch.manual_seed(seed)
     train_x, train_y, test_x, test_z, test_y, classifier = data
     net = UNet(UNetConfig(dims=2, channels=3, base=16, mults=(1, 2, 2), cond_dim=LATENT, conditioning=conditioning))
-    schedule = DDPMSchedule.linear()
+    process = DDPM()  # T = 1000 linear betas, DDIM with eta = 0
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
     g = torch.Generator().manual_seed(seed)
     rows, start = [], time.perf_counter()
@@ -78,16 +78,14 @@ def train(conditioning: str, weighting: str, steps: int, probe_every: int, data,
         idx = torch.randint(0, len(train_y), (32,), generator=g)
         x, z = train_x[idx] * 2 - 1, one_hot(train_y[idx])
         # averaged over the image's dimensions, as Diff-MVAE's term is (average_over_dims)
-        loss = (
-            ddpm_loss(lambda xt, t: net(xt, t, z), x, schedule, weighting=weighting, generator=g).mean() / x[0].numel()
-        )
+        loss = process.loss(lambda xt, t: net(xt, t, z), x, weighting=weighting, generator=g).mean() / x[0].numel()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if step % probe_every == 0 or step == steps:
             seconds = time.perf_counter() - start
-            ratio = usage_ratio(net, schedule, test_x, test_z)
-            acc = label_accuracy(net, schedule, test_z, test_y, classifier) if step == steps else None
+            ratio = usage_ratio(net, process, test_x, test_z)
+            acc = label_accuracy(net, process, test_z, test_y, classifier) if step == steps else None
             rows.append(
                 {
                     "conditioning": conditioning,

@@ -4,6 +4,8 @@ It is fitted after training on latents a registered model's encoder produces (po
 full set by default) and used through the contract alone: ``model.generate(n, z=prior.sample(n))``.
 Latents are standardised per dimension before the diffusion (and mapped back after sampling); the
 denoiser is the 1-D UNet over the latent vector; sampling is DDIM with 50 steps (Diff-MVAE appendix 6.3).
+The diffusion itself is ``mmbench.diffusion.LatentScoreModel``'s (net "unet", process "ddpm"); this class adds
+its fitting loop, its config and its file.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
-from diffmvae.diffusion import DDPMSchedule, ddpm_loss, sample_ddim
-from diffmvae.unet import UNet, UNetConfig
 from mmbench.config import build_config, check_range
+from mmbench.diffusion import LatentScoreConfig, LatentScoreModel
 from mmbench.errors import MMBenchError
 from mmbench.registry import register_prior
 from mmbench.storage.checkpoint import load_checkpoint, save_checkpoint
@@ -41,50 +42,45 @@ class ScorePriorConfig:
 
 
 @register_prior("score")
-class ScorePrior(nn.Module):
+class ScorePrior(LatentScoreModel):
     """Score-based prior (Diff-MVAE): a DDPM over standardised latents, sampled with DDIM."""
 
     Config = ScorePriorConfig
 
     def __init__(self, latent_dim: int, config: ScorePriorConfig | None = None):
-        super().__init__()
-        self.config = config or ScorePriorConfig()
-        self.latent_dim = latent_dim
-        self.net = UNet(UNetConfig(dims=1, channels=1, base=self.config.base, mults=tuple(self.config.mults)))
-        self.schedule = DDPMSchedule.linear()
-        self.register_buffer("mean", torch.zeros(latent_dim))
-        self.register_buffer("std", torch.ones(latent_dim))
+        config = config or ScorePriorConfig()
+        super().__init__(
+            latent_dim,
+            LatentScoreConfig(
+                net="unet",
+                base=config.base,
+                mults=tuple(config.mults),
+                process="ddpm",
+                sampler_steps=config.sampler_steps,
+            ),
+        )
+        self.config = config
 
     def fit(self, latents: Tensor, *, seed: int = 0, progress: bool = True) -> list[float]:
         """Train on latents (N, D); returns the loss per step."""
         if latents.dim() != 2 or latents.shape[1] != self.latent_dim:
             raise MMBenchError(f"latents have shape {tuple(latents.shape)}, expected (N, {self.latent_dim})")
         self.to(latents.device)  # the prior trains where the latents are (the run's device)
-        self.mean.copy_(latents.mean(0))
-        self.std.copy_(latents.std(0).clamp_min(1e-6))
-        data = (latents - self.mean) / self.std
+        self.fit_standardisation(latents)
         g = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
         losses = []
         self.train()
         for _ in tqdm(range(self.config.steps), desc="score prior", unit="step", disable=not progress, leave=False):
-            rows = torch.randint(0, len(data), (min(self.config.batch_size, len(data)),), generator=g)
-            loss = ddpm_loss(lambda x, t: self.net(x, t), data[rows], self.schedule, generator=g).mean()
+            rows = torch.randint(0, len(latents), (min(self.config.batch_size, len(latents)),), generator=g)
+            loss = self.loss(latents[rows], generator=g).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(loss.item())
         self.eval()
         return losses
-
-    @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        noise = torch.randn(n, self.latent_dim, generator=generator).to(self.mean.device)
-        x = sample_ddim(
-            lambda x, t: self.net(x, t), noise, self.schedule, steps=self.config.sampler_steps, generator=generator
-        )
-        return x * self.std + self.mean
 
     def save(self, path: Path) -> None:
         save_checkpoint(
