@@ -17,10 +17,12 @@ import torch
 
 from mmbench.config import build_config, config_to_dict
 from mmbench.data.base import MultimodalDataset
+from mmbench.data.missing import apply_missing, parse_options, save_or_check_masks, split_options
 from mmbench.device import check_precision, configure, describe, device_info
 from mmbench.errors import MMBenchError
 from mmbench.metrics.base import EvalContext
 from mmbench.metrics.runner import evaluate
+from mmbench.missing import check_supports_missing
 from mmbench.registry import DATASETS, MODELS, PRIORS
 from mmbench.runs.locks import RunLock, owner_id, read_lock
 from mmbench.runs.spec import SPEC, RunSpec
@@ -40,12 +42,17 @@ logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 
 
-def load_split(spec: RunSpec, split: str) -> MultimodalDataset:
+def load_split(spec: RunSpec, split: str, *, masks: bool = True) -> MultimodalDataset:
+    """A split as the run's dataset options give it: the adapter's load, then the masks of the missing-data options
+    (``mmbench.data.missing``; ``masks=False``: only the adapter's own)."""
     adapter = DATASETS.get(spec.dataset)
+    options, _ = split_options(spec.dataset_options)
+    where = f"dataset {spec.dataset!r}"
     try:
-        return adapter.load(split=split, **spec.dataset_options)
+        data = adapter.load(split=split, **options)
     except TypeError as exc:
         raise MMBenchError(f"bad options for dataset {spec.dataset!r} ({spec.dataset_options}): {exc}") from exc
+    return apply_missing(data, split, parse_options(spec.dataset_options, where), where) if masks else data
 
 
 def dataset_release(spec: RunSpec) -> str:
@@ -53,7 +60,7 @@ def dataset_release(spec: RunSpec) -> str:
     "offline build, ..."), "" when the adapter does not say."""
     adapter = DATASETS.get(spec.dataset)
     release = getattr(adapter, "release", None)
-    return str(release(**spec.dataset_options)) if callable(release) else ""
+    return str(release(**split_options(spec.dataset_options)[0])) if callable(release) else ""
 
 
 def read_spec(run_dir: Path) -> RunSpec:
@@ -248,6 +255,18 @@ def execute(
         )
 
 
+def _check_metrics_support_missing(spec: RunSpec) -> None:
+    """Refuse, in one line, metrics that do not declare they evaluate test data with missing modalities."""
+    from mmbench.registry import METRICS
+
+    unable = [m for m in spec.metrics if not getattr(METRICS.get(m), "supports_missing", False)]
+    if unable:
+        raise MMBenchError(
+            f"dataset {spec.dataset!r} option missing_eval gives the test split missing modalities, but metrics "
+            f"{unable} need complete test data; drop missing_eval or those metrics"
+        )
+
+
 EXECUTIONS = "executions.jsonl"
 EXECUTION_FIELDS = (("owner", "str"), ("from_step", "int"))  # what every line of it holds
 
@@ -323,11 +342,25 @@ def _execute(
         configure(device, config.precision)
         info = device_info(device, env.world_size)
         record["device"], record["device_info"] = describe(info), info
-        train_data = load_split(spec, "train").to(device)
-        test_data = load_split(spec, "test").to(device)
+        where = f"dataset {spec.dataset!r}"
+        missing = parse_options(spec.dataset_options, where)
+        full_train = load_split(spec, "train", masks=False)
+        train_data = apply_missing(full_train, "train", missing, where)
+        test_data = load_split(spec, "test")
+        if train_data.incomplete:
+            check_supports_missing(cls, f"run {spec.run_id} ({where} with {spec.dataset_options})")
+        if test_data.incomplete:
+            _check_metrics_support_missing(spec)
+        if env.is_main:
+            save_or_check_masks(run_dir, {"train": train_data.mask, "test": test_data.mask})
+        # what the metrics fit their instruments on (coherence's classifiers, the probe): the complete tuples of the
+        # training split, the same at every missing rate
+        eval_train = full_train.complete().to(device)
+        train_data, test_data = train_data.to(device), test_data.to(device)
         record["config"] = config_to_dict(config)
         record["n_modalities"] = len(train_data.modalities)
         record["data"] = {"release": dataset_release(spec), "train": len(train_data), "test": len(test_data)}
+        record["observed"] = train_data.observed_fraction()
         torch.manual_seed(spec.seed)
         model = cls(train_data.modalities, config)
         log(
@@ -358,7 +391,7 @@ def _execute(
             return None
         t1 = time.perf_counter()
         ctx = EvalContext(
-            train_data, test_data, Path(runs_dir) / ".cache", seed=spec.seed, progress=progress, device=device
+            eval_train, test_data, Path(runs_dir) / ".cache", seed=spec.seed, progress=progress, device=device
         )
         with GenerationMeter(model, device) as meter:
             rows = evaluate(model, ctx, spec.metrics, spec.metric_options)

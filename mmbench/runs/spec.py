@@ -2,7 +2,8 @@
 
 Normalised means fully resolved: the model's config with every default filled in and numbers in their
 field's type (``beta = 1``, ``beta = 1.0`` and an omitted ``beta`` that defaults to 1.0 are one run), the
-dataset adapter's and each metric's options with their defaults filled in, metrics sorted. Execution
+dataset adapter's and each metric's options with their defaults filled in, metrics sorted; the missing-data options
+(``mmbench.data.missing``) only when they ask for masks (``missing_rate = 0`` is the complete run). Execution
 options (device, processes, checkpoint interval: ``RunOptions``) are not part of it.
 """
 
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mmbench.config import build_config, check_keywords, config_to_dict
+from mmbench.data.missing import normalized_options, parse_options, split_options
 from mmbench.errors import MMBenchError
+from mmbench.missing import check_supports_missing
 from mmbench.registry import DATASETS, METRICS, MODELS
 from mmbench.storage.validate import get_field, kind_of, known_keys, read_json, refuse
 
@@ -68,7 +71,9 @@ class RunSpec:
             {
                 "model": self.model,
                 "dataset": self.dataset,
-                "dataset_options": with_defaults(adapter.load, self.dataset_options, skip=("split",)),
+                "dataset_options": with_defaults(
+                    adapter.load, normalized_options(self.dataset_options), skip=("split",)
+                ),
                 "config": config_to_dict(build_config(cls.Config, self.config)),
                 "seed": self.seed,
                 "metrics": sorted(set(self.metrics)),
@@ -148,12 +153,15 @@ class RunSpec:
             )
         for m in self.metrics:
             make_metric(m, self.metric_options.get(m))
+        adapter_options, _ = split_options(self.dataset_options)
         check_keywords(
             adapter.load,
-            self.dataset_options,
+            adapter_options,
             f"dataset {self.dataset!r} ({self.dataset_options})",
             fixed={"split": "train"},
         )
+        if parse_options(self.dataset_options, f"dataset {self.dataset!r}").active:
+            check_supports_missing(cls, f"dataset {self.dataset!r} with {self.dataset_options}")
         check = getattr(adapter, "check_options", None)  # an adapter may check its folder without loading it
         if check is not None and check_data:
-            check(**self.dataset_options)
+            check(**adapter_options)
