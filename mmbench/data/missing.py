@@ -131,6 +131,17 @@ def _rate(value: Any, what: str) -> float:
     return float(value)
 
 
+def resolve_paths(options: Mapping[str, Any]) -> dict:
+    """``options`` with the mask files of ``missing`` as absolute paths (taken from the current folder)."""
+    out = dict(options)
+    files = out.get("missing")
+    if isinstance(files, (str, Path)) and str(files):
+        out["missing"] = str(Path(files).expanduser().resolve())
+    elif isinstance(files, Mapping):
+        out["missing"] = {k: str(Path(v).expanduser().resolve()) if isinstance(v, str) else v for k, v in files.items()}
+    return out
+
+
 def normalized_options(options: Mapping[str, Any]) -> dict:
     """A run's dataset options with the missing-data ones in their normalised form (``MissingOptions.normalized``;
     unchecked values are kept as given, for ``validate``'s refusal)."""
