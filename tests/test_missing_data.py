@@ -366,3 +366,70 @@ def test_a_records_missing_rate_option_is_not_in_the_adapters_options():
     opts = MissingOptions(0.25)
     assert opts.active and opts.normalized() == {"missing_rate": 0.25}
     assert not MissingOptions({"m0": 0.0}).active and MissingOptions().normalized() == {}
+
+
+# -- adapters whose files lack a modality: allow_missing -----------------------------------------------------
+
+
+def test_cub_images_without_captions_are_refused_or_masked_with_allow_missing(tmp_path):
+    from test_cub import make_cub
+
+    from mmbench.data.cub import CUB
+
+    root = make_cub(tmp_path / "cub")
+    path = root / "text_testclasses.txt"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([""] * 10 + lines[10:]) + "\n")  # the first test image: 10 blank caption lines
+    with pytest.raises(
+        MMBenchError, match="has no caption \\(lines 1-10 are blank; 1 image\\(s\\) in all\\); .*allow_missing = true"
+    ):
+        CUB.load(root, split="test")
+    with pytest.raises(MMBenchError, match="has no caption"):
+        CUB.check_options(root)
+    CUB.check_options(root, allow_missing=True)
+    data = CUB.load(root, split="test", allow_missing=True)
+    assert data.mask["caption"].tolist() == [False, True] and data.observed_fraction() == {"image": 1.0, "caption": 0.5}
+    assert data.batch(torch.arange(2))["x"]["caption"][0].tolist() == [-1] * data.x["caption"].shape[1]
+    assert CUB.load(root, split="train", allow_missing=True).mask is None  # complete: no mask
+    with pytest.raises(MMBenchError, match="allow_missing must be true or false"):
+        CUB.load(root, split="test", allow_missing="yes")
+
+
+def test_celebamaskhq_images_without_a_mask_file_are_refused_or_masked_with_allow_missing(tmp_path):
+    import shutil
+
+    from test_celebamaskhq import make_release
+
+    from mmbench.data.celebamaskhq import CelebAMaskHQ
+    from mmbench.data.celebamaskhq_prepare import prepare_celebamaskhq
+
+    src = make_release(tmp_path / "src")
+    shutil.rmtree(src / "CelebAMask-HQ-mask-anno" / "2")  # image 4001 (test split) has no mask file
+    with pytest.raises(MMBenchError, match="mask folder .*/2 does not exist.*pass --allow-missing"):
+        prepare_celebamaskhq(src, tmp_path / "refused", 64, progress=False)
+    out = prepare_celebamaskhq(src, tmp_path / "prepared", 64, progress=False, allow_missing=True)
+    assert json.loads((out / "manifest.json").read_text())["without_mask"] == {"train": 0, "val": 0, "test": 1}
+    with pytest.raises(MMBenchError, match="holds images without a mask file \\(1 in test; .*allow_missing = true"):
+        CelebAMaskHQ.load(out, split="train")
+    with pytest.raises(MMBenchError, match="holds images without a mask file"):
+        CelebAMaskHQ.check_options(out)
+    test = CelebAMaskHQ.load(out, split="test", allow_missing=True)
+    assert test.mask["mask"].tolist() == [True, False] and test.x["mask"][1].sum() == 0
+    assert CelebAMaskHQ.load(out, split="train", allow_missing=True).mask is None
+    s = check_dataset("celebamaskhq", out, {"allow_missing": True})
+    assert [v.observed for v in s.splits[2].views] == [1.0, 0.5, 1.0]
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "celebamaskhq",
+                str(src),
+                "--out",
+                str(tmp_path / "cli"),
+                "--allow-missing",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
