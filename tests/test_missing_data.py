@@ -111,6 +111,17 @@ def test_a_mask_is_validated_carried_by_batches_and_fills_missing_rows():
     assert t2.batch(torch.arange(3))["x"]["t"][1].tolist() == [-1] * 4  # token ids: -1, which no embedding takes
 
 
+def test_the_training_path_passes_the_mask_through_unchanged():
+    from mmbench.device import to_device
+    from mmbench.training.memory_format import to_memory_format
+
+    data = tiny_dataset(6, shapes=((3, 4, 4), (2,))).with_mask({"m0": torch.tensor([1, 0, 1, 1, 0, 1]).bool()})
+    batch = to_memory_format(to_device(data.batch(torch.arange(6)), torch.device("cpu")), torch.channels_last)
+    assert batch["mask"]["m0"].dtype == torch.bool and batch["mask"]["m0"].tolist() == [1, 0, 1, 1, 0, 1]
+    assert batch["x"]["m0"].is_contiguous(memory_format=torch.channels_last)
+    assert batch_masks(batch, ["m0", "m1"])["m1"].all()
+
+
 @pytest.mark.parametrize(
     "mask, says",
     [

@@ -126,10 +126,12 @@ def _short(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def load_run_split(spec: RunSpec, model, split: str, spec_path: Path | str = SPEC) -> MultimodalDataset:
+def load_run_split(
+    spec: RunSpec, model, split: str, spec_path: Path | str = SPEC, *, masks: bool = True
+) -> MultimodalDataset:
     """``load_split`` of a trained run's spec, checked to hold the modalities its model was trained on (a spec.json
     naming another dataset, or other options of it, is refused in one line naming ``spec_path``)."""
-    data = load_split(spec, split)
+    data = load_split(spec, split, masks=masks)
     theirs = [(m.name, tuple(m.shape)) for m in data.modalities]
     mine = [(m.name, tuple(m.shape)) for m in model.modalities]
     if theirs != mine:
@@ -139,6 +141,13 @@ def load_run_split(spec: RunSpec, model, split: str, spec_path: Path | str = SPE
             "runs' files"
         )
     return data
+
+
+def load_eval_train(spec: RunSpec, model, spec_path: Path | str = SPEC) -> MultimodalDataset:
+    """The training split as evaluation reads it (metrics fit their instruments on it, a prior is fitted on its
+    latents): the tuples that observe every modality before the missing-data options' masks, the same at every
+    missing rate (all of them for complete data)."""
+    return load_run_split(spec, model, "train", spec_path, masks=False).complete()
 
 
 def _modalities(items) -> str:
