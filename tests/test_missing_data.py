@@ -29,7 +29,7 @@ from mmbench.missing import batch_masks
 from mmbench.modality import Modality
 from mmbench.model import LossOutput
 from mmbench.report.build import build_report
-from mmbench.runs.execute import execute
+from mmbench.runs.execute import execute, load_split
 from mmbench.runs.spec import RunSpec
 from mmbench.storage.records import load_record
 from mmbench.sweeps.files import load_sweep
@@ -305,6 +305,22 @@ def test_the_refusals_are_cli_one_liners_with_exit_2(tmp_path, capsys):
     assert not list((tmp_path / "runs").glob("*/checkpoint.pt"))
 
 
+def test_masked_test_data_refuses_metrics_that_need_complete_data(tmp_path):
+    options = {**SYNTH, "missing_rate": 0.25, "missing_eval": True}
+    spec = RunSpec("test_masked_ae", "synthetic", options, CONFIG, 0, ("coherence",))
+    with pytest.raises(MMBenchError, match="give the test split missing modalities .* metrics \\['coherence'\\] need"):
+        execute(spec, tmp_path, options=OPTIONS, progress=False, log=lambda *_: None)
+    assert not (tmp_path / spec.run_id).exists()
+    rec = execute(
+        RunSpec("test_masked_ae", "synthetic", options, CONFIG, 0, ()),
+        tmp_path,
+        options=OPTIONS,
+        progress=False,
+        log=lambda *_: None,
+    )
+    assert sorted(load_masks(tmp_path / rec.run_id)) == ["test", "train"]
+
+
 # -- sweeps and data check -----------------------------------------------------------------------------------
 
 
@@ -402,6 +418,8 @@ def test_cub_images_without_captions_are_refused_or_masked_with_allow_missing(tm
     assert data.mask["caption"].tolist() == [False, True] and data.observed_fraction() == {"image": 1.0, "caption": 0.5}
     assert data.batch(torch.arange(2))["x"]["caption"][0].tolist() == [-1] * data.x["caption"].shape[1]
     assert CUB.load(root, split="train", allow_missing=True).mask is None  # complete: no mask
+    spec = RunSpec("test_masked_ae", "cub", {"root": str(root), "allow_missing": True})
+    assert len(load_split(spec, "test")) == 1 and load_split(spec, "test").mask is None  # evaluation: complete tuples
     with pytest.raises(MMBenchError, match="allow_missing must be true or false"):
         CUB.load(root, split="test", allow_missing="yes")
 

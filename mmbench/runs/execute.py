@@ -25,7 +25,7 @@ from mmbench.metrics.runner import evaluate
 from mmbench.missing import check_supports_missing
 from mmbench.registry import DATASETS, MODELS, PRIORS
 from mmbench.runs.locks import RunLock, owner_id, read_lock
-from mmbench.runs.spec import SPEC, RunSpec
+from mmbench.runs.spec import SPEC, RunSpec, check_metrics_support_missing
 from mmbench.storage.atomic import atomic_write_json
 from mmbench.storage.checkpoint import checkpoint_exists
 from mmbench.storage.provenance import provenance
@@ -44,7 +44,8 @@ CHECKPOINT = "checkpoint.pt"
 
 def load_split(spec: RunSpec, split: str, *, masks: bool = True) -> MultimodalDataset:
     """A split as the run's dataset options give it: the adapter's load, then the masks of the missing-data options
-    (``mmbench.data.missing``; ``masks=False``: only the adapter's own)."""
+    (``mmbench.data.missing``); a test or validation split they do not mask keeps only its complete tuples (an
+    adapter's own masks, ``allow_missing``, removed). ``masks=False``: the adapter's data as loaded."""
     adapter = DATASETS.get(spec.dataset)
     options, _ = split_options(spec.dataset_options)
     where = f"dataset {spec.dataset!r}"
@@ -52,7 +53,12 @@ def load_split(spec: RunSpec, split: str, *, masks: bool = True) -> MultimodalDa
         data = adapter.load(split=split, **options)
     except TypeError as exc:
         raise MMBenchError(f"bad options for dataset {spec.dataset!r} ({spec.dataset_options}): {exc}") from exc
-    return apply_missing(data, split, parse_options(spec.dataset_options, where), where) if masks else data
+    if not masks:
+        return data
+    missing = parse_options(spec.dataset_options, where)
+    if split != "train" and not missing.splits(split):
+        return data.complete()  # evaluation splits stay complete unless the options mask them
+    return apply_missing(data, split, missing, where)
 
 
 def dataset_release(spec: RunSpec) -> str:
@@ -264,18 +270,6 @@ def execute(
         )
 
 
-def _check_metrics_support_missing(spec: RunSpec) -> None:
-    """Refuse, in one line, metrics that do not declare they evaluate test data with missing modalities."""
-    from mmbench.registry import METRICS
-
-    unable = [m for m in spec.metrics if not getattr(METRICS.get(m), "supports_missing", False)]
-    if unable:
-        raise MMBenchError(
-            f"dataset {spec.dataset!r} option missing_eval gives the test split missing modalities, but metrics "
-            f"{unable} need complete test data; drop missing_eval or those metrics"
-        )
-
-
 EXECUTIONS = "executions.jsonl"
 EXECUTION_FIELDS = (("owner", "str"), ("from_step", "int"))  # what every line of it holds
 
@@ -359,7 +353,7 @@ def _execute(
         if train_data.incomplete:
             check_supports_missing(cls, f"run {spec.run_id} ({where} with {spec.dataset_options})")
         if test_data.incomplete:
-            _check_metrics_support_missing(spec)
+            check_metrics_support_missing(spec)
         if env.is_main:
             save_or_check_masks(run_dir, {"train": train_data.mask, "test": test_data.mask})
         # what the metrics fit their instruments on (coherence's classifiers, the probe): the complete tuples of the

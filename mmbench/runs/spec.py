@@ -43,6 +43,17 @@ def with_defaults(fn: Callable, given: dict, skip: tuple[str, ...] = ()) -> dict
     return out
 
 
+def check_metrics_support_missing(spec: "RunSpec") -> None:
+    """Refuse, in one line, a run whose test split has missing modalities and whose metrics do not declare they
+    evaluate such data (``supports_missing``)."""
+    unable = [m for m in spec.metrics if not getattr(METRICS.get(m), "supports_missing", False)]
+    if unable:
+        raise MMBenchError(
+            f"dataset {spec.dataset!r}: its options give the test split missing modalities (missing_eval, or a "
+            f"mask file for it), but metrics {unable} need complete test data; drop the option or those metrics"
+        )
+
+
 def _canonical(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
@@ -160,8 +171,11 @@ class RunSpec:
             f"dataset {self.dataset!r} ({self.dataset_options})",
             fixed={"split": "train"},
         )
-        if parse_options(self.dataset_options, f"dataset {self.dataset!r}").active:
+        missing = parse_options(self.dataset_options, f"dataset {self.dataset!r}")
+        if missing.active:
             check_supports_missing(cls, f"dataset {self.dataset!r} with {self.dataset_options}")
+        if missing.splits("test"):
+            check_metrics_support_missing(self)
         check = getattr(adapter, "check_options", None)  # an adapter may check its folder without loading it
         if check is not None and check_data:
             check(**adapter_options)
