@@ -57,6 +57,7 @@ class MultimodalDataset:
         return [m.name for m in self.modalities]
 
     def batch(self, rows: Tensor) -> dict:
+        rows = torch.as_tensor(rows)  # an index tensor: every v[rows] is a copy (the fill below writes into it)
         batch = {"x": {k: v[rows] for k, v in self.x.items()}, "y": self.y[rows]}
         if self.mask is not None:
             batch["mask"] = {k: v[rows] for k, v in self.mask.items()}
@@ -161,7 +162,8 @@ MISSING_FILL = {"float": float("nan"), "signed integer": -1}
 
 
 def _fill_missing(t: Tensor, observed: Tensor | None) -> Tensor:
-    """``t`` with its missing rows set to MISSING_FILL (NaN, or -1 for signed integers; other dtypes unchanged)."""
+    """``t`` (a batch's own copy of its rows) with its missing rows set to MISSING_FILL in place: NaN, or -1 for
+    signed integers; other dtypes unchanged."""
     if observed is None or bool(observed.all()):
         return t
     if t.is_floating_point():
@@ -170,9 +172,7 @@ def _fill_missing(t: Tensor, observed: Tensor | None) -> Tensor:
         fill = MISSING_FILL["signed integer"]
     else:
         return t
-    return torch.where(
-        observed.view(-1, *([1] * (t.dim() - 1))), t, torch.full((), fill, dtype=t.dtype, device=t.device)
-    )
+    return t.index_fill_(0, (~observed).nonzero().flatten(), fill)
 
 
 def check_mask(mask, names: list[str], n: int, where: str) -> dict[str, Tensor]:
