@@ -175,6 +175,10 @@ def test_the_missing_options_are_part_of_the_run_identity_and_rate_0_is_the_comp
     ids = {RunSpec("test_masked_ae", "synthetic", {**SYNTH, "missing_rate": r}).run_id for r in (0.25, 0.5)}
     seeded = RunSpec("test_masked_ae", "synthetic", {**SYNTH, "missing_rate": 0.25, "missing_seed": 1}).run_id
     assert len(ids | {seeded, base.run_id}) == 4
+    for options in ({"missing_rate": 0.25, "missing_seed": 1, "missing_eval": True}, {"missing": "masks.csv"}):
+        spec = RunSpec("test_masked_ae", "synthetic", {**SYNTH, **options})
+        again = RunSpec.from_dict(json.loads(json.dumps(spec.to_dict())))  # as spec.json reads back
+        assert again.run_id == spec.run_id and again.to_dict() == spec.to_dict()
     assert (
         base.normalized()["dataset_options"]
         == RunSpec("test_masked_ae", "synthetic", SYNTH).normalized()["dataset_options"]
