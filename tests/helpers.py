@@ -18,7 +18,9 @@ def record(
     sweep="s",
     metrics=(),
     failure=None,
-    schema=2,
+    schema=3,
+    missing_rate=None,
+    observed=None,
 ):
     spec = {
         "model": model,
@@ -30,7 +32,7 @@ def record(
         "metric_options": {},
         "sweep": sweep,
     }
-    return {
+    out = {
         "schema": schema,
         "run_id": run_id,
         "status": status,
@@ -42,7 +44,11 @@ def record(
         "data": {"release": release},
         "finished_at": "2026-11-20T10:00:00+00:00",
         "metrics": list(metrics),
+        **({"observed": observed} if observed is not None else {}),
     }
+    if missing_rate is not None:
+        out["spec"]["dataset_options"]["missing_rate"] = missing_rate
+    return out
 
 
 def row(metric, n, value, target="*", given=None, prior=None):

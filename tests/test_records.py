@@ -23,6 +23,7 @@ from mmbench.storage.records import (
     load_record,
     load_records,
     migrate_1_to_2,
+    migrate_2_to_3,
     read_record,
     write_record,
 )
@@ -164,7 +165,7 @@ def test_a_schema_1_record_is_migrated_when_read(tmp_path):
     old = schema1_record()
     path = put(tmp_path, json.dumps(old), "old")
     typed = load_record(path)
-    assert typed.schema == SCHEMA == 2
+    assert typed.schema == SCHEMA == 3
     assert [(r.metric, r.prior, r.n_samples) for r in typed.metrics] == [
         ("coherence", "", None),
         ("latent_frechet", "score", None),
@@ -184,7 +185,7 @@ def test_a_schema_1_record_is_migrated_when_read(tmp_path):
 
     write_record(path.parent, typed)  # a rewrite (mmbench eval) stores it in the current schema
     again = json.loads(path.read_text())
-    assert again["schema"] == 2 and again["metrics"][1] == {
+    assert again["schema"] == 3 and again["metrics"][1] == {
         "metric": "latent_frechet",
         "target": "*",
         "given": "",
@@ -194,6 +195,27 @@ def test_a_schema_1_record_is_migrated_when_read(tmp_path):
         "prior": "score",
     }
     assert load_record(path) == typed
+
+
+def test_a_schema_2_record_is_migrated_and_reads_as_complete_data(tmp_path):
+    old = record("two", schema=2)
+    path = put(tmp_path, json.dumps(old), "two")
+    typed = load_record(path)
+    assert typed.schema == SCHEMA == 3 and typed.observed is None and typed.missing_rate == 0.0
+    assert migrate_2_to_3(old) == {**old, "schema": 3} and old["schema"] == 2  # a copy
+    write_record(path.parent, typed)
+    assert json.loads(path.read_text())["schema"] == 3 and load_record(path) == typed
+
+
+def test_a_record_keeps_the_observed_fraction_per_modality(tmp_path):
+    rec = record("obs", missing_rate=0.25, observed={"m0": 0.75, "m1": 0.8})
+    typed = RunRecord.from_dict(rec, "obs")
+    assert typed.observed == {"m0": 0.75, "m1": 0.8} and typed.missing_rate == 0.25
+    assert RunRecord.from_dict(typed.to_dict(), "obs") == typed
+    table = record("tab", missing_rate={"m0": 0.5}, observed={"m0": 0.5, "m1": 1.0})
+    assert RunRecord.from_dict(table, "tab").missing_rate == 0.25  # the realised mean missing fraction
+    with pytest.raises(MMBenchError, match=r"field 'observed.m1' must be a fraction in \[0, 1\], got float"):
+        RunRecord.from_dict(record("bad", observed={"m0": 1.0, "m1": 1.5}), "bad")
 
 
 # -- refusals: one line naming the file and the field --------------------------------------------------------
@@ -243,11 +265,11 @@ MALFORMED = {
     "provenance a list": (_with(provenance=["abc"]), "field 'provenance' must be an object, got list"),
     "n_modalities a string": (_with(n_modalities="5"), "field 'n_modalities' must be an integer, got str"),
     "evaluations of strings": (_with(evaluations=["x"]), "field 'evaluations[0]' must be an object, got str"),
-    "schema 99": (_with(schema=99), "has schema 99; this mmbench reads schemas 1 to 2: a newer mmbench wrote it"),
-    "schema 0": (_with(schema=0), "has schema 0; this mmbench reads schemas 1 to 2"),
+    "schema 99": (_with(schema=99), "has schema 99; this mmbench reads schemas 1 to 3: a newer mmbench wrote it"),
+    "schema 0": (_with(schema=0), "has schema 0; this mmbench reads schemas 1 to 3"),
     "schema a string": (
         _with(schema="x"),
-        "field 'schema' must be an integer (this mmbench reads schemas 1 to 2), got str",
+        "field 'schema' must be an integer (this mmbench reads schemas 1 to 3), got str",
     ),
     "a JSON list": ("[1, 2]", "must be a JSON object, got list"),
     "a JSON string": ('"record"', "must be a JSON object, got str"),

@@ -39,7 +39,9 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     from mmbench.data.celebamaskhq_prepare import prepare_celebamaskhq
 
-    out = prepare_celebamaskhq(Path(args.src), Path(args.out), args.size, progress=not args.no_progress)
+    out = prepare_celebamaskhq(
+        Path(args.src), Path(args.out), args.size, progress=not args.no_progress, allow_missing=args.allow_missing
+    )
     print(f"CelebAMask-HQ at {args.size}x{args.size} prepared in {out}")
     return 0
 
@@ -103,5 +105,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("src", help="the release folder (CelebA-HQ-img/, CelebAMask-HQ-mask-anno/, the two .txt files)")
     pr.add_argument("--out", required=True, help="output folder (must be new or empty)")
     pr.add_argument("--size", type=int, choices=[64, 128], default=64, help="image and mask side (default 64)")
+    pr.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="keep images whose mask folder is absent, their masks marked missing (load with allow_missing = true)",
+    )
     add_progress_flag(pr)
     pr.set_defaults(func=cmd_data_prepare)

@@ -29,10 +29,11 @@ class CelebAMaskHQ:
     SPLITS = SPLITS
 
     @staticmethod
-    def check_options(root: str | Path, size: int | None = None) -> None:
+    def check_options(root: str | Path, size: int | None = None, allow_missing: bool = False) -> None:
         """What ``load`` would refuse, found without reading tensors: a prepared cache at ``size`` holding every
-        split's modality files."""
-        _manifest(Path(root), size)
+        split's modality files (and, without ``allow_missing``, no image without a mask)."""
+        info = _manifest(Path(root), size)
+        _check_missing(Path(root), info, allow_missing)
         for split in SPLITS:
             for name in MODALITY_FILES:
                 _require(Path(root) / split / name, split)
@@ -51,16 +52,21 @@ class CelebAMaskHQ:
         return f"{n['train']:,}/{n['val']:,}/{n['test']:,} images, {size}"
 
     @staticmethod
-    def load(root: str | Path, split: str = "train", size: int | None = None) -> MultimodalDataset:
+    def load(
+        root: str | Path, split: str = "train", size: int | None = None, allow_missing: bool = False
+    ) -> MultimodalDataset:
         """A split of the prepared cache.
 
-        root: the folder ``mmbench data prepare celebamaskhq`` wrote.
-        size: 64 or 128, which must be the cache's (None: the cache's).
+        root:          the folder ``mmbench data prepare celebamaskhq`` wrote.
+        size:          64 or 128, which must be the cache's (None: the cache's).
+        allow_missing: a cache prepared with --allow-missing holds images without a mask file: false (default)
+                       refuses it, true marks their mask missing (the dataset's mask; mmbench.data.missing).
         """
         root = Path(root)
         if split not in SPLITS:
             raise MMBenchError(f"CelebAMask-HQ split must be one of {SPLITS}, got {split!r}")
         info = _manifest(root, size)
+        _check_missing(root, info, allow_missing)
         s, n = info["size"], info["splits"][split]
         expected = {"image.pt": (n, 3, s, s), "mask.pt": (n, 1, s, s), "attributes.pt": (n, N_SELECTED)}
         t = {}
@@ -78,7 +84,28 @@ class CelebAMaskHQ:
             "mask": t["mask.pt"].float(),
             "attributes": t["attributes.pt"].float(),
         }
-        return MultimodalDataset(mods, x, t["attributes.pt"].long(), name="celebamaskhq")
+        mask = None
+        if (root / split / OBSERVED).is_file():
+            observed = torch.load(root / split / OBSERVED, map_location="cpu", weights_only=True)
+            if not isinstance(observed, torch.Tensor) or observed.dtype != torch.bool or observed.shape != (n,):
+                raise MMBenchError(f"{root / split / OBSERVED} must hold bool ({n},); prepare the cache again")
+            mask = {"mask": observed}
+        return MultimodalDataset(mods, x, t["attributes.pt"].long(), name="celebamaskhq", mask=mask)
+
+
+OBSERVED = "mask_observed.pt"  # bool (N,): False where the image had no mask file (prepared with --allow-missing)
+
+
+def _check_missing(root: Path, info: dict, allow_missing) -> None:
+    if not isinstance(allow_missing, bool):
+        raise MMBenchError(f"CelebAMask-HQ option allow_missing must be true or false, got {allow_missing!r}")
+    without = {s: n for s, n in (info.get("without_mask") or {}).items() if n}
+    if without and not allow_missing:
+        counts = ", ".join(f"{n} in {s}" for s, n in without.items())
+        raise MMBenchError(
+            f"{root} holds images without a mask file ({counts}; prepared with --allow-missing); to train with "
+            "their masks missing, set the dataset option allow_missing = true"
+        )
 
 
 def _manifest(root: Path, size: int | None) -> dict:

@@ -60,7 +60,7 @@ class Source:
     names: list[str]
     keys: dict[str, list[int]]
     attributes: dict[str, np.ndarray]
-    parts: dict[int, list[Path]]
+    parts: dict[int, list[Path] | None]  # None: the image has no mask file to read (allow_missing)
 
     @property
     def selected_names(self) -> list[str]:
@@ -75,9 +75,10 @@ def split_of(orig_index: int) -> str:
     return SPLITS[0] if orig_index < SPLIT_ENDS[0] else SPLITS[1] if orig_index < SPLIT_ENDS[1] else SPLITS[2]
 
 
-def read_source(src: str | Path) -> Source:
+def read_source(src: str | Path, *, allow_missing: bool = False) -> Source:
     """Check the release's files and their agreement: every listed image present, no image unlisted, one
-    mapping line each; one line naming the file at the first problem."""
+    mapping line each; one line naming the file at the first problem. ``allow_missing``: a missing mask sub-folder
+    leaves its images without a mask (``Source.parts`` None) instead of being refused."""
     root = Path(src)
     if not root.is_dir():
         raise MMBenchError(f"CelebAMask-HQ folder {root} does not exist; {SOURCE_HINT}")
@@ -108,7 +109,7 @@ def read_source(src: str | Path) -> Source:
         ).astype(np.uint8)
         for s, ks in keys.items()
     }
-    return Source(root, names, keys, attributes, _mask_files(root / MASKS, sorted(values)))
+    return Source(root, names, keys, attributes, _mask_files(root / MASKS, sorted(values), allow_missing))
 
 
 def _key(name: str) -> int | None:
@@ -172,19 +173,26 @@ def _read_mapping(path: Path) -> dict[int, int]:
     return mapping
 
 
-def _mask_files(folder: Path, keys: list[int]) -> dict[int, list[Path]]:
-    """Each key's part files of MASK_PARTS (an absent file is an absent part); each mask sub-folder listed once."""
-    parts: dict[int, list[Path]] = {k: [] for k in keys}
+def _mask_files(folder: Path, keys: list[int], allow_missing: bool = False) -> dict[int, list[Path] | None]:
+    """Each key's part files of MASK_PARTS (an absent file is an absent part); each mask sub-folder listed once.
+    A missing sub-folder is refused, or (``allow_missing``) leaves its keys without a mask (None)."""
+    parts: dict[int, list[Path] | None] = {k: [] for k in keys}
     for sub in sorted({k // PER_MASK_FOLDER for k in keys}):
         d = folder / str(sub)
+        if not d.is_dir() and allow_missing:
+            for k in keys:
+                if k // PER_MASK_FOLDER == sub:
+                    parts[k] = None
+            continue
         if not d.is_dir():
             raise MMBenchError(
                 f"CelebAMask-HQ mask folder {d} does not exist (it holds the masks of images "
-                f"{sub * PER_MASK_FOLDER}..{(sub + 1) * PER_MASK_FOLDER - 1}); {SOURCE_HINT}"
+                f"{sub * PER_MASK_FOLDER}..{(sub + 1) * PER_MASK_FOLDER - 1}); {SOURCE_HINT}; to prepare the "
+                "images without masks, pass --allow-missing"
             )
         for p in sorted(d.iterdir()):
             m = _MASK_FILE.match(p.name)
             k = int(m[1]) if m else -1
-            if m and m[2] in MASK_PARTS and k in parts and k // PER_MASK_FOLDER == sub:
+            if m and m[2] in MASK_PARTS and parts.get(k) is not None and k // PER_MASK_FOLDER == sub:
                 parts[k].append(p)
     return parts

@@ -2,7 +2,8 @@
 
 Works for any adapter that honours the dataset contract (docs/architecture.md, "Where to add"), ``load(root, split, **options) ->
 MultimodalDataset``. Its splits are ``adapter.splits(root, **options)`` when it has that (a folder that holds
-val or not), else ``adapter.SPLITS``, else train and test. The first problem is raised as one MMBenchError
+val or not), else ``adapter.SPLITS``, else train and test. The missing-data options (``mmbench.data.missing``)
+apply as in a run, and each modality's line says the fraction of tuples that observe it. The first problem is raised as one MMBenchError
 naming the dataset, split and folder; the adapter's own errors (which name the file) pass through.
 """
 
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from mmbench.config import check_keywords
 from mmbench.data.base import MultimodalDataset
+from mmbench.data.missing import apply_missing, parse_options, split_options
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS
 
@@ -32,6 +34,7 @@ class ViewSummary:
     dtype: str
     low: float
     high: float
+    observed: float = 1.0  # fraction of the split's tuples that observe it (masks: mmbench.data.missing)
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class DatasetSummary:
             for v in s.views:
                 out.append(
                     f"  {v.name:<{width}}  {v.kind:<10}  {str(v.shape):<14}  {v.dtype:<8}  "
-                    f"values {v.low:.4g}..{v.high:.4g}"
+                    f"values {v.low:.4g}..{v.high:.4g}  observed {100 * v.observed:.1f}%"
                 )
         return out
 
@@ -77,7 +80,8 @@ def check_dataset(name: str, root: str | Path | None = None, options: dict | Non
     """Load every split of dataset ``name`` (from ``root``, with adapter ``options``) and summarise it; the first
     problem is an MMBenchError."""
     adapter = DATASETS.get(name)
-    opts = {**(options or {}), **({"root": str(root)} if root is not None else {})}
+    opts, missing_opts = split_options({**(options or {}), **({"root": str(root)} if root is not None else {})})
+    missing = parse_options(missing_opts, f"dataset {name!r}")
     where = str(root) if root is not None else "(no folder)"
     try:
         check_keywords(adapter.load, opts, f"dataset {name!r} ({opts})", fixed={"split": "train"})
@@ -89,7 +93,7 @@ def check_dataset(name: str, root: str | Path | None = None, options: dict | Non
         check(**opts)
     summaries, first = [], None
     for split in dataset_splits(adapter, opts):
-        data = _load(adapter, name, split, opts, where)
+        data = apply_missing(_load(adapter, name, split, opts, where), split, missing, f"dataset {name!r}")
         if first is None:
             first = data
         _agree(first, data, f"{name} at {where}", split)
@@ -139,6 +143,7 @@ def _agree(first: MultimodalDataset, data: MultimodalDataset, what: str, split: 
 
 def _summarise(data: MultimodalDataset, what: str, split: str) -> SplitSummary:
     views = []
+    observed = data.observed_fraction()
     for m in data.modalities:
         t = data.x[m.name]
         if t.is_floating_point() and not torch.isfinite(t).all():
@@ -154,7 +159,8 @@ def _summarise(data: MultimodalDataset, what: str, split: str) -> SplitSummary:
                 f"{what}: modality {m.name!r} ({m.kind}, categorical) must hold integer indices "
                 f"0..{m.classes - 1}, holds {t.dtype} in [{low:.4g}, {high:.4g}]"
             )
-        views.append(ViewSummary(m.name, m.kind, m.shape, str(t.dtype).removeprefix("torch."), low, high))
+        dtype = str(t.dtype).removeprefix("torch.")
+        views.append(ViewSummary(m.name, m.kind, m.shape, dtype, low, high, observed[m.name]))
     return SplitSummary(split, len(data), tuple(views), _labels(data.y, what))
 
 

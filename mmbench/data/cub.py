@@ -48,15 +48,19 @@ class CUB:
     SPLITS = SPLITS
 
     @staticmethod
-    def check_options(root: str | Path, caption: int = 0, text_vae: str = "") -> None:
+    def check_options(root: str | Path, caption: int = 0, text_vae: str = "", allow_missing: bool = False) -> None:
         """What ``load`` would refuse, found without decoding images: both splits' folders and caption files,
         10 captions per image, ``caption`` within 0..9, and the text VAE folder's files."""
         _check_caption(caption)
+        _check_allow_missing(allow_missing)
         if text_vae:
             check_folder(text_vae)
         for split in SPLITS:
             images = _image_files(Path(root), split)
-            _check_count(Path(root) / CAPTION_FILES[split], _read_captions(Path(root), split)[1], images)
+            lines = _read_captions(Path(root), split)[1]
+            _check_count(Path(root) / CAPTION_FILES[split], lines, images)
+            if not allow_missing:
+                _refuse_blank(Path(root) / CAPTION_FILES[split], _blank_images(lines), images)
 
     @staticmethod
     def release(root: str | Path, **_) -> str:
@@ -71,21 +75,29 @@ class CUB:
         return "published" if counts == PUBLISHED else f"{counts[0]:,}/{counts[1]:,} images"
 
     @staticmethod
-    def load(root: str | Path, split: str = "train", caption: int = 0, text_vae: str = "") -> CaptionDataset:
+    def load(
+        root: str | Path, split: str = "train", caption: int = 0, text_vae: str = "", allow_missing: bool = False
+    ) -> CaptionDataset:
         """A split: image (3, 64, 64) in [0, 1] and caption (32,) token ids, one row per image.
 
-        root:     the CUB image-captions folder (the published layout).
-        caption:  which of each image's 10 captions to use (0-9).
-        text_vae: a local BERT/GPT-2 (Optimus) folder: captions become token pairs (2, 32) of its two tokenizers
-                  (``mmbench.textvae``; "": the published vocabulary).
+        root:          the CUB image-captions folder (the published layout).
+        caption:       which of each image's 10 captions to use (0-9).
+        text_vae:      a local BERT/GPT-2 (Optimus) folder: captions become token pairs (2, 32) of its two
+                       tokenizers (``mmbench.textvae``; "": the published vocabulary).
+        allow_missing: an image whose 10 caption lines are all blank has no caption: false (default) refuses
+                       it, true marks its caption missing (the dataset's mask; mmbench.data.missing).
         """
         root = Path(root)
         if split not in SPLITS:
             raise MMBenchError(f"CUB split must be one of {SPLITS}, got {split!r}")
         _check_caption(caption)
+        _check_allow_missing(allow_missing)
         files = _image_files(root, split)
         text, lines = _read_captions(root, split)
         _check_count(root / CAPTION_FILES[split], lines, files)
+        blank = _blank_images(lines)
+        if not allow_missing:
+            _refuse_blank(root / CAPTION_FILES[split], blank, files)
         if text_vae:
             text_vae = str(check_folder(text_vae).resolve())
             tokens = encode_pairs(lines[caption::PER_IMAGE], text_vae, MAX_LEN)
@@ -100,6 +112,7 @@ class CUB:
         classes = {c: i for i, c in enumerate(sorted({p.parent.name for s in SPLITS for p in _image_files(root, s)}))}
         y = torch.tensor([classes[p.parent.name] for p in files], dtype=torch.long)
         image_modality = Modality("image", (3, SIZE, SIZE), "image", "laplace")
+        mask = {"caption": torch.from_numpy(~blank)} if blank.any() else None
         if text_vae:
             caption_modality = Modality(
                 "caption",
@@ -115,9 +128,11 @@ class CUB:
                 y,
                 name="cub",
                 text_vae=text_vae,
+                mask=mask,
             )
         mods = [image_modality, Modality("caption", (MAX_LEN,), "text", "categorical", classes=len(words))]
-        return CaptionDataset(mods, {"image": image, "caption": tokens}, y, name="cub", vocabulary=tuple(words))
+        x = {"image": image, "caption": tokens}
+        return CaptionDataset(mods, x, y, name="cub", vocabulary=tuple(words), mask=mask)
 
 
 def _check_caption(caption) -> None:
@@ -125,6 +140,26 @@ def _check_caption(caption) -> None:
         raise MMBenchError(
             f"CUB option caption must be an integer 0..{PER_IMAGE - 1} (which of an image's "
             f"{PER_IMAGE} captions), got {caption!r}"
+        )
+
+
+def _check_allow_missing(allow_missing) -> None:
+    if not isinstance(allow_missing, bool):
+        raise MMBenchError(f"CUB option allow_missing must be true or false, got {allow_missing!r}")
+
+
+def _blank_images(lines: list[str]) -> np.ndarray:
+    """bool (images,): True where all of an image's 10 caption lines are blank (the image has no caption)."""
+    return np.array([not any(s.strip() for s in lines[i : i + PER_IMAGE]) for i in range(0, len(lines), PER_IMAGE)])
+
+
+def _refuse_blank(path: Path, blank: np.ndarray, images: list[Path]) -> None:
+    if blank.any():
+        first = int(np.flatnonzero(blank)[0])
+        raise MMBenchError(
+            f"{path}: image {images[first]} has no caption (lines {PER_IMAGE * first + 1}-{PER_IMAGE * (first + 1)} "
+            f"are blank; {int(blank.sum())} image(s) in all); to train with their captions missing, set the dataset "
+            "option allow_missing = true"
         )
 
 

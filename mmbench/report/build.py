@@ -7,7 +7,8 @@
                              policy that lets only the page's own script run
     OUT/leaderboard.{md,tex,csv}   all leaderboards (Markdown, LaTeX booktabs, CSV in long form);
                              OUT/leaderboards/<dataset>-<release>-<metric>.{md,tex} one per table
-    OUT/figures/             Figures 7a, 7b, 7c and Table 4's chart (PNG and PDF)
+    OUT/figures/             Figures 7a, 7b, 7c, Table 4's chart and coherence/FID against the missing rate
+                             (PNG and PDF)
     OUT/samples/             sample grids (Figures 8-11's kind) of selected runs
     OUT/sweeps/              the sweep files as they were submitted
     OUT/metrics.csv          every metric row of every record
@@ -31,7 +32,7 @@ from typing import Callable
 import pandas as pd
 
 from mmbench.errors import MMBenchError, did_you_mean
-from mmbench.report.figures import Figure, Missing, figure_7a, figure_7bc, table4_chart
+from mmbench.report.figures import Figure, Missing, figure_7a, figure_7bc, figure_missing, table4_chart
 from mmbench.report.frames import prior_ablation, read_published, records_frame, spec_setting
 from mmbench.report.leaderboards import leaderboards, metric_caveats, to_frame, to_html, to_latex, to_markdown
 from mmbench.storage.atomic import atomic_write_bytes
@@ -100,7 +101,8 @@ def build_report(
     report.sweeps = _copy_sweeps(runs_dir, out / "sweeps")
 
     figures_dir = out / "figures"
-    for result in [*figure_7a(df, figures_dir), *figure_7bc(df, figures_dir), *table4_chart(df, figures_dir)]:
+    figures = [figure_7a, figure_7bc, table4_chart, figure_missing]
+    for result in [r for draw in figures for r in draw(df, figures_dir)]:
         (report.figures if isinstance(result, Figure) else report.missing).append(result)
     _sample_grids(report, runs_dir, records, df, samples, device)
 

@@ -1,7 +1,8 @@
 """The paper's figures from run records (matplotlib, PNG and PDF): Figure 7a (unconditional FID and coherence
 against the number of modalities trained on), Figures 7b and 7c (conditional FID and coherence of the last
 modality against the number observed, M = 5) and Table 4's bar chart (unconditional FID with N(0, I) and
-with a fitted prior). A figure whose data is absent comes back as ``Missing``, naming the sweep that makes it.
+with a fitted prior), and coherence and FID against the missing rate of the training data (``figure_missing``).
+A figure whose data is absent comes back as ``Missing``, naming the sweep that makes it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from mmbench.storage.figures import plt, save_figure
 SCALING_SWEEP = "sweeps/polymnist_scaling.toml"
 CONDITIONAL_SWEEP = "sweeps/polymnist_conditional.toml"
 PRIOR_SWEEP = "sweeps/prior_ablation.toml"
+MISSING_HINT = 'a [grid] axis "dataset.missing_rate" = [0, 0.25, 0.5] (docs/guide.md, "Incomplete data")'
+MISSING_OPTIONS = ("missing_rate", "missing_seed", "missing", "missing_eval")
 FID_HINT = "mmbench eval RUN --metrics fid --fid-weights pt_inception-2015-12-05-6726825d.pth"
 
 
@@ -176,6 +179,65 @@ def figure_7bc(df: pd.DataFrame, out_dir: Path, m: int = 5) -> list[Figure | Mis
         )
         out.append(Figure(name, title, caption, save_png_pdf(fig, out_dir / name)))
     return out
+
+
+def _without_missing(setting: str) -> str:
+    d = json.loads(setting)
+    for k in MISSING_OPTIONS:
+        d.get("dataset_options", {}).pop(k, None)
+    return json.dumps(d, sort_keys=True)
+
+
+def figure_missing(df: pd.DataFrame, out_dir: Path) -> list[Figure | Missing]:
+    """Conditional coherence (given one modality, and given all but one) and FID against the training data's
+    missing rate, a line per model and experiment (its setting but the missing-data options); drawn only when the
+    records hold 2 or more missing rates."""
+    name, title = "figure-missing", "Coherence and FID against the missing rate of the training data"
+    d = df[(df.status == "finished") & (df.target == "*") & df.prior.isin(["", "gaussian"])].copy()
+    d["line"] = [_without_missing(s) for s in d.setting]
+    keys = ["run_id", "model", "dataset", "release", "line", "seed", "missing_rate"]
+    panels = []
+    coherence = d[(d.metric == "coherence") & (d.given == "*") & (d.n_given > 0)]
+    if not coherence.empty:
+        last = coherence.groupby("run_id").n_given.transform("max")
+        panels.append(("coherence given 1 modality (%)", coherence[coherence.n_given == 1], 100.0))
+        most = coherence[(coherence.n_given == last) & (last > 1)]
+        if not most.empty:
+            panels.append(("coherence given all but one (%)", most, 100.0))
+    fid = d[d.metric == "fid"]
+    if not fid.empty:
+        conditional = fid[fid.n_given > 0]
+        panels.append(
+            (
+                "conditional FID" if not conditional.empty else "unconditional FID",
+                conditional if not conditional.empty else fid,
+                1.0,
+            )
+        )
+    per_run = [
+        (label, rows.groupby(keys, dropna=False)["value"].mean().reset_index(), scale) for label, rows, scale in panels
+    ]
+    per_run = [p for p in per_run if p[1].groupby(["model", "line"]).missing_rate.nunique().ge(2).any()]
+    if not per_run:
+        return [
+            Missing(
+                name, title, f"runs of one experiment at 2 or more missing rates with coherence rows: {MISSING_HINT}"
+            )
+        ]
+    fig, axes = plt.subplots(1, len(per_run), figsize=(5.2 * len(per_run), 4), squeeze=False)
+    for ax, (label, rows, scale) in zip(axes[0], per_run):
+        _band_lines(ax, rows, "missing_rate", scale)
+        ax.xaxis.get_major_locator().set_params(integer=False)
+        ax.set_xlabel("missing rate of the training data")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    caption = (
+        " and ".join(label for label, _, _ in per_run)
+        + " against the probability that a training tuple misses each modality (test data complete); lines are "
+        "means over seeds, bands ± one standard deviation."
+    )
+    return [Figure(name, title, caption, save_png_pdf(fig, out_dir / name))]
 
 
 def table4_chart(df: pd.DataFrame, out_dir: Path) -> list[Figure | Missing]:

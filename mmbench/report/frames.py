@@ -12,7 +12,7 @@ import pandas as pd
 from mmbench.errors import MMBenchError
 from mmbench.storage.records import MetricRow, RunRecord
 
-SPEC_COLUMNS = ["run_id", "model", "dataset", "seed", "n_modalities", "beta", "status"]
+SPEC_COLUMNS = ["run_id", "model", "dataset", "seed", "n_modalities", "beta", "missing_rate", "status"]
 
 
 def record_release(rec: RunRecord) -> str:
@@ -43,6 +43,7 @@ def records_frame(records: list[RunRecord]) -> pd.DataFrame:
             "seed": rec.seed,
             "n_modalities": rec.n_modalities,
             "beta": (rec.config or {}).get("beta"),
+            "missing_rate": rec.missing_rate,
             "status": rec.status,
             "setting": spec_setting(rec.spec),
             "git": rec.git,

@@ -101,6 +101,11 @@ def family_values(df: pd.DataFrame, family: Family) -> pd.DataFrame:
     return rows.groupby(keys, dropna=False)["value"].mean().reset_index()
 
 
+# fields shown whenever a setting names them, even when every setting has the same value: a run on incomplete data
+# says so (a setting without it was trained on complete data: "0")
+ALWAYS_SHOWN = ("dataset.missing_rate",)
+
+
 def differing_fields(settings: list[str], resolved: dict[str, dict]) -> dict[str, dict[str, str]]:
     """{setting: {field: value}} for the spec fields in which the given settings differ (the number of
     modalities is the M column). A field a spec does not name takes its resolved value (``resolved``: setting ->
@@ -117,12 +122,12 @@ def differing_fields(settings: list[str], resolved: dict[str, dict]) -> dict[str
         if k in resolved.get(s, {}):
             v = resolved[s][k]
             return v if isinstance(v, str) else json.dumps(v)
-        return "default"
+        return "0" if k in ALWAYS_SHOWN else "default"
 
     out = {s: {} for s in flats}
     for k in keys:
         values = {s: value(s, k) for s in flats}
-        if len(set(values.values())) > 1:
+        if len(set(values.values())) > 1 or k in ALWAYS_SHOWN:
             for s, v in values.items():
                 out[s][k] = v
     return out

@@ -24,7 +24,7 @@ from mmbench.device import resolve_device
 from mmbench.errors import MMBenchError
 from mmbench.metrics.base import EvalContext, MetricRow
 from mmbench.metrics.runner import build_metrics, run_metrics
-from mmbench.runs.execute import load_fitted_prior, load_run_split, load_trained_run, read_run_record
+from mmbench.runs.execute import load_eval_train, load_fitted_prior, load_run_split, load_trained_run, read_run_record
 from mmbench.runs.spec import SPEC
 from mmbench.storage.records import RECORD, load_record, write_record
 
@@ -148,7 +148,7 @@ def evaluate_run(
     built = metrics_for(spec, metrics, options=options, n_samples=n_samples, fid_weights=fid_weights)
     for kind in priors:  # every fitted prior asked for, before the data is loaded
         load_fitted_prior(run_dir, kind, model, where)
-    train = load_run_split(spec, model, "train", run_dir / SPEC).to(where)
+    train = load_eval_train(spec, model, run_dir / SPEC).to(where)
     test = load_run_split(spec, model, "test", run_dir / SPEC).to(where)
     return evaluate_loaded(
         run_dir,

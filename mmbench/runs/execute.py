@@ -17,13 +17,15 @@ import torch
 
 from mmbench.config import build_config, config_to_dict
 from mmbench.data.base import MultimodalDataset
+from mmbench.data.missing import apply_missing, parse_options, save_or_check_masks, split_options
 from mmbench.device import check_precision, configure, describe, device_info, machine_cores, use_threads
 from mmbench.errors import MMBenchError
 from mmbench.metrics.base import EvalContext
 from mmbench.metrics.runner import evaluate
+from mmbench.missing import check_supports_missing
 from mmbench.registry import DATASETS, MODELS, PRIORS
 from mmbench.runs.locks import RunLock, owner_id, read_lock
-from mmbench.runs.spec import SPEC, RunSpec
+from mmbench.runs.spec import SPEC, RunSpec, check_metrics_support_missing
 from mmbench.storage.atomic import atomic_write_json
 from mmbench.storage.checkpoint import checkpoint_exists
 from mmbench.storage.provenance import provenance
@@ -40,12 +42,23 @@ logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 
 
-def load_split(spec: RunSpec, split: str) -> MultimodalDataset:
+def load_split(spec: RunSpec, split: str, *, masks: bool = True) -> MultimodalDataset:
+    """A split as the run's dataset options give it: the adapter's load, then the masks of the missing-data options
+    (``mmbench.data.missing``); a test or validation split they do not mask keeps only its complete tuples (an
+    adapter's own masks, ``allow_missing``, removed). ``masks=False``: the adapter's data as loaded."""
     adapter = DATASETS.get(spec.dataset)
+    options, _ = split_options(spec.dataset_options)
+    where = f"dataset {spec.dataset!r}"
     try:
-        return adapter.load(split=split, **spec.dataset_options)
+        data = adapter.load(split=split, **options)
     except TypeError as exc:
         raise MMBenchError(f"bad options for dataset {spec.dataset!r} ({spec.dataset_options}): {exc}") from exc
+    if not masks:
+        return data
+    missing = parse_options(spec.dataset_options, where)
+    if split != "train" and not missing.splits(split):
+        return data.complete()  # evaluation splits stay complete unless the options mask them
+    return apply_missing(data, split, missing, where)
 
 
 def dataset_release(spec: RunSpec) -> str:
@@ -53,7 +66,7 @@ def dataset_release(spec: RunSpec) -> str:
     "offline build, ..."), "" when the adapter does not say."""
     adapter = DATASETS.get(spec.dataset)
     release = getattr(adapter, "release", None)
-    return str(release(**spec.dataset_options)) if callable(release) else ""
+    return str(release(**split_options(spec.dataset_options)[0])) if callable(release) else ""
 
 
 def read_spec(run_dir: Path) -> RunSpec:
@@ -119,10 +132,12 @@ def _short(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def load_run_split(spec: RunSpec, model, split: str, spec_path: Path | str = SPEC) -> MultimodalDataset:
+def load_run_split(
+    spec: RunSpec, model, split: str, spec_path: Path | str = SPEC, *, masks: bool = True
+) -> MultimodalDataset:
     """``load_split`` of a trained run's spec, checked to hold the modalities its model was trained on (a spec.json
     naming another dataset, or other options of it, is refused in one line naming ``spec_path``)."""
-    data = load_split(spec, split)
+    data = load_split(spec, split, masks=masks)
     theirs = [(m.name, tuple(m.shape)) for m in data.modalities]
     mine = [(m.name, tuple(m.shape)) for m in model.modalities]
     if theirs != mine:
@@ -132,6 +147,13 @@ def load_run_split(spec: RunSpec, model, split: str, spec_path: Path | str = SPE
             "runs' files"
         )
     return data
+
+
+def load_eval_train(spec: RunSpec, model, spec_path: Path | str = SPEC) -> MultimodalDataset:
+    """The training split as evaluation reads it (metrics fit their instruments on it, a prior is fitted on its
+    latents): the tuples that observe every modality before the missing-data options' masks, the same at every
+    missing rate (all of them for complete data)."""
+    return load_run_split(spec, model, "train", spec_path, masks=False).complete()
 
 
 def _modalities(items) -> str:
@@ -323,11 +345,25 @@ def _execute(
         configure(device, config.precision)
         info = device_info(device, env.world_size)
         record["device"], record["device_info"] = describe(info), info
-        train_data = load_split(spec, "train").to(device)
-        test_data = load_split(spec, "test").to(device)
+        where = f"dataset {spec.dataset!r}"
+        missing = parse_options(spec.dataset_options, where)
+        full_train = load_split(spec, "train", masks=False)
+        train_data = apply_missing(full_train, "train", missing, where)
+        test_data = load_split(spec, "test")
+        if train_data.incomplete:
+            check_supports_missing(cls, f"run {spec.run_id} ({where} with {spec.dataset_options})")
+        if test_data.incomplete:
+            check_metrics_support_missing(spec)
+        if env.is_main:
+            save_or_check_masks(run_dir, {"train": train_data.mask, "test": test_data.mask})
+        # what the metrics fit their instruments on (coherence's classifiers, the probe): the complete tuples of the
+        # training split, the same at every missing rate
+        eval_train = full_train.complete().to(device)
+        train_data, test_data = train_data.to(device), test_data.to(device)
         record["config"] = config_to_dict(config)
         record["n_modalities"] = len(train_data.modalities)
         record["data"] = {"release": dataset_release(spec), "train": len(train_data), "test": len(test_data)}
+        record["observed"] = train_data.observed_fraction()
         torch.manual_seed(spec.seed)
         model = cls(train_data.modalities, config)
         log(
@@ -358,7 +394,7 @@ def _execute(
             return None
         t1 = time.perf_counter()
         ctx = EvalContext(
-            train_data, test_data, Path(runs_dir) / ".cache", seed=spec.seed, progress=progress, device=device
+            eval_train, test_data, Path(runs_dir) / ".cache", seed=spec.seed, progress=progress, device=device
         )
         with GenerationMeter(model, device) as meter:
             rows = evaluate(model, ctx, spec.metrics, spec.metric_options)

@@ -23,7 +23,7 @@ from mmbench.device import resolve_device
 from mmbench.metrics.base import MetricRow
 from mmbench.registry import PRIORS
 from mmbench.runs.evaluate import evaluate_loaded, metrics_for
-from mmbench.runs.execute import load_run_split, load_trained_run, read_run_record
+from mmbench.runs.execute import load_eval_train, load_run_split, load_trained_run, read_run_record
 from mmbench.runs.latents import encoder_latents, gaussian_fit_distance, moment_errors
 from mmbench.runs.spec import SPEC
 from mmbench.storage.records import RECORD, load_record, write_record
@@ -56,7 +56,7 @@ def fit_prior(
         if any(m in TABLE4_METRICS for m in spec.metrics)
         else []
     )
-    train = load_run_split(spec, model, "train", run_dir / SPEC).to(where)
+    train = load_eval_train(spec, model, run_dir / SPEC).to(where)
     test = load_run_split(spec, model, "test", run_dir / SPEC).to(where)
     prior = cls(model.latent_dim, config)
     log(f"fitting the {kind} prior on {len(train)} encoder latents of run {run_dir.name}")

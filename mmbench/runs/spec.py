@@ -2,7 +2,8 @@
 
 Normalised means fully resolved: the model's config with every default filled in and numbers in their
 field's type (``beta = 1``, ``beta = 1.0`` and an omitted ``beta`` that defaults to 1.0 are one run), the
-dataset adapter's and each metric's options with their defaults filled in, metrics sorted. Execution
+dataset adapter's and each metric's options with their defaults filled in, metrics sorted; the missing-data options
+(``mmbench.data.missing``) only when they ask for masks (``missing_rate = 0`` is the complete run). Execution
 options (device, processes, checkpoint interval: ``RunOptions``) are not part of it.
 """
 
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mmbench.config import build_config, check_keywords, config_to_dict
+from mmbench.data.missing import normalized_options, parse_options, split_options
 from mmbench.errors import MMBenchError
+from mmbench.missing import check_supports_missing
 from mmbench.registry import DATASETS, METRICS, MODELS
 from mmbench.storage.validate import get_field, kind_of, known_keys, read_json, refuse
 
@@ -38,6 +41,17 @@ def with_defaults(fn: Callable, given: dict, skip: tuple[str, ...] = ()) -> dict
         if p.default is not inspect.Parameter.empty and name not in out:
             out[name] = p.default
     return out
+
+
+def check_metrics_support_missing(spec: "RunSpec") -> None:
+    """Refuse, in one line, a run whose test split has missing modalities and whose metrics do not declare they
+    evaluate such data (``supports_missing``)."""
+    unable = [m for m in spec.metrics if not getattr(METRICS.get(m), "supports_missing", False)]
+    if unable:
+        raise MMBenchError(
+            f"dataset {spec.dataset!r}: its options give the test split missing modalities (missing_eval, or a "
+            f"mask file for it), but metrics {unable} need complete test data; drop the option or those metrics"
+        )
 
 
 def _canonical(obj: Any) -> Any:
@@ -68,7 +82,9 @@ class RunSpec:
             {
                 "model": self.model,
                 "dataset": self.dataset,
-                "dataset_options": with_defaults(adapter.load, self.dataset_options, skip=("split",)),
+                "dataset_options": with_defaults(
+                    adapter.load, normalized_options(self.dataset_options), skip=("split",)
+                ),
                 "config": config_to_dict(build_config(cls.Config, self.config)),
                 "seed": self.seed,
                 "metrics": sorted(set(self.metrics)),
@@ -148,12 +164,18 @@ class RunSpec:
             )
         for m in self.metrics:
             make_metric(m, self.metric_options.get(m))
+        adapter_options, _ = split_options(self.dataset_options)
         check_keywords(
             adapter.load,
-            self.dataset_options,
+            adapter_options,
             f"dataset {self.dataset!r} ({self.dataset_options})",
             fixed={"split": "train"},
         )
+        missing = parse_options(self.dataset_options, f"dataset {self.dataset!r}")
+        if missing.active:
+            check_supports_missing(cls, f"dataset {self.dataset!r} with {self.dataset_options}")
+        if missing.splits("test"):
+            check_metrics_support_missing(self)
         check = getattr(adapter, "check_options", None)  # an adapter may check its folder without loading it
         if check is not None and check_data:
-            check(**self.dataset_options)
+            check(**adapter_options)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from mmbench.errors import MMBenchError
 from mmbench.storage.atomic import atomic_write_json
 from mmbench.storage.names import name_problem
-from mmbench.storage.validate import get_field, is_int, kind_of, parse_json, read_bytes, refuse
+from mmbench.storage.validate import get_field, is_int, is_number, kind_of, parse_json, read_bytes, refuse
 
 RECORD = "record.json"
 # The layout of record.json.
@@ -23,9 +23,11 @@ RECORD = "record.json"
 #      and rows may lack "n_samples" and "prior".
 #   2: "schema"; rows carry "prior" (and "n_samples"); device_info, options, job, train throughput, generation
 #      (and, optional, "data": the dataset release and split sizes).
+#   3: "observed" (optional): {modality: fraction of the training tuples that observe it} (mmbench.data.missing);
+#      absent: every modality of every tuple observed, as in every record written before masks existed.
 # A record of an older schema is migrated when read (``MIGRATIONS``); a record of a later schema is refused
 # (written by a newer mmbench).
-SCHEMA = 2
+SCHEMA = 3
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,14 @@ def _migrate_row_1_to_2(r: dict) -> dict:
     return r
 
 
+def migrate_2_to_3(d: dict) -> dict:
+    """Schema 2 -> 3: "observed" is new and optional; a schema-2 run trained on complete data, which a record
+    without "observed" means, so only the schema changes. Returns a new dict."""
+    return {**d, "schema": 3}
+
+
 # schema a record is written in -> the function that turns it into the next schema; one entry per older schema
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: migrate_1_to_2, 2: migrate_2_to_3}
 
 
 def record_schema(d: dict, path: Path | str) -> int:
@@ -171,6 +179,7 @@ _OPTIONAL = (
     ("config", "dict"),  # the model's config as resolved
     ("n_modalities", "int"),
     ("data", "dict"),  # release, train, test
+    ("observed", "dict"),  # {modality: fraction of training tuples observing it}; absent: complete data
     ("train", "dict"),  # training throughput: steps, epochs, seconds, history, examples_per_s, s_per_step
     ("generation", "dict"),  # generation throughput at evaluation (training.throughput.GenerationMeter)
     ("timings", "dict"),  # train_s, eval_s, total_s
@@ -202,6 +211,7 @@ class RunRecord:
     config: dict | None = None
     n_modalities: int | None = None
     data: dict | None = None
+    observed: dict | None = None
     train: dict | None = None
     generation: dict | None = None
     timings: dict | None = None
@@ -222,6 +232,9 @@ class RunRecord:
         if not isinstance(rows, list):
             raise _refuse(path, "metrics", "a list of rows", rows)
         optional = {name: _field(d, name, kind, path) for name, kind in _OPTIONAL}
+        for m, v in (optional["observed"] or {}).items():
+            if not is_number(v) or not 0 <= v <= 1:
+                raise _refuse(path, f"observed.{m}", "a fraction in [0, 1]", v)
         evaluations = optional.pop("evaluations")
         if evaluations is not None:
             for i, e in enumerate(evaluations):
@@ -292,6 +305,16 @@ class RunRecord:
         """The dataset release the run read as the record names it ("" when the adapter did not say), None
         when the record predates the field."""
         return (self.data or {}).get("release")
+
+    @property
+    def missing_rate(self) -> float:
+        """The run's missing rate: its ``missing_rate`` option when one number, else (a table of rates, a mask
+        file) the mean fraction of training tuples that miss a modality, from ``observed``; 0.0 for complete data."""
+        rate = self.dataset_options.get("missing_rate", 0.0)
+        if is_number(rate):
+            return float(rate)
+        observed = list((self.observed or {}).values())
+        return round(1.0 - sum(observed) / len(observed), 4) if observed else 0.0
 
     def with_rows(self, rows: list[MetricRow]) -> "RunRecord":
         """The record with ``rows`` added, replacing the rows that measure the same thing again (``MetricRow.key``)."""

@@ -14,7 +14,7 @@
                                  timeout_min, account, qos, constraint, array_parallelism, setup,
                                  additional, max_num_timeout, nodes, signal_delay_s): mmbench.sweeps.executors
 
-Relative paths (dataset.root, sweep.runs_dir) are taken from the current folder. Command-line ``--set`` values
+Relative paths (dataset.root, dataset.missing, sweep.runs_dir) are taken from the current folder. Command-line ``--set`` values
 win over every table of the file where they apply (``mmbench.sweeps.overrides``).
 """
 
@@ -32,6 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from mmbench.data.missing import resolve_paths
 from mmbench.errors import MMBenchError, did_you_mean
 from mmbench.resources import sweep_file
 from mmbench.runs.spec import RunSpec
@@ -206,6 +207,7 @@ def sweep_from_doc(
                 cfg_point[k] = v
         if "root" in ds_opts:
             ds_opts["root"] = str(user_path(ds_opts["root"], f"{where}: [dataset] root"))
+        ds_opts = resolve_paths(ds_opts)  # mask files (dataset.missing), as root
         for model in models:
             for seed in seeds:
                 cfg = {**config, **cfg_point, **per_model.get(model, {})}
