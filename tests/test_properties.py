@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mmbench.errors import MMBenchError
 from mmbench.runs.spec import RunSpec
-from mmbench.storage.records import RECORD, RunRecord, load_record
+from mmbench.storage.records import RECORD, SCHEMA, RunRecord, load_record
 from mmbench.sweeps.files import load_sweep, sweep_from_doc, train_sweep
 
 DEEP = "[" * 100_000 + "]" * 100_000  # nested beyond any parser's recursion
@@ -277,6 +277,9 @@ def old_record(schema: int) -> dict:
         return rec
     rec = record("r2", metrics=[{**row("coherence", 1, 0.5), "n_samples": 100}])
     rec.update(options={"device": "cpu"}, job={"owner": "h:1"}, timings={"total_s": 1.0}, evaluations=[{"at": "x"}])
+    rec["schema"] = schema
+    if schema < 3:
+        rec.pop("observed", None)
     return rec
 
 
@@ -316,9 +319,9 @@ def test_record_bytes_load_or_are_refused_naming_the_file(scratch, data):
 
 
 def test_every_older_schema_migrates():
-    for schema in (1, 2):
+    for schema in range(1, SCHEMA + 1):
         rec = load_record_dict(old_record(schema))
-        assert rec.schema == 2 and all(isinstance(r.prior, str) for r in rec.metrics)
+        assert rec.schema == SCHEMA and all(isinstance(r.prior, str) for r in rec.metrics)
     assert load_record_dict(old_record(1)).metrics[0].prior == "score"
 
 
