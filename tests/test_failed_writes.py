@@ -87,6 +87,8 @@ class Disk:
                 self.failed += 1
                 if name == "write":  # a disk that fills mid-write: half the bytes land, then the error
                     real(args[0], bytes(args[1])[: len(args[1]) // 2])
+                elif name == "close":  # a close that reports an error still releases the descriptor
+                    real(args[0])
                 raise OSError(self.code, os.strerror(self.code))
         result = real(*args, **kwargs)
         if name == "mkstemp":
