@@ -293,7 +293,7 @@ def stop_reason(run_dir: Path) -> str:
 
 def executions(run_dir: Path) -> list[dict]:
     """Every start of a run's training: job owner, restarts, host, pid, the step it resumed from (each line
-    checked: ``read_log``)."""
+    checked: ``read_log``); a start that a failed write ended has a second line with "stopped", the reason."""
     return read_log(Path(run_dir) / EXECUTIONS, what="executions log", required=EXECUTION_FIELDS)
 
 
