@@ -1,5 +1,13 @@
 """One run: check the machine, load data, build the model, train on the run's device (resuming from a checkpoint;
-DDP when several processes), evaluate, write the record."""
+DDP when several processes), evaluate, write the record.
+
+A write that fails for the disk (``storage.atomic.WriteError``: disk full, quota, I/O error) of any file of the run
+(spec.json, lock.json, a checkpoint, train_log.jsonl, executions.jsonl, record.json), or an OSError of the disk
+elsewhere in the run, is not the run's failure: no "failed" record is written, the run keeps its last good
+checkpoint (and any earlier record) and stays partial, to resume on the next submit. The reason is appended to
+executions.jsonl (best effort: the disk may refuse that too) as a line with "stopped", which ``stop_reason``
+reads and ``sweep status`` shows, and the WriteError goes up to the command (one line, exit status 2).
+"""
 
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ from mmbench.missing import check_supports_missing
 from mmbench.registry import DATASETS, MODELS, PRIORS
 from mmbench.runs.locks import RunLock, owner_id, read_lock
 from mmbench.runs.spec import SPEC, RunSpec, check_metrics_support_missing
-from mmbench.storage.atomic import atomic_write_json
+from mmbench.storage.atomic import WriteError, append_line, atomic_write_json, is_disk_error
 from mmbench.storage.checkpoint import checkpoint_exists
 from mmbench.storage.provenance import provenance
 from mmbench.storage.records import RECORD, SCHEMA, RunRecord, load_record, write_record
@@ -184,7 +192,7 @@ def load_fitted_prior(run_dir: Path, kind: str, model, device: torch.device):
 
 
 def run_status(run_dir: Path) -> str:
-    """finished | failed | partial (a checkpoint, no record) | pending."""
+    """finished | failed | partial (a checkpoint, no record) | pending. Why a run stopped short is ``stop_reason``."""
     if (run_dir / RECORD).exists():
         return load_record(run_dir / RECORD).status
     return "partial" if checkpoint_exists(run_dir / CHECKPOINT) else "pending"
@@ -238,7 +246,8 @@ def execute(
     With options.nproc > 1 the run is started in that many local processes (DDP); in a process that is
     one rank of a data-parallel run (torchrun's or SLURM's environment) it trains its slice, and only rank 0
     evaluates, writes the record and returns it (the other ranks return None). A failure is recorded (status
-    "failed", reason) rather than lost; an interruption (Ctrl-C, SIGTERM) leaves the run partial, to resume.
+    "failed", reason) rather than lost; an interruption (Ctrl-C, SIGTERM) leaves the run partial, to resume, and so
+    does a failed write (``WriteError``, raised with the reason noted in executions.jsonl: module docstring).
     The run's lock is held throughout: RunLocked when another live job trains it. ``job`` (the scheduler's
     facts: executor, restarts) goes into the record.
     """
@@ -274,22 +283,39 @@ EXECUTIONS = "executions.jsonl"
 EXECUTION_FIELDS = (("owner", "str"), ("from_step", "int"))  # what every line of it holds
 
 
-def _append_execution(run_dir: Path, job: dict, step: int) -> None:
-    """One line of RUN/executions.jsonl: who starts training the run now, from which step."""
+def _append_execution(run_dir: Path, job: dict, step: int, stopped: str = "") -> None:
+    """One line of RUN/executions.jsonl: who starts training the run now, from which step; with ``stopped``, that
+    this start ended without a record, and why (a failed write)."""
     entry = {
         **job,
         "host": os.uname().nodename,
         "pid": os.getpid(),
         "from_step": step,
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **({"stopped": stopped} if stopped else {}),
     }
-    with open(run_dir / EXECUTIONS, "a") as f:
-        f.write(json.dumps(entry) + "\n")
+    append_line(run_dir / EXECUTIONS, json.dumps(entry))
+
+
+def _note_stop(run_dir: Path, job: dict, step: int, error: WriteError, log) -> None:
+    """``_append_execution`` of a start that a failed write ended; best effort (the disk may refuse it too)."""
+    where = error.path.relative_to(run_dir) if error.path.is_relative_to(run_dir) else error.path
+    try:
+        _append_execution(run_dir, job, step, f"{error.reason} writing {where}")
+    except (WriteError, OSError) as exc:
+        log(f"warning: could not note in {run_dir / EXECUTIONS} why the run stopped ({exc})")
+
+
+def stop_reason(run_dir: Path) -> str:
+    """Why the run's last start ended without a record (a failed write: "disk full (ENOSPC) writing ..."), from its
+    executions log; "" when it did not (or the run started again since)."""
+    entries = executions(run_dir)
+    return str(entries[-1].get("stopped") or "") if entries else ""
 
 
 def executions(run_dir: Path) -> list[dict]:
     """Every start of a run's training: job owner, restarts, host, pid, the step it resumed from (each line
-    checked: ``read_log``)."""
+    checked: ``read_log``); a start that a failed write ended has a second line with "stopped", the reason."""
     return read_log(Path(run_dir) / EXECUTIONS, what="executions log", required=EXECUTION_FIELDS)
 
 
@@ -318,9 +344,6 @@ def _execute(
 ) -> RunRecord | None:
     run_dir = runs_dir / spec.run_id
     spec_dict = spec.to_dict()
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / SPEC, spec_dict)
     t0 = time.perf_counter()
     cls = MODELS.get(spec.model)
     config = build_config(cls.Config, spec.config)
@@ -336,11 +359,20 @@ def _execute(
         "job": {"owner": owner_id(), **(job or {})},
     }
     interrupted = False
+    stopped: WriteError | None = None  # a failed write: the run stays partial, no record
     written = None
+    session = {"from_step": 0}
+
     # who trains this run, from which step (the trainer knows it once it has read the checkpoint): one line per
     # start, requeues included
-    started = (lambda step: _append_execution(run_dir, record["job"], step)) if env.is_main else None
+    def started(step: int) -> None:
+        session["from_step"] = step
+        _append_execution(run_dir, record["job"], step)
+
     try:
+        if env.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(run_dir / SPEC, spec_dict)
         init_process_group(env, device)
         configure(device, config.precision)
         info = device_info(device, env.world_size)
@@ -380,7 +412,7 @@ def _execute(
             env=env,
             progress=progress,
             log=log,
-            started=started,
+            started=started if env.is_main else None,
         )
         record["train"] = {
             "steps": result.steps,
@@ -406,21 +438,43 @@ def _execute(
             "total_s": time.perf_counter() - t0,
         }
         record["status"] = "finished"
-    except MMBenchError as exc:
-        record["failure"] = str(exc)
-        raise
     except Exception as exc:
-        record["failure"] = f"{type(exc).__name__}: {exc}"
-        record["traceback"] = traceback.format_exc()
-        raise
+        if not is_disk_error(exc):
+            record["failure"] = str(exc) if isinstance(exc, MMBenchError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, MMBenchError):
+                record["traceback"] = traceback.format_exc()
+            raise
+        stopped = _as_write_error(exc, run_dir)
+        raise _partial(stopped, spec.run_id) from None
     except BaseException:  # Ctrl-C, SIGTERM turned into SystemExit: the run stays partial and resumes
         interrupted = True
         raise
     finally:
-        if env.is_main and not interrupted:
+        if env.is_main and not interrupted and stopped is None:
             record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             written = RunRecord.from_dict(record, run_dir / RECORD)  # checked as every reader checks it
-            write_record(run_dir, written)
+            try:
+                write_record(run_dir, written)
+            except WriteError as exc:
+                stopped = exc
+        if stopped is not None and env.is_main:
+            _note_stop(run_dir, record["job"], session["from_step"], stopped, log)
         if env.distributed:
             destroy_process_group()
+    if stopped is not None:  # the record's own write failed
+        raise _partial(stopped, spec.run_id)
     return written
+
+
+def _as_write_error(exc: Exception, run_dir: Path) -> WriteError:
+    """A disk's OSError raised outside mmbench's writers, as the WriteError of the file it names (or the run)."""
+    if isinstance(exc, WriteError):
+        return exc
+    return WriteError(getattr(exc, "filename", None) or run_dir, exc)
+
+
+def _partial(error: WriteError, run_id: str) -> WriteError:
+    return error.with_hint(
+        f"run {run_id} is left partial with its last good checkpoint; free space (or fix the disk) and submit it "
+        "again to resume it"
+    )

@@ -5,7 +5,8 @@ time that a thread refreshes every ``HEARTBEAT_S`` seconds. A lock is taken by c
 exclusively; an existing lock is taken over when it is stale: its heartbeat is older than ``STALE_S``, or its
 owner is a process on this host that no longer exists, or it is this very job (a requeued SLURM job keeps its
 id, so it takes its own lock back). Every process of one data-parallel job shares the owner id, so its ranks
-pass together. A lock file that is not JSON of this layout is refused in one line naming it.
+pass together. A lock file that is not JSON of this layout is refused in one line naming it. A lock that cannot
+be written (disk full) is not taken: ``WriteError``, no lock file left.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from mmbench.errors import MMBenchError
 from mmbench.runs.scheduler import ACTIVE_STATES, UNREACHABLE, process_alive, scheduler_states
-from mmbench.storage.atomic import atomic_write_json, write_temp_file
+from mmbench.storage.atomic import WriteError, atomic_write_json, write_temp_file
 from mmbench.storage.validate import get_field
 
 LOCK = "lock.json"
@@ -142,7 +143,11 @@ class RunLock:
         self._stop = threading.Event()
         self._thread = None
         if self.heartbeat:
-            self._beat()
+            try:
+                self._beat()
+            except WriteError:
+                self._release()
+                raise
             self._thread = threading.Thread(target=self._loop, daemon=True)
             self._thread.start()
         return self
@@ -155,14 +160,20 @@ class RunLock:
         try:
             os.link(tmp, path)
             return
+        except FileExistsError:
+            raise
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-                raise
+                raise WriteError(path, exc) from exc
         finally:
             tmp.unlink(missing_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self._content(), f)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self._content(), f)
+        except OSError as exc:  # disk full: no empty or torn lock is left behind
+            path.unlink(missing_ok=True)
+            raise WriteError(path, exc) from exc
 
     def _beat(self) -> None:
         atomic_write_json(Path(self.run_dir) / LOCK, self._content())
@@ -171,16 +182,20 @@ class RunLock:
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 self._beat()
-            except OSError:
-                pass
+            except (WriteError, OSError):
+                pass  # the lock written last stays; a lock older than STALE_S is taken over
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self.heartbeat:
-            try:
-                if (read_lock(self.run_dir) or {}).get("owner") == owner_id():
-                    (Path(self.run_dir) / LOCK).unlink(missing_ok=True)
-            except MMBenchError:
-                pass
+            self._release()
+
+    def _release(self) -> None:
+        """Remove the lock when it is this job's (best effort: a lock left behind goes stale)."""
+        try:
+            if (read_lock(self.run_dir) or {}).get("owner") == owner_id():
+                (Path(self.run_dir) / LOCK).unlink(missing_ok=True)
+        except (MMBenchError, OSError):
+            pass

@@ -7,6 +7,11 @@ at any instant leaves a loadable latest, or no latest and a loadable previous on
 falls back to the previous file, with a warning, when the latest is missing or corrupt; it never
 starts over silently. Files of the older layout (payload with a ``.sha256`` file beside it) still load.
 
+A save that fails (disk full, I/O error: ``storage.atomic.WriteError``) at any stage leaves the checkpoint it
+would have replaced loadable: a failure before the renames leaves the files as they were (the temporary file
+removed); a failed rename of the new file moves the current one back from the previous slot (or, when that
+fails too, leaves it there, where ``load_checkpoint`` finds it).
+
 Every load unpickles with ``torch.load(weights_only=True)``: a payload is tensors, numbers, strings and
 lists, tuples and dicts of them (configs as dicts, RNG states as tensors, provenance as strings), so a file
 someone else could write into a shared runs folder cannot run code in the account of whoever loads it.
@@ -36,7 +41,7 @@ import torch
 
 from mmbench.errors import MMBenchError
 from mmbench.modality import Modality
-from mmbench.storage.atomic import atomic_write_json, fsync_dir, write_temp_file
+from mmbench.storage.atomic import atomic_write_bytes, atomic_write_json
 from mmbench.storage.provenance import provenance
 from mmbench.storage.validate import get_field, kind_of, read_bytes
 
@@ -99,7 +104,8 @@ def save_checkpoint(path: Path, payload: dict, *, keep_previous: bool = False) -
     here, naming the entry, before a file is written that no load would accept.
 
     With ``keep_previous`` the file it replaces is kept as ``previous_path(path)``: new bytes are written
-    and synced first, then the old file is renamed to the previous slot, then the new one into place.
+    and synced first, then the old file is renamed to the previous slot, then the new one into place. A write
+    that fails raises ``WriteError`` with the old file still loadable (module docstring).
     """
     path = Path(path)
     found = unsafe_entry(payload)
@@ -109,18 +115,7 @@ def save_checkpoint(path: Path, payload: dict, *, keep_previous: bool = False) -
             "strings and lists, tuples and dicts of them (a config as dataclasses.asdict(...), a version as str(...))"
         )
     _remove_abandoned_temps(path)
-    tmp = write_temp_file(path, encode_checkpoint(payload))
-    try:
-        if keep_previous and path.is_file():
-            try:
-                os.replace(path, previous_path(path))
-            except FileNotFoundError:  # another save of this path moved it first: its file is the previous one
-                pass
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    atomic_write_bytes(path, encode_checkpoint(payload), previous=previous_path(path) if keep_previous else None)
 
 
 ABANDONED_S = 600.0  # a temporary file untouched this long belongs to no save in progress
@@ -133,8 +128,8 @@ def _remove_abandoned_temps(path: Path) -> None:
         try:
             if time.time() - stale.stat().st_mtime > ABANDONED_S:
                 stale.unlink(missing_ok=True)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # gone already, or removed by a later save; readers never look at temporary files
 
 
 def _verified_body(path: Path) -> bytes:

@@ -7,6 +7,11 @@ unreadable (a file of its folder cannot be read: status and plan name it and go 
 Submitting acts on that: finished and running or queued runs are left alone, partial runs resume, failed and
 pending ones are submitted. Submissions of one sweep are serialised by a file lock, so two people submitting
 at once queue each run once, and the run lock keeps a run from training twice whatever was queued.
+
+A run stopped by a failed write (disk full, I/O error) is partial (or pending, before its first checkpoint) with
+the reason as its detail (``runs.execute.stop_reason``), and resumes when submitted again. An inline submit stops
+at such a failure (the next run would meet the same disk), with the error as its one line; the runs after it
+keep their state.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from mmbench.errors import MMBenchError
-from mmbench.runs.execute import check_machine, check_resumable, execute, run_status
+from mmbench.runs.execute import check_machine, check_resumable, execute, run_status, stop_reason
 from mmbench.runs.locks import lock_state, read_lock
 from mmbench.runs.scheduler import ACTIVE_STATES, scheduler_states
 from mmbench.runs.spec import RunSpec
@@ -109,6 +114,8 @@ def _run_state(run_dir: Path, job_state: str, here: str) -> tuple[str, str]:
             detail = f"other code: {record.git[:12]}"
         elif status == "failed":
             detail = (record.failure or "no reason recorded")[:80]
+    else:
+        detail = stop_reason(run_dir)
     lock = read_lock(run_dir)
     if status != "finished" and lock_state(lock) in ("held", "mine"):
         status, detail = "running", f"by {lock['owner']} on {lock['host']}"
@@ -162,6 +169,7 @@ def submit(sweep: Sweep, *, progress: bool = True, log: Callable[[str], None] | 
 
 def _run_inline(sweep: Sweep, *, progress: bool, log) -> list[dict]:
     from mmbench.runs.locks import RunLocked
+    from mmbench.storage.atomic import WriteError
 
     results = []
     for i, spec in enumerate(sweep.specs, 1):
@@ -172,6 +180,8 @@ def _run_inline(sweep: Sweep, *, progress: bool, log) -> list[dict]:
         except RunLocked as exc:
             log(f"{spec.run_id}: left alone: {exc}")
             results.append({"run_id": spec.run_id, "status": "running", "failure": str(exc)})
+        except WriteError:  # the disk: the run is partial, and the next run would meet the same disk
+            raise
         except Exception as exc:  # recorded by execute; the sweep continues
             log(f"{spec.run_id}: failed: {exc}")
             results.append({"run_id": spec.run_id, "status": "failed", "failure": str(exc)})

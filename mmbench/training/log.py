@@ -4,6 +4,9 @@ A resumed run first drops the lines past the step of the checkpoint it resumes f
 written again), so the log has each step once. TensorBoard events are written when the optional
 ``tensorboard`` package is installed (``pip install mmbench[tensorboard]``); a resumed writer purges
 the events past the resumed step, as TensorBoard's ``purge_step`` does.
+
+Each line is appended with ``storage.atomic.append_line``: a line that cannot be written (disk full, I/O error)
+raises ``WriteError`` and is cut back, so the log keeps whole lines and the run stops as its checkpoint left it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mmbench.storage.atomic import atomic_write_bytes
+from mmbench.storage.atomic import append_line, atomic_write_bytes
 from mmbench.storage.validate import read_json_lines
 
 LOG_FILE = "train_log.jsonl"
@@ -40,7 +43,6 @@ class TrainLog:
         kept = [e for e in read_log(self.path) if e.get("step", 0) <= resume_step]
         if self.path.exists():
             atomic_write_bytes(self.path, "".join(json.dumps(e) + "\n" for e in kept).encode())
-        self._file = open(self.path, "a")
         self._writer = None
         if tensorboard:
             try:
@@ -56,14 +58,12 @@ class TrainLog:
 
     def write(self, entry: dict) -> None:
         """One line: entry must hold "step"; its other numbers also go to TensorBoard as train/<name>."""
-        self._file.write(json.dumps(entry) + "\n")
-        self._file.flush()
+        append_line(self.path, json.dumps(entry))
         if self._writer is not None:
             for k, v in entry.items():
                 if k not in ("step", "epoch") and isinstance(v, (int, float)):
                     self._writer.add_scalar(f"train/{k}", v, entry["step"])
 
     def close(self) -> None:
-        self._file.close()
         if self._writer is not None:
             self._writer.close()
