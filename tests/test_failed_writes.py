@@ -73,7 +73,7 @@ class Disk:
     def target(self, name: str, args: tuple, kwargs: dict) -> str:
         if name == "mkstemp":
             return os.path.join(str(kwargs["dir"]), kwargs["prefix"])
-        if name in ("replace", "rename"):
+        if name in ("replace", "rename", "link"):
             return f"{args[0]} -> {args[1]}"
         if name == "open":
             return str(args[0])
@@ -103,7 +103,7 @@ class Disk:
 class View:
     """A module (os, tempfile) as a storage module sees it, its system calls going through ``disk``."""
 
-    CALLS = {"open", "write", "fsync", "fchmod", "close", "replace", "ftruncate", "fdopen", "mkstemp"}
+    CALLS = {"open", "write", "fsync", "fchmod", "close", "replace", "ftruncate", "fdopen", "mkstemp", "link"}
 
     def __init__(self, module, disk: Disk):
         self._module, self._disk = module, disk
@@ -212,7 +212,8 @@ STAGES = {
     # the files written before training
     "executions: append": Stage("write", r"/executions\.jsonl$", 1, "executions.jsonl", None, "pending"),
     "spec: rename into place": Stage("replace", r"\.tmp -> .*/spec\.json$", 1, "spec.json", None, "pending"),
-    "lock: create": Stage("fdopen", r"/lock\.json$", 1, "lock.json", None, "pending", noted=False),
+    "lock: write": Stage("write", TMP.format(re.escape("lock.json")), 1, "lock.json", None, "pending", noted=False),
+    "lock: link into place": Stage("link", r"\.tmp -> .*/lock\.json$", 1, "lock.json", None, "pending", noted=False),
     "lock: first heartbeat": Stage("replace", r"\.tmp -> .*/lock\.json$", 1, "lock.json", None, "pending", False),
 }
 

@@ -131,6 +131,8 @@ class RunLock:
                     )
                 if state == "mine":
                     break
+                if state == "free":  # released between the two looks: race for it again, never remove a new one
+                    continue
                 try:  # stale: remove it and race for it again, so only one taker wins
                     os.rename(path, path.with_name(f".{LOCK}.stale.{os.getpid()}"))
                     path.with_name(f".{LOCK}.stale.{os.getpid()}").unlink(missing_ok=True)
