@@ -120,7 +120,7 @@ class SubsetMixtureVAE(MultimodalVAE):
         valid = None
         if masks is not None:
             x = fill_missing(x, masks)
-            valid = valid_subsets(self.mask, observed(masks, self.modality_names))
+            valid = valid_subsets(self.mask, observed(masks, self.modality_names).to(self.mask.device))
         experts = self.experts(x, self.modality_names)
         if masks is None:
             log_likelihood = lambda z, rows: self.log_likelihoods(x, z, rows)  # noqa: E731
