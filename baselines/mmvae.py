@@ -11,6 +11,7 @@ from torch import Tensor
 
 from mmbench.config import TrainConfig, check_choice, check_range
 from mmbench.fusion import Gaussian
+from mmbench.missing import batch_masks, fill_missing, observed
 from mmbench.modality import Modality
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.objectives import IMPORTANCE_ESTIMATORS as ESTIMATORS
@@ -48,9 +49,11 @@ class MMVAEConfig(TrainConfig):
 
 @register_model("mmvae")
 class MMVAE(MultimodalVAE):
-    """MMVAE (Shi et al. 2019): uniform mixture of unimodal posteriors, stratified IWAE/DReG objective."""
+    """MMVAE (Shi et al. 2019): uniform mixture of unimodal posteriors, stratified IWAE/DReG objective. Missing
+    modalities: MultiVae's MMVAE (mixture, strata and reconstructions over each row's observed modalities)."""
 
     display_name = "MMVAE"
+    supports_missing = True
     Config = MMVAEConfig
     config: MMVAEConfig
 
@@ -84,25 +87,41 @@ class MMVAE(MultimodalVAE):
         z = Gaussian(e.mu[pick, rows], e.logvar[pick, rows]).rsample(generator=generator)
         return self.decode(z, targets, generator=generator)
 
-    def log_weights(self, x: Mapping[str, Tensor], experts: Gaussian, z: Tensor, rows: Tensor) -> Tensor:
+    def log_weights(
+        self, x: Mapping[str, Tensor], experts: Gaussian, z: Tensor, rows: Tensor, obs: Tensor | None = None
+    ) -> Tensor:
         """log w = sum_d log p(x_d|z) + beta [log p(z) - log q(z|X)], q(z|X) = (1/M) sum_m q(z|x_m).
 
-        experts: unimodal posteriors (M, B, D); z: (N, D) latents for the examples ``rows`` (N,).
+        experts: unimodal posteriors (M, B, D); z: (N, D) latents for the examples ``rows`` (N,); obs: (M, B)
+        bool for rows with missing modalities: the sum over d and the mixture run over observed modalities.
         """
         names = self.modality_names
-        rec = torch.stack(list(self.parts.log_likelihoods(x, z, rows, names).values())).sum(0)
+        lls = self.parts.log_likelihoods(x, z, rows, names)
         log_prior = Gaussian(torch.zeros_like(z), torch.zeros_like(z)).log_prob(z)
         log_q = torch.stack(
             [Gaussian(experts.mu[m, rows], experts.logvar[m, rows]).log_prob(z) for m in range(len(names))]
         )
-        log_mix = torch.logsumexp(log_q, 0) - math.log(len(names))
+        if obs is None:
+            rec = torch.stack(list(lls.values())).sum(0)
+            log_mix = torch.logsumexp(log_q, 0) - math.log(len(names))
+        else:
+            seen = obs[:, rows]  # (M, N)
+            rec = torch.stack([torch.where(seen[i], lls[m], 0) for i, m in enumerate(names)]).sum(0)
+            log_q = torch.where(seen, log_q, -math.inf)
+            log_mix = torch.logsumexp(log_q, 0) - torch.log(seen.sum(0).to(log_q))
         return rec + self.config.beta * (log_prior - log_mix)
 
     def loss(self, batch) -> LossOutput:
-        """Stratified bound (1/M) sum_m E_{z_1..K ~ q(z|x_m)} [estimator over K of log w(z_k)]."""
+        """Stratified bound (1/M) sum_m E_{z_1..K ~ q(z|x_m)} [estimator over K of log w(z_k)].
+
+        Rows with missing modalities (``batch["mask"]``), as MultiVae's MMVAE: (1/|O|) sum over the observed
+        modalities O of the row, with log w over O (``log_weights``)."""
         x = batch["x"]
         names = self.modality_names
         k, est = self.config.k, self.config.estimator
+        masks = batch_masks(batch, names)
+        if masks is not None:
+            return self._masked_loss(fill_missing(x, masks), masks)
         experts = self.parts.experts(x, names)
         # DReG: the log-weights see the posteriors' parameters only through z (stop-gradient on q).
         scored = experts.detach() if est == "dreg" else experts
@@ -117,3 +136,22 @@ class MMVAE(MultimodalVAE):
             bound = bound + (torch.logsumexp(lw, 0) - math.log(k)).detach()
         loss = -(total / len(names)).mean()
         return LossOutput(loss, {"iwae_bound": (bound / len(names)).mean().item()})
+
+    def _masked_loss(self, x, masks) -> LossOutput:
+        names = self.modality_names
+        k, est = self.config.k, self.config.estimator
+        experts = self.parts.experts(x, names)
+        obs = observed(masks, names).to(experts.mu.device)  # (M, B)
+        scored = experts.detach() if est == "dreg" else experts
+        b = experts.mu.shape[1]
+        rows = torch.arange(b, device=experts.mu.device).repeat(k)
+        total = torch.zeros(b, device=experts.mu.device)
+        bound = torch.zeros(b, device=experts.mu.device)
+        for m in range(len(names)):
+            z = Gaussian(experts.mu[m], experts.logvar[m]).rsample(k)  # (K, B, D)
+            lw = self.log_weights(x, scored, z.reshape(k * b, -1), rows, obs).reshape(k, b)
+            total = total + torch.where(obs[m], importance_objective(lw, est, (z,)), 0)
+            bound = bound + torch.where(obs[m], torch.logsumexp(lw, 0) - math.log(k), 0).detach()
+        n_obs = obs.sum(0).to(total)
+        loss = -(total / n_obs).mean()
+        return LossOutput(loss, {"iwae_bound": (bound / n_obs).mean().item()})

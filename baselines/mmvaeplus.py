@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from mmbench.config import TrainConfig, check_choice, check_range
 from mmbench.errors import MMBenchError
 from mmbench.fusion import Gaussian, full_precision
+from mmbench.missing import batch_masks, fill_missing, observed
 from mmbench.modality import Modality
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.nets import POLYMNIST_SHAPE, default_decoder, default_encoder
@@ -99,9 +100,11 @@ class _TwoLatents(nn.Module):
 
 @register_model("mmvaeplus")
 class MMVAEPlus(MultimodalVAE):
-    """MMVAE+ (Palumbo et al. 2023): shared z plus private w per modality, auxiliary priors for cross-modal decoding."""
+    """MMVAE+ (Palumbo et al. 2023): shared z plus private w per modality, auxiliary priors for cross-modal decoding.
+    Missing modalities: MultiVae's MMVAE+ (mixture, strata and reconstructions over each row's observed modalities)."""
 
     display_name = "MMVAE+"
+    supports_missing = True
     Config = MMVAEPlusConfig
     config: MMVAEPlusConfig
 
@@ -207,11 +210,19 @@ class MMVAEPlus(MultimodalVAE):
 
         log w_r = sum_d log p(x_d | z_r, w_d) + beta [log p(z_r) + log p(w_r) - log (1/M) sum_m q(z_r|x_m)
                   - log q(w_r|x_r)],   w_d = w_r for d = r, else w_d ~ r_d(w) (auxiliary prior).
+
+        Rows with missing modalities (``batch["mask"]``), as MultiVae's MMVAE+: r, d and the mixture's m run over
+        the row's observed modalities O, and 1/M becomes 1/|O|.
         """
         x = batch["x"]
         names = self.modality_names
         cfg = self.config
         k, big_m = cfg.k, len(names)
+        masks = batch_masks(batch, names)
+        obs = None
+        if masks is not None:
+            x = fill_missing(x, masks)
+            obs = observed(masks, names).to(self.device)  # (M, B)
         qw, qz = self.posteriors(x, names)
         dreg = cfg.estimator == "dreg"
         score_qw = {m: q.detach() for m, q in qw.items()} if dreg else qw
@@ -219,17 +230,27 @@ class MMVAEPlus(MultimodalVAE):
         pz = self.standard_prior(cfg.latent_dim, self.device)
         pw = self.standard_prior(cfg.private_dim, self.device)
         total = 0.0
-        for r in names:
+        for i, r in enumerate(names):
             z = qz[r].rsample((k,))  # (K, B, Dz)
             w = qw[r].rsample((k,))  # (K, B, Dw)
             rec = 0.0
-            for d in names:
+            for j, d in enumerate(names):
                 w_d = w if d == r else self.aux_prior(d).rsample(w.shape[:-1])
                 target = x[d].unsqueeze(0).expand(k, *x[d].shape).flatten(0, 1)
                 zw = torch.cat([w_d, z], -1).flatten(0, 1)
-                rec = rec + decoded_log_prob(self.decoders[d], self.likelihoods[d], target, zw).view(k, -1)
-            log_mix = torch.logsumexp(torch.stack([score_qz[m].log_prob(z) for m in names]), 0) - math.log(big_m)
+                term = decoded_log_prob(self.decoders[d], self.likelihoods[d], target, zw).view(k, -1)
+                rec = rec + (term if obs is None else torch.where(obs[j], term, 0))
+            log_q = torch.stack([score_qz[m].log_prob(z) for m in names])  # (M, K, B)
+            if obs is None:
+                log_mix = torch.logsumexp(log_q, 0) - math.log(big_m)
+            else:
+                log_q = torch.where(obs[:, None], log_q, -math.inf)
+                log_mix = torch.logsumexp(log_q, 0) - torch.log(obs.sum(0).to(log_q))
             lw = rec + cfg.beta * (pz.log_prob(z) + pw.log_prob(w) - log_mix - score_qw[r].log_prob(w))
-            total = total + importance_objective(lw, cfg.estimator, (z, w))
-        loss = -(total / big_m).mean()
+            objective = importance_objective(lw, cfg.estimator, (z, w))
+            total = total + (objective if obs is None else torch.where(obs[i], objective, 0))
+        if obs is None:
+            loss = -(total / big_m).mean()
+        else:
+            loss = -(total / obs.sum(0).to(total)).mean()
         return LossOutput(loss, {"elbo": -loss.item()})

@@ -39,7 +39,7 @@ class MoPoEConfig(SubsetMixtureConfig):  # prior_expert, estimator, kl_estimator
 @register_model("mopoe")
 class MoPoE(SubsetMixtureVAE):
     """MoPoE (Sutter et al. 2021): mixture over all 2^M-1 subsets of products of experts, eq. 3 ELBO with
-    feed-forward decoders."""
+    feed-forward decoders. Missing modalities: MultiVae's MoPoE (a row's observed subsets, weights renormalised)."""
 
     display_name = "MoPoE"
     Config = MoPoEConfig

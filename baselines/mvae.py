@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from mmbench.config import TrainConfig, check_range
-from mmbench.fusion import Gaussian, kl_normal, product_of_stacked_experts, subset_mask, subset_posteriors
+from mmbench.fusion import (
+    Gaussian,
+    kl_normal,
+    masked_subset_posteriors,
+    product_of_stacked_experts,
+    subset_mask,
+    subset_posteriors,
+)
+from mmbench.missing import batch_masks, fill_missing, observed
 from mmbench.modality import Modality
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.registry import register_model
@@ -21,8 +30,9 @@ class MVAEConfig(TrainConfig):
     """MVAE on PolyMNIST with the shared MoPoE-code networks (as MoPoE's and MVTCAE's comparisons ran it):
     latent 512, beta 2.5, Adam 5e-4, batch 256, 300 epochs, Laplace likelihood with scale 0.75.
 
-    random_subsets:   extra subsets of two or more modalities drawn uniformly per batch beside the joint
-                      and unimodal terms (the original paper's sub-sampled training); 0 disables them.
+    random_subsets:   extra subsets drawn per training batch beside the joint and unimodal terms (the original
+                      paper's sub-sampled training): distinct subsets of 2 to M-1 modalities, each equally likely
+                      (MultiVae's draw; all of them when it exceeds their number); 0 disables them.
     warmup_epochs:    KL annealing: the KL weight rises linearly from 0 to beta over this many epochs
                       (Wu & Goodman's annealing factor; MultiVae's default of 10 epochs); 0 disables it.
                       Without it PolyMNIST's posteriors collapse to the prior within two epochs, before
@@ -48,9 +58,11 @@ class MVAEConfig(TrainConfig):
 
 @register_model("mvae")
 class MVAE(MultimodalVAE):
-    """MVAE (Wu & Goodman 2018): product of experts with N(0, I) expert; joint plus unimodal ELBOs."""
+    """MVAE (Wu & Goodman 2018): product of experts with N(0, I) expert; joint plus unimodal ELBOs. Missing
+    modalities: MultiVae's MVAE (each term over x_{A & O}, averaged over the rows observing part of A)."""
 
     display_name = "MVAE"
+    supports_missing = True
     Config = MVAEConfig
     config: MVAEConfig
 
@@ -67,22 +79,29 @@ class MVAE(MultimodalVAE):
         return self.parts.decode_mean(z, modalities or self.modality_names)
 
     def training_subsets(self) -> list[tuple[str, ...]]:
-        """The joint set, every single modality, and ``random_subsets`` random subsets of size >= 2."""
+        """The joint set, every single modality and, in training only, ``random_subsets`` distinct subsets of 2 to
+        M-1 modalities drawn uniformly among all of them (torch's global RNG, so seeded and resumed)."""
         names = self.modality_names
         family = [tuple(names)] + [(m,) for m in names] if len(names) > 1 else [tuple(names)]
-        for _ in range(self.config.random_subsets if len(names) > 2 else 0):
-            size = int(torch.randint(2, len(names), ()).item())
-            pick = sorted(torch.randperm(len(names))[:size].tolist())
-            family.append(tuple(names[i] for i in pick))
+        if self.training and self.config.random_subsets and len(names) > 2:
+            pool = [c for size in range(2, len(names)) for c in itertools.combinations(names, size)]
+            family += [pool[i] for i in torch.randperm(len(pool))[: self.config.random_subsets].tolist()]
         return family
 
     def loss(self, batch) -> LossOutput:
         """-sum_A ELBO(x_A) over the training subsets; ELBO(x_A) reconstructs only the modalities in A:
         E_q(z|x_A)[sum_{m in A} log p(x_m|z)] - beta_t KL(q(z|x_A) || N(0, I)), with beta_t the annealed
-        weight during training (``kl_weight``) and beta outside it."""
+        weight during training (``kl_weight``) and beta outside it.
+
+        Rows with missing modalities (``batch["mask"]``), as MultiVae's MVAE: term A takes, in each row, the product
+        over the experts of A it observes (with N(0, I)) and reconstructs those, and is averaged over the rows that
+        observe at least one modality of A (none: no term)."""
         x = batch["x"]
         names = self.modality_names
         family = self.training_subsets()
+        masks = batch_masks(batch, names)
+        if masks is not None:
+            return self._masked_loss(fill_missing(x, masks), masks, family)
         experts = self.parts.experts(x, names)
         mask = subset_mask(family, names).T.to(experts.mu)
         posteriors = subset_posteriors(experts, mask, torch.ones(len(family), device=experts.mu.device))
@@ -98,3 +117,23 @@ class MVAE(MultimodalVAE):
             total = total + (rec - kl_weight * kl[s]).mean()
         terms["kl"] = kl.mean().item()
         return LossOutput(-total, terms)
+
+    def _masked_loss(self, x, masks, family) -> LossOutput:
+        names = self.modality_names
+        experts = self.parts.experts(x, names)
+        obs = observed(masks, names).to(experts.mu.device)  # (M, B)
+        mask = subset_mask(family, names).T.to(experts.mu)  # (S, M)
+        posteriors = masked_subset_posteriors(experts, mask, obs, torch.ones(len(family), device=obs.device))
+        available = (mask @ obs.to(mask)) > 0  # (S, B): the row observes part of A
+        z = posteriors.rsample()  # (S, B, D)
+        kl = kl_normal(posteriors)  # (S, B)
+        kl_weight = self.kl_weight()
+        rows = torch.arange(z.shape[1], device=z.device)
+        total = torch.zeros((), device=z.device)
+        for s, subset in enumerate(family):
+            lls = self.parts.log_likelihoods(x, z[s], rows, subset)
+            rec = torch.stack([torch.where(masks[m].to(v.device), v, 0) for m, v in lls.items()]).sum(0)
+            count = available[s].sum()
+            term = torch.where(available[s], rec - kl_weight * kl[s], 0).sum() / count.clamp_min(1)
+            total = total + term
+        return LossOutput(-total, {"kl": kl[available].mean().item()})

@@ -9,7 +9,14 @@ import torch
 from torch import Tensor
 
 from mmbench.config import TrainConfig, check_range
-from mmbench.fusion import Gaussian, kl_normal, product_of_experts, product_of_stacked_experts
+from mmbench.fusion import (
+    Gaussian,
+    kl_normal,
+    masked_subset_posteriors,
+    product_of_experts,
+    product_of_stacked_experts,
+)
+from mmbench.missing import batch_masks, fill_missing, observed
 from mmbench.modality import Modality
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.registry import register_model
@@ -40,9 +47,11 @@ class MVTCAEConfig(TrainConfig):
 
 @register_model("mvtcae")
 class MVTCAE(MultimodalVAE):
-    """MVTCAE (Hwang et al. 2021): product of all unimodal experts, total-correlation objective (alpha, beta)."""
+    """MVTCAE (Hwang et al. 2021): product of all unimodal experts, total-correlation objective (alpha, beta).
+    Missing modalities: MultiVae's MVTCAE (the product, reconstructions and CVIB terms over observed modalities)."""
 
     display_name = "MVTCAE"
+    supports_missing = True
     Config = MVTCAEConfig
     config: MVTCAEConfig
 
@@ -60,17 +69,33 @@ class MVTCAE(MultimodalVAE):
 
     def loss(self, batch) -> LossOutput:
         """L = (N-a)/N sum_m -log p(x_m|z) + beta [ (a/N) sum_m KL(q(z|X) || q(z|x_m)) + (1-a) KL(q(z|X) || p(z)) ],
-        z ~ q(z|X), N modalities, a = alpha (REFERENCE.md; Hwang et al. 2021, eq. 9)."""
+        z ~ q(z|X), N modalities, a = alpha (REFERENCE.md; Hwang et al. 2021, eq. 9).
+
+        Rows with missing modalities (``batch["mask"]``), as MultiVae's MVTCAE: q(z|X) is the product over the
+        observed experts and the sums over m run over observed modalities; N stays the number of modalities."""
         x = batch["x"]
         names = self.modality_names
         n, a, beta = len(names), self.config.alpha, self.config.beta
+        masks = batch_masks(batch, names)
+        if masks is not None:
+            x = fill_missing(x, masks)
         e = self.parts.experts(x, names)
         unimodal = [Gaussian(e.mu[i], e.logvar[i]) for i in range(n)]
-        joint = product_of_experts(unimodal)
+        if masks is None:
+            joint = product_of_experts(unimodal)
+        else:
+            obs = observed(masks, names).to(e.mu.device)
+            q = masked_subset_posteriors(e, torch.ones(1, n, device=obs.device), obs)
+            joint = Gaussian(q.mu[0], q.logvar[0])
         z = joint.rsample()
         rows = torch.arange(z.shape[0], device=z.device)
-        rec = torch.stack(list(self.parts.log_likelihoods(x, z, rows, names).values())).sum(0)
-        cvib = torch.stack([kl_normal(joint, q) for q in unimodal]).sum(0)
+        lls = self.parts.log_likelihoods(x, z, rows, names)
+        cvibs = [kl_normal(joint, q) for q in unimodal]
+        if masks is not None:
+            lls = {m: torch.where(obs[i], lls[m], 0) for i, m in enumerate(names)}
+            cvibs = [torch.where(obs[i], v, 0) for i, v in enumerate(cvibs)]
+        rec = torch.stack(list(lls.values())).sum(0)
+        cvib = torch.stack(cvibs).sum(0)
         vib = kl_normal(joint)
         loss = (-(n - a) / n * rec + beta * (a / n * cvib + (1 - a) * vib)).mean()
         return LossOutput(loss, {"rec": -rec.mean().item(), "cvib": cvib.mean().item(), "vib": vib.mean().item()})

@@ -219,7 +219,8 @@ class _DiffusionMVAE(SubsetMixtureVAE):
 
 @register_model("diffmvae")
 class DiffMVAE(_DiffusionMVAE):
-    """Diff-MVAE (Wesego & Rooshenas): score-based (VP-SDE) diffusion decoders in the subset-mixture ELBO, Euler-Maruyama sampling."""
+    """Diff-MVAE (Wesego & Rooshenas): score-based (VP-SDE) diffusion decoders in the subset-mixture ELBO, Euler-Maruyama sampling.
+    Missing modalities: as MoPoE (``SubsetMixtureVAE``): a row's observed subsets, terms of observed modalities."""
 
     display_name = "Diff-MVAE"
     Config = DiffMVAEConfig
@@ -231,7 +232,8 @@ class DiffMVAE(_DiffusionMVAE):
 
 @register_model("diffmvae_star")
 class DiffMVAEStar(_DiffusionMVAE):
-    """Diff-MVAE* (Wesego & Rooshenas): DDPM diffusion decoders (discrete timesteps) in the subset-mixture ELBO, DDIM sampling."""
+    """Diff-MVAE* (Wesego & Rooshenas): DDPM diffusion decoders (discrete timesteps) in the subset-mixture ELBO, DDIM sampling.
+    Missing modalities: as MoPoE (``SubsetMixtureVAE``): a row's observed subsets, terms of observed modalities."""
 
     display_name = "Diff-MVAE*"
     Config = DiffMVAEStarConfig

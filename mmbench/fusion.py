@@ -174,6 +174,57 @@ def stratified_assignment(batch_size: int, weights: Tensor, *, generator: torch.
     return torch.repeat_interleave(torch.arange(len(weights)), counts)
 
 
+def valid_subsets(mask: Tensor, observed: Tensor) -> Tensor:
+    """(S, B) bool: subset s holds only modalities row b observes. mask: (S, M) 0/1; observed: (M, B) bool."""
+    return (mask.to(torch.float32) @ (~observed).to(torch.float32)) == 0
+
+
+def row_weights(weights: Tensor, valid: Tensor) -> Tensor:
+    """w_A renormalised over each row's valid subsets: (S, B), every column summing to 1, 0 where not valid.
+    weights: (S,); valid: (S, B) bool, every row with a valid subset of positive weight."""
+    w = torch.where(valid, weights.to(valid.device)[:, None], 0)
+    total = w.sum(0, keepdim=True)
+    if not bool((total > 0).all()):
+        raise MMBenchError("a batch row has no subset of observed modalities with a positive weight")
+    return w / total
+
+
+def row_assignment(weights: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    """One subset per row, row b taking subset s with probability weights[s, b] exactly: (S, B) -> (B,) indices.
+
+    The rows' uniforms are stratified, u_b = (pi(b) + U) / B with pi a random permutation and U one uniform (so
+    each u_b is uniform on [0, 1)), and each goes through its own row's inverse CDF: rows with equal weights
+    spread over the subsets in proportion to them, as ``stratified_assignment``'s blocks do, and a subset of
+    weight 0 is never drawn. The draw uses ``generator``, else torch's global RNG."""
+    s, b = weights.shape
+    u = (torch.randperm(b, generator=generator).double() + torch.rand((), generator=generator, dtype=torch.float64)) / b
+    cdf = torch.cumsum(weights.T.double(), 1)
+    cdf = cdf / cdf[:, -1:]  # the last valid subset's entry and all after it are exactly 1 > u
+    picked = torch.searchsorted(cdf, u.to(cdf.device)[:, None], right=True).squeeze(1)
+    return picked.clamp_max(s - 1)
+
+
+def masked_subset_posteriors(
+    experts: Gaussian, mask: Tensor, observed: Tensor, prior_expert: Tensor | None = None, eps: float = 1e-8
+) -> Gaussian:
+    """``subset_posteriors`` with each row's product over the experts it observes only: q(z|x_{A & O_b}).
+
+    experts: (M, B, D); mask: (S, M) 0/1; observed: (M, B) bool; prior_expert: (S,) 0/1. Returns (S, B, D). A
+    subset with no observed expert in a row is N(0, I) there (with or without the prior expert): callers drop
+    such terms."""
+    with torch.autocast(experts.mu.device.type, enabled=False):
+        precisions = 1.0 / (full_precision(experts.logvar).exp() + eps)
+        precisions = torch.where(observed[..., None], precisions, 0)  # (M, B, D)
+        mu = torch.where(observed[..., None], full_precision(experts.mu), 0)
+        mask = mask.to(precisions.dtype)
+        precision = torch.einsum("sm,mbd->sbd", mask, precisions)
+        weighted = torch.einsum("sm,mbd->sbd", mask, mu * precisions)
+    if prior_expert is not None:
+        precision = precision + prior_expert.to(precision.dtype).view(-1, 1, 1)
+    precision = torch.where(precision > 0, precision, 1.0)  # no expert at all: N(0, I), no 0/0 in the gradient
+    return Gaussian(weighted / precision, -torch.log(precision))
+
+
 def subset_posteriors(
     experts: Gaussian, mask: Tensor, prior_expert: Tensor | None = None, eps: float = 1e-8
 ) -> Gaussian:

@@ -33,6 +33,23 @@ def batch_masks(batch: Mapping[str, object], names: Sequence[str]) -> dict[str, 
     return out if incomplete else None
 
 
+def fill_missing(x: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """x with every missing row set to zeros (``masked_fill``, so NaN fills go too and the layout is kept): a model
+    then runs its networks on the whole batch and drops the missing rows' terms with ``torch.where``, so that no
+    value, gradient or batch statistic depends on what the missing rows held."""
+    out = dict(x)
+    for m, mask in masks.items():
+        if m in out and not bool(mask.all()):
+            v = out[m]
+            out[m] = v.masked_fill(~mask.to(v.device).view(-1, *([1] * (v.dim() - 1))), 0)
+    return out
+
+
+def observed(masks: Mapping[str, Tensor], names: Sequence[str]) -> Tensor:
+    """(M, B) bool: row b observes modality names[m]."""
+    return torch.stack([masks[m] for m in names])
+
+
 def check_supports_missing(model_cls: type, where: str) -> None:
     """Refuse, in one line, a model that does not declare it takes batches with missing modalities."""
     if not getattr(model_cls, "supports_missing", False):

@@ -5,6 +5,10 @@ Diff-MVAE, which differ only in their networks and per-modality terms.
 
 q(z|x_A) is the product of the unimodal experts in A, with N(0, I) where the prior-expert rule says, over all
 2^M - 1 non-empty subsets A with uniform w_A.
+
+Rows with missing modalities (``batch["mask"]``) sum only over the subsets of the modalities they observe, w_A
+renormalised over those, and reconstruct (or denoise) only observed modalities: MultiVae's MoPoE on an
+``IncompleteDataset`` (``MoPoE.inference``: availabilities / their sum), eq. 3 of the row's observed tuple.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from mmbench.fusion import (
     subset_posteriors,
     subset_weights,
     subsets,
+    valid_subsets,
 )
+from mmbench.missing import batch_masks, fill_missing, observed
 from mmbench.modality import Modality
 from mmbench.model import LossOutput, MultimodalVAE
 from mmbench.objectives import ESTIMATORS, KL_ESTIMATORS, ElboOutput, mixture_elbo, stratified_mixture_elbo
@@ -71,6 +77,7 @@ class SubsetMixtureVAE(MultimodalVAE):
     and the loss are here. Buffers: ``mask`` (S, M) 0/1, ``weights`` w_A (S,), ``prior_flags`` (S,) 0/1 float."""
 
     config: SubsetMixtureConfig
+    supports_missing = True
 
     def __init__(self, modalities: Sequence[Modality], config: SubsetMixtureConfig | None = None):
         super().__init__(modalities, config)
@@ -98,19 +105,51 @@ class SubsetMixtureVAE(MultimodalVAE):
         subset = self.validate_subset(subset or self.modality_names)
         return product_of_stacked_experts(self.experts(x, subset), prior_expert=self.subset_has_prior_expert(subset))
 
-    def elbo(self, x: Mapping[str, Tensor], *, beta: float, free_bits: float = 0.0) -> ElboOutput:
+    def elbo(
+        self,
+        x: Mapping[str, Tensor],
+        *,
+        beta: float,
+        free_bits: float = 0.0,
+        masks: Mapping[str, Tensor] | None = None,
+    ) -> ElboOutput:
         """Per-example eq. 3 over all subsets with the configured estimators (``mixture_elbo`` for the exact KL,
-        ``stratified_mixture_elbo`` for the stratified one)."""
+        ``stratified_mixture_elbo`` for the stratified one); with ``masks`` ({m: bool (B,)}, ``batch_masks``)
+        over each row's subsets of observed modalities, missing rows zero-filled and their terms dropped."""
         cfg = self.config
+        valid = None
+        if masks is not None:
+            x = fill_missing(x, masks)
+            valid = valid_subsets(self.mask, observed(masks, self.modality_names).to(self.mask.device))
         experts = self.experts(x, self.modality_names)
-        log_likelihood = lambda z, rows: self.log_likelihoods(x, z, rows)  # noqa: E731
+        if masks is None:
+            log_likelihood = lambda z, rows: self.log_likelihoods(x, z, rows)  # noqa: E731
+        else:
+
+            def log_likelihood(z: Tensor, rows: Tensor) -> dict[str, Tensor]:
+                lls = self.log_likelihoods(x, z, rows)
+                return {m: torch.where(masks[m].to(v.device)[rows], v, 0) for m, v in lls.items()}
+
         if cfg.kl_estimator == "stratified":
             return stratified_mixture_elbo(
-                experts, self.mask, self.prior_flags, self.weights, log_likelihood, beta=beta, free_bits=free_bits
+                experts,
+                self.mask,
+                self.prior_flags,
+                self.weights,
+                log_likelihood,
+                beta=beta,
+                free_bits=free_bits,
+                valid=valid,
             )
         posteriors = subset_posteriors(experts, self.mask, self.prior_flags)
         return mixture_elbo(
-            posteriors, self.weights, log_likelihood, beta=beta, estimator=cfg.estimator, free_bits=free_bits
+            posteriors,
+            self.weights,
+            log_likelihood,
+            beta=beta,
+            estimator=cfg.estimator,
+            free_bits=free_bits,
+            valid=valid,
         )
 
     def log_terms(self, log_likelihood: Mapping[str, Tensor]) -> dict[str, float]:
@@ -118,7 +157,14 @@ class SubsetMixtureVAE(MultimodalVAE):
         return {f"rec/{m}": -v.mean().item() for m, v in log_likelihood.items()}
 
     def loss(self, batch) -> LossOutput:
-        """-ELBO (eq. 3; eq. 23 with diffusion terms) averaged over the batch, KL weighted by ``kl_weight()``
-        and floored by ``config.free_bits`` when the config has that field."""
-        out = self.elbo(batch["x"], beta=self.kl_weight(), free_bits=getattr(self.config, "free_bits", 0.0))
-        return LossOutput(-out.elbo.mean(), {"kl": out.kl.mean().item(), **self.log_terms(out.log_likelihood)})
+        """-ELBO (eq. 3; eq. 23 with diffusion terms) averaged over the batch (every row, observed terms only when
+        it misses modalities), KL weighted by ``kl_weight()`` and floored by ``config.free_bits`` when the config
+        has that field."""
+        masks = batch_masks(batch, self.modality_names)
+        out = self.elbo(
+            batch["x"], beta=self.kl_weight(), free_bits=getattr(self.config, "free_bits", 0.0), masks=masks
+        )
+        lls = out.log_likelihood
+        if masks is not None:  # the log's per-modality means over the rows that observe the modality
+            lls = {m: v[masks[m].to(v.device)] for m, v in lls.items() if bool(masks[m].any())}
+        return LossOutput(-out.elbo.mean(), {"kl": out.kl.mean().item(), **self.log_terms(lls)})

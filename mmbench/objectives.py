@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmbench.errors import MMBenchError
-from mmbench.fusion import Gaussian, full_precision, kl_normal, stratified_assignment
+from mmbench.fusion import Gaussian, full_precision, kl_normal, row_assignment, row_weights, stratified_assignment
 
 ESTIMATORS = ("enumerate", "stratified")
 
@@ -98,6 +98,7 @@ def mixture_elbo(
     n_samples: int = 1,
     free_bits: float = 0.0,
     generator: torch.Generator | None = None,
+    valid: Tensor | None = None,
 ) -> ElboOutput:
     """The subset-mixture ELBO of eq. 3 (eq. 23 when log_likelihood returns diffusion surrogates).
 
@@ -110,6 +111,10 @@ def mixture_elbo(
                     w_A as in MoPoE's reference code (cost independent of |S|). KL is exact for both.
     prior:          p(z), N(0, I) by default.
     free_bits:      a KL floor in nats per latent dimension (``kl_normal``); 0 = the plain KL.
+    valid:          (S, B) bool, for rows with missing modalities: subset s holds only modalities row b observes.
+                    Each row then sums over its valid subsets with w_A renormalised over them (``row_weights``),
+                    the stratified rows draw only among them (``row_assignment``), and log_likelihood must give
+                    0 for a modality a row misses. None: every subset of every row (the complete-data path).
     """
     if estimator not in ESTIMATORS:
         raise MMBenchError(f"unknown ELBO estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
@@ -119,6 +124,10 @@ def mixture_elbo(
     if weights.shape != (s,):
         raise MMBenchError(f"{weights.numel()} subset weights for {s} subset posteriors")
     weights = weights.to(posteriors.mu)
+    if valid is not None:
+        return _masked_mixture_elbo(
+            posteriors, weights, log_likelihood, valid, beta, prior, estimator, n_samples, free_bits, generator
+        )
     kl = (weights[:, None] * kl_normal(posteriors, prior, free_bits=free_bits)).sum(0)  # (B,)
 
     if estimator == "enumerate":
@@ -138,6 +147,41 @@ def mixture_elbo(
     return ElboOutput(elbo, terms, kl)
 
 
+def _masked_mixture_elbo(
+    posteriors: Gaussian,
+    weights: Tensor,
+    log_likelihood: Callable[[Tensor, Tensor], Mapping[str, Tensor]],
+    valid: Tensor,
+    beta: float,
+    prior: Gaussian | None,
+    estimator: str,
+    n_samples: int,
+    free_bits: float,
+    generator: torch.Generator | None,
+) -> ElboOutput:
+    """``mixture_elbo`` over each row's valid subsets: sum_A w_A(b) {...} with w_A(b) = w_A [A valid] / sum."""
+    s, b, d = posteriors.mu.shape
+    if valid.shape != (s, b):
+        raise MMBenchError(f"valid has shape {tuple(valid.shape)}, expected ({s}, {b}): subsets x rows")
+    valid = valid.to(posteriors.mu.device)
+    w = row_weights(weights, valid)  # (S, B)
+    kl = torch.where(valid, w * kl_normal(posteriors, prior, free_bits=free_bits), 0).sum(0)  # (B,)
+    if estimator == "enumerate":
+        z = posteriors.rsample(n_samples, generator=generator)  # (K, S, B, D)
+        rows = torch.arange(b, device=z.device).repeat(n_samples * s)
+        lls = log_likelihood(z.reshape(-1, d), rows)
+        terms = {m: torch.where(valid, w * v.reshape(n_samples, s, b).mean(0), 0).sum(0) for m, v in lls.items()}
+    else:
+        assigned = row_assignment(w, generator=generator).to(posteriors.mu.device)
+        rows = torch.arange(b, device=posteriors.mu.device)
+        q = Gaussian(posteriors.mu[assigned, rows], posteriors.logvar[assigned, rows])  # (B, D)
+        z = q.rsample(n_samples, generator=generator)  # (K, B, D)
+        lls = log_likelihood(z.reshape(-1, d), rows.repeat(n_samples))
+        terms = {m: v.reshape(n_samples, b).mean(0) for m, v in lls.items()}
+    elbo = torch.stack(list(terms.values())).sum(0) - beta * kl
+    return ElboOutput(elbo, terms, kl)
+
+
 KL_ESTIMATORS = ("exact", "stratified")
 
 
@@ -151,6 +195,7 @@ def stratified_mixture_elbo(
     beta: float = 1.0,
     free_bits: float = 0.0,
     generator: torch.Generator | None = None,
+    valid: Tensor | None = None,
 ) -> ElboOutput:
     """Eq. 3 with the KL stratified like the reconstruction: each batch row is assigned one subset A
     (``stratified_assignment``'s blocks, expected share w_A, dealt to the rows in a random order) and carries log p(x|z), z ~ q(z|x_A), and KL(q(z|x_A) || p(z))
@@ -159,11 +204,17 @@ def stratified_mixture_elbo(
     (``mixture_elbo``), which is what makes 10 modalities affordable.
 
     experts: unimodal Gaussians stacked (M, B, D); mask: (S, M) 0/1; prior_flags: (S,) 0/1 (the N(0, I) expert).
+    valid: (S, B) bool for rows with missing modalities (see ``mixture_elbo``): each row draws among its valid
+    subsets with w_A renormalised over them (``row_assignment``), so its expected KL is their weighted average.
     """
     m, b, d = experts.mu.shape
-    assigned = stratified_assignment(b, weights.cpu(), generator=generator)
-    # rows take the blocks in a random order, so each row's expected KL is the exact average, whatever the order
-    assigned = assigned[torch.randperm(b, generator=generator)].to(experts.mu.device)
+    if valid is not None:
+        assigned = row_assignment(row_weights(weights, valid.to(experts.mu.device)), generator=generator)
+        assigned = assigned.to(experts.mu.device)
+    else:
+        assigned = stratified_assignment(b, weights.cpu(), generator=generator)
+        # rows take the blocks in a random order, so each row's expected KL is the exact average, whatever the order
+        assigned = assigned[torch.randperm(b, generator=generator)].to(experts.mu.device)
     with torch.autocast(experts.mu.device.type, enabled=False):
         precisions = 1.0 / (full_precision(experts.logvar).exp() + 1e-8)  # (M, B, D)
         row_mask = mask.to(precisions)[assigned]  # (B, M)
