@@ -73,3 +73,10 @@ def tiny_dataset(n: int = 64, shapes=((3, 28, 28), (3, 28, 28), (3, 28, 28)), se
     x = {m.name: torch.rand(n, *m.shape, generator=g) for m in mods}
     y = torch.randint(0, 10, (n,), generator=g)
     return MultimodalDataset(mods, x, y, "tiny")
+
+
+def installed_models() -> list[str]:
+    """The installed plugins' model names, without the test-local ones test modules register when collected."""
+    from mmbench.registry import MODELS
+
+    return [n for n in MODELS.names() if not MODELS.get(n).__module__.startswith(("tests.", "test_"))]
