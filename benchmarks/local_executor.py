@@ -13,7 +13,8 @@ timed from the command's start until every run has its record:
 - ``after``: ``mmbench sweep submit --executor local`` with its default share of this machine;
 - ``after-1cpu``: the same with ``[executor] cpus_per_task = 1`` (as many one-thread jobs as cores).
 
-Prints the median wall time of each mode over ``--repeats`` and its ratio to inline (the goal for ``after``:
+Prints the median wall time of each mode over ``--repeats`` (``before``, the slow reference, runs in the first
+repeat only unless ``--repeat-before``) and its ratio to inline (the goal for ``after``:
 <= 1.1x), and writes the table to OUT/local_executor.md. Run it alone: it uses every core.
 """
 
@@ -119,6 +120,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--repeat-before", action="store_true", help="time 'before' in every repeat")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "local_executor")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -128,12 +130,14 @@ def main() -> None:
     times: dict[str, list[float]] = {m: [] for m in args.modes}
     for repeat in range(args.repeats):  # modes interleaved, so a noisy minute hits each alike
         for mode in args.modes:
+            if mode == "before" and repeat and not args.repeat_before:
+                continue
             times[mode].append(time_mode(mode, args.out, root, args.runs, args.steps, repeat))
             print(f"  {mode} #{repeat + 1}: {times[mode][-1]:.1f} s", flush=True)
     inline = statistics.median(times["inline"]) if "inline" in times else None
     lines = [
         f"{args.runs} MoPoE runs (latent 32, batch 32, {args.steps} steps each) on {machine_cores()} cores, "
-        f"median of {args.repeats}",
+        f"median of {args.repeats}" + ("" if args.repeat_before or "before" not in args.modes else " (before: 1)"),
         "",
         "| mode | wall s | vs inline | goal |",
         "| --- | ---: | ---: | --- |",
