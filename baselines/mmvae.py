@@ -121,8 +121,9 @@ class MMVAE(MultimodalVAE):
         k, est = self.config.k, self.config.estimator
         masks = batch_masks(batch, names)
         if masks is not None:
-            return self._masked_loss(fill_missing(x, masks), masks)
+            x = fill_missing(x, masks)
         experts = self.parts.experts(x, names)
+        obs = None if masks is None else observed(masks, names).to(experts.mu.device)  # (M, B)
         # DReG: the log-weights see the posteriors' parameters only through z (stop-gradient on q).
         scored = experts.detach() if est == "dreg" else experts
         b = experts.mu.shape[1]
@@ -131,27 +132,13 @@ class MMVAE(MultimodalVAE):
         bound = torch.zeros(b, device=experts.mu.device)
         for m in range(len(names)):
             z = Gaussian(experts.mu[m], experts.logvar[m]).rsample(k)  # (K, B, D)
-            lw = self.log_weights(x, scored, z.reshape(k * b, -1), rows).reshape(k, b)
-            total = total + importance_objective(lw, est, (z,))
-            bound = bound + (torch.logsumexp(lw, 0) - math.log(k)).detach()
-        loss = -(total / len(names)).mean()
-        return LossOutput(loss, {"iwae_bound": (bound / len(names)).mean().item()})
-
-    def _masked_loss(self, x, masks) -> LossOutput:
-        names = self.modality_names
-        k, est = self.config.k, self.config.estimator
-        experts = self.parts.experts(x, names)
-        obs = observed(masks, names).to(experts.mu.device)  # (M, B)
-        scored = experts.detach() if est == "dreg" else experts
-        b = experts.mu.shape[1]
-        rows = torch.arange(b, device=experts.mu.device).repeat(k)
-        total = torch.zeros(b, device=experts.mu.device)
-        bound = torch.zeros(b, device=experts.mu.device)
-        for m in range(len(names)):
-            z = Gaussian(experts.mu[m], experts.logvar[m]).rsample(k)  # (K, B, D)
             lw = self.log_weights(x, scored, z.reshape(k * b, -1), rows, obs).reshape(k, b)
-            total = total + torch.where(obs[m], importance_objective(lw, est, (z,)), 0)
-            bound = bound + torch.where(obs[m], torch.logsumexp(lw, 0) - math.log(k), 0).detach()
-        n_obs = obs.sum(0).to(total)
-        loss = -(total / n_obs).mean()
-        return LossOutput(loss, {"iwae_bound": (bound / n_obs).mean().item()})
+            objective, stratum_bound = importance_objective(lw, est, (z,)), torch.logsumexp(lw, 0) - math.log(k)
+            if obs is not None:  # a stratum counts only for the rows that observe its modality
+                objective = torch.where(obs[m], objective, 0)
+                stratum_bound = torch.where(obs[m], stratum_bound, 0)
+            total = total + objective
+            bound = bound + stratum_bound.detach()
+        strata = len(names) if obs is None else obs.sum(0).to(total)
+        loss = -(total / strata).mean()
+        return LossOutput(loss, {"iwae_bound": (bound / strata).mean().item()})
