@@ -13,6 +13,7 @@ import torch
 
 from mmbench import MultimodalVAE, register_model
 from mmbench.fusion import kl_normal, product_of_stacked_experts
+from mmbench.missing import batch_masks, fill_missing
 from mmbench.model import LossOutput
 from mmbench.training.distributed import DistEnv, init_process_group
 from mmbench.training.options import RunOptions
@@ -22,7 +23,9 @@ from mmbench.unimodal import UnimodalParts
 
 @register_model("test_deterministic_ae")
 class DeterministicAE(MultimodalVAE):
-    """Test model: product-of-experts posterior mean decoded, Laplace likelihood plus beta KL, no sampling."""
+    """Test model: product-of-experts posterior mean decoded, Laplace likelihood plus beta KL, no sampling. With
+    ``supports_missing`` (a subclass's) it takes masks: missing rows' inputs zeroed before any network reads them,
+    their log-likelihoods left out."""
 
     def __init__(self, modalities, config=None):
         super().__init__(modalities, config)
@@ -36,9 +39,13 @@ class DeterministicAE(MultimodalVAE):
         return self.parts.decode_mean(z, modalities or self.modality_names)
 
     def loss(self, batch):
-        q = self.encode(batch["x"])
+        masks = batch_masks(batch, self.modality_names)
+        x = batch["x"] if masks is None else fill_missing(batch["x"], masks)
+        q = self.encode(x)
         rows = torch.arange(len(q.mu), device=q.mu.device)
-        ll = self.parts.log_likelihoods(batch["x"], q.mu, rows, self.modality_names)
+        ll = self.parts.log_likelihoods(x, q.mu, rows, self.modality_names)
+        if masks is not None:
+            ll = {m: torch.where(masks[m].to(v.device), v, 0) for m, v in ll.items()}
         per_row = sum(ll.values()) - self.config.beta * kl_normal(q)
         return LossOutput(-per_row.mean(), {"kl": kl_normal(q).mean().item()})
 

@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from ddp_helpers import DeterministicAE
 from helpers import record, row, tiny_dataset, write
 
-from mmbench import MultimodalVAE, register_model
+from mmbench import register_model
 from mmbench.cli import main
 from mmbench.data.base import MultimodalDataset
 from mmbench.data.check import check_dataset
@@ -24,57 +25,28 @@ from mmbench.data.missing import (
     save_or_check_masks,
 )
 from mmbench.errors import MMBenchError
-from mmbench.fusion import product_of_stacked_experts
 from mmbench.missing import batch_masks
 from mmbench.modality import Modality
-from mmbench.model import LossOutput
 from mmbench.report.build import build_report
 from mmbench.runs.execute import execute, load_split
 from mmbench.runs.spec import RunSpec
 from mmbench.storage.records import load_record
 from mmbench.sweeps.files import load_sweep
 from mmbench.training.options import RunOptions
-from mmbench.unimodal import UnimodalParts
 
 SYNTH = {"views": ["image", "attributes"], "n": 48, "size": 8}
 
 
 @register_model("test_masked_ae")
-class MaskedAE(MultimodalVAE):
-    """Test model that takes masks: a product of the observed experts (missing rows' inputs replaced by zeros
-    before any network reads them) and the log-likelihoods of the observed modalities only."""
+class MaskedAE(DeterministicAE):
+    """The deterministic test model declaring that it takes masks."""
 
     supports_missing = True
 
-    def __init__(self, modalities, config=None):
-        super().__init__(modalities, config)
-        self.parts = UnimodalParts(self.modalities, self.config.latent_dim)
-
-    def encode(self, x, subset=None):
-        names = self.validate_subset(subset or self.modality_names)
-        return product_of_stacked_experts(self.parts.experts(x, names), prior_expert=True)
-
-    def decode(self, z, modalities=None, *, generator=None):
-        return self.parts.decode_mean(z, modalities or self.modality_names)
-
-    def loss(self, batch):
-        masks = batch_masks(batch, self.modality_names) or {}
-        x = {
-            m: torch.where(masks[m].view(-1, *[1] * (v.dim() - 1)), v, torch.zeros_like(v)) if m in masks else v
-            for m, v in batch["x"].items()
-        }
-        q = self.encode(x)
-        rows = torch.arange(len(q.mu))
-        ll = self.parts.log_likelihoods(x, q.mu, rows, self.modality_names)
-        total = sum(torch.where(masks[m], v, torch.zeros_like(v)) if m in masks else v for m, v in ll.items())
-        return LossOutput(-total.mean(), {})
-
 
 @register_model("test_complete_ae")
-class CompleteAE(MaskedAE):
+class CompleteAE(DeterministicAE):
     """The same model without the declaration: refused on incomplete data."""
-
-    supports_missing = False
 
 
 # -- the dataset contract ------------------------------------------------------------------------------------
