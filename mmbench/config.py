@@ -91,6 +91,11 @@ def build_config(cls: type, overrides: Mapping[str, Any] | None = None) -> Any:
         if given is not None and dataclasses.is_dataclass(given) and not nested.get(name):
             values[name] = given
             continue
+        if given is not None and not dataclasses.is_dataclass(given):
+            names = ", ".join(g.name for g in dataclasses.fields(hints[name]))
+            raise MMBenchError(
+                f"{cls.__name__}.{name} must be a table of its fields ({names}), e.g. {name}.epochs = 5; got {given!r}"
+            )
         inherited = {k: plain[k] for k in SHARED_STAGE_FIELDS if k in plain}
         table = {**inherited, **nested.get(name, {})}
         if table:
