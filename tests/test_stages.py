@@ -227,7 +227,7 @@ def test_show_config_prints_stage_sections_field_by_field():
     toml = fields_as_toml("config.test_staged", "test_staged", fields)
     assert "[config.test_staged.score]" in toml and "\nlr = 0.5" in toml
     epochs = next(f for f in fields if f.name == "epochs")
-    assert "every stage section that does not set" in epochs.meaning
+    assert "each stage section that does not set" in epochs.meaning
 
 
 # -- training ------------------------------------------------------------------------------------------------
