@@ -25,7 +25,7 @@ from mmbench.runs.stages import STAGES_DIR
 from mmbench.stages import Stage, StageConfig, StagedConfig
 from mmbench.storage.checkpoint import load_checkpoint, save_checkpoint
 from mmbench.storage.records import SCHEMA, RunRecord, load_record, migrate_3_to_4
-from mmbench.sweeps.files import sweep_from_doc
+from mmbench.sweeps.files import sweep_from_doc, train_sweep
 from mmbench.sweeps.overrides import apply_to_sweep, parse_overrides
 from mmbench.training.options import RunOptions
 from mmbench.training.trainer import train
@@ -216,6 +216,10 @@ def test_the_sweep_grammar_delivers_stage_sections():
     assert {(c.autoencoders.epochs, c.score.epochs, c.score.batch_size) for c in configs} == {(4, 1, 4)}
     shared = sweep_from_doc(doc, "test", ["config.score.epochs=7"])  # a stage section for every model
     assert {build_config(TwoStageConfig, s.config).score.epochs for s in shared.specs} == {7}
+    (one,) = train_sweep(
+        "test_staged", "synthetic", None, 0, 0, [], ["score.lr=0.3", "config.score.epochs=5"], {}
+    ).specs
+    assert build_config(TwoStageConfig, one.config).score == StageConfig(epochs=5, lr=0.3, batch_size=8)
     cli = apply_to_sweep({"config": {"test_staged": {"score": {"lr": 1.0}}}}, parse_overrides(["config.score.lr=2"]))
     assert cli.doc["config"]["score.lr"] == 2 and "lr" not in cli.doc["config"]["test_staged"]["score"]
 
