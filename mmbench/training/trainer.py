@@ -201,7 +201,7 @@ def train(
         if checkpoint is not None and env.is_main
         else None
     )
-    run = _Run(model, data, seed, checkpoint, options, env, device, layout, trainlog, _Clock(), progress, store)
+    run = _Run(model, data, checkpoint, options, env, device, layout, trainlog, _Clock(), progress, store, log)
     costs = at.costs  # each stage's cost joins it as the stage ends
     frozen = _Frozen(model)
     try:
@@ -230,7 +230,6 @@ class _Run:
 
     model: MultimodalVAE
     data: MultimodalDataset
-    seed: int
     checkpoint: Path | None
     options: RunOptions
     env: DistEnv
@@ -240,6 +239,7 @@ class _Run:
     clock: "_Clock"
     progress: bool
     store: StageStore | None
+    log: Callable[[str], None]
 
 
 def _train_leg(run: _Run, leg: _Leg, state: TrainState, at: _StageAt, resume: dict | None, frozen) -> TrainState:
@@ -357,7 +357,7 @@ def _reuse(run: _Run, leg: _Leg, state: TrainState, at: _StageAt) -> bool:
     optimizer = run.model.make_optimizer(module_parameters(run.model, stage.modules), leg.budget.lr)
     _save(run.checkpoint, run.model, optimizer, state, run.clock, run.env, run.device, lambda s: at.entry())
     if run.env.is_main:
-        logger.info("stage %r: loaded the stored result %s instead of training it", stage.name, found)
+        run.log(f"stage {stage.name!r}: loaded the stored result {found} instead of training it")
     return True
 
 
