@@ -37,6 +37,7 @@ from mmbench.registry import (  # noqa: E402
     register_model,
     register_prior,
 )
+from mmbench.stages import Stage, StageConfig, StagedConfig  # noqa: E402
 from mmbench.storage.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from mmbench.unimodal import UnimodalParts, decoded_log_prob, decoded_mean  # noqa: E402
 
@@ -57,6 +58,9 @@ __all__ = [
     "Modality",
     "MultimodalDataset",
     "MultimodalVAE",
+    "Stage",
+    "StageConfig",
+    "StagedConfig",
     "SubsetMixtureConfig",
     "SubsetMixtureVAE",
     "TrainConfig",

@@ -64,19 +64,108 @@ def check_choice(cfg: Any, field: str, allowed: Sequence[Any]) -> None:
         raise MMBenchError(f"{type(cfg).__name__}.{field} = {v!r}; allowed: {', '.join(map(repr, allowed))}")
 
 
+SHARED_STAGE_FIELDS = ("epochs", "lr", "batch_size", "max_steps")  # top-level fields a stage section inherits
+
+
 def build_config(cls: type, overrides: Mapping[str, Any] | None = None) -> Any:
-    """cls(**defaults updated by overrides), with unknown fields and wrong types refused by name."""
+    """cls(**defaults updated by overrides), with unknown fields and wrong types refused by name.
+
+    A field typed as a dataclass (a staged model's ``StageConfig`` section) takes a table (``{"score": {"lr": 1e-3}}``)
+    or dotted keys (``{"score.lr": 1e-3}``) that replace only the given fields of its default; the top-level
+    ``epochs``, ``lr``, ``batch_size`` and ``max_steps``, when given, apply to every section that does not set them.
+    """
     overrides = dict(overrides or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(overrides) - set(fields))
+    hints = typing.get_type_hints(cls)
+    sections = {n for n in fields if dataclasses.is_dataclass(hints[n])}
+    plain, nested = _split_sections(cls, overrides, sections)
+    unknown = sorted(set(plain) - set(fields))
     if unknown:
         raise MMBenchError(
             f"{cls.__name__} has no field {', '.join(map(repr, unknown))}{did_you_mean(unknown[0], fields)}; "
             f"its fields are: {', '.join(fields)} (mmbench show config MODEL lists them with defaults)"
         )
-    hints = typing.get_type_hints(cls)
-    values = {k: _coerce(cls.__name__, k, v, hints[k]) for k, v in overrides.items()}
+    values = {k: _coerce(cls.__name__, k, v, hints[k]) for k, v in plain.items() if k not in sections}
+    for name in sections:
+        given = plain.get(name)
+        if given is not None and dataclasses.is_dataclass(given) and not nested.get(name):
+            values[name] = given
+            continue
+        if given is not None and not dataclasses.is_dataclass(given):
+            names = ", ".join(g.name for g in dataclasses.fields(hints[name]))
+            raise MMBenchError(
+                f"{cls.__name__}.{name} must be a table of its fields ({names}), e.g. {name}.epochs = 5; got {given!r}"
+            )
+        inherited = {k: plain[k] for k in SHARED_STAGE_FIELDS if k in plain}
+        table = {**inherited, **nested.get(name, {})}
+        if table:
+            values[name] = _section(cls, fields[name], hints[name], table)
     return cls(**values)
+
+
+def _split_sections(cls: type, overrides: dict, sections: set[str]) -> tuple[dict, dict]:
+    """(the top-level overrides, {section: {field: value}}) of ``overrides``: a section's table and its dotted keys
+    (``"score.lr"``) merged, a dotted key winning; a table or dotted key of a config without sections refused."""
+    plain: dict = {}
+    nested: dict[str, dict] = {}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".") if isinstance(key, str) else (key, "", "")
+        is_table = isinstance(value, Mapping) and not rest
+        if (rest or is_table) and head not in sections:
+            if head in _field_names(cls) and not rest:
+                plain[key] = value  # a field of another type given a table: _coerce names the type
+                continue
+            raise MMBenchError(_not_a_section(cls, head, sections))
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        elif is_table:
+            nested[head] = {**dict(value), **nested.get(head, {})}
+        else:
+            plain[key] = value
+    return plain, nested
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _not_a_section(cls: type, name: str, sections: set[str]) -> str:
+    """The one-line refusal of a section (a table or a ``name.field`` key) that ``cls`` does not have."""
+    if sections:
+        return (
+            f"{cls.__name__} has no stage section {name!r}{did_you_mean(name, sections)}; "
+            f"its stage sections are: {', '.join(sorted(sections))}"
+        )
+    from mmbench.registry import MODELS
+
+    owners = [n for n in MODELS.names() if MODELS.get(n).Config is cls]
+    staged = [n for n in MODELS.names() if getattr(MODELS.get(n), "stages", ())]
+    who = (MODELS.get(owners[0]).display_name or owners[0]) if owners else cls.__name__
+    with_it = [n for n in staged if name in {s.name for s in MODELS.get(n).stages}]
+    listed = f" ({', '.join(with_it or staged)})" if (with_it or staged) else ""
+    return (
+        f"{who} trains in one stage; {name!r} is a stage section of models that declare stages{listed}, "
+        f"so give it only to those (in a sweep: [config.MODEL.{name}])"
+    )
+
+
+def _section(cls: type, f: dataclasses.Field, hint: type, table: Mapping[str, Any]) -> Any:
+    """The default of section field ``f`` with the fields of ``table`` replaced, each checked by name and type."""
+    where = f"{cls.__name__}.{f.name}"
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    names = [g.name for g in dataclasses.fields(hint)]
+    unknown = sorted(set(table) - set(names))
+    if unknown:
+        raise MMBenchError(
+            f"{where} has no field {', '.join(map(repr, unknown))}{did_you_mean(unknown[0], names)}; "
+            f"its fields are: {', '.join(names)}"
+        )
+    sub_hints = typing.get_type_hints(hint)
+    values = {k: _coerce(where, k, v, sub_hints[k]) for k, v in table.items()}
+    try:
+        return dataclasses.replace(default, **values)
+    except MMBenchError as exc:  # the section's range check names its own class: name the field instead
+        raise MMBenchError(str(exc).replace(f"{hint.__name__}.", f"{where}.", 1)) from None
 
 
 def _coerce(owner: str, name: str, value: Any, hint: Any) -> Any:

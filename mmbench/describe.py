@@ -68,12 +68,19 @@ def config_fields(model: str, overrides: dict | None = None) -> tuple[str, list[
         others = documented_fields(*(MODELS.get(m).Config.__doc__ for m in MODELS.names()))
         docs = {**others, **docs}
     defaults = cls()
-    fields = [
-        Field(
-            f.name, _type_name(hints[f.name]), getattr(defaults, f.name), getattr(built, f.name), docs.get(f.name, "")
-        )
-        for f in dataclasses.fields(cls)
-    ]
+    fields = []
+    for f in dataclasses.fields(cls):
+        hint, default, value = hints[f.name], getattr(defaults, f.name), getattr(built, f.name)
+        if dataclasses.is_dataclass(hint):  # a stage section: one row per field, "section.field"
+            sub = documented_fields(hint.__doc__)
+            section = docs.get(f.name, "")
+            for g, g_hint in typing.get_type_hints(hint).items():
+                meaning = sub.get(g, "") + (f" ({f.name}: {section})" if section and g == "epochs" else "")
+                fields.append(
+                    Field(f"{f.name}.{g}", _type_name(g_hint), getattr(default, g), getattr(value, g), meaning.strip())
+                )
+            continue
+        fields.append(Field(f.name, _type_name(hint), default, value, docs.get(f.name, "")))
     source = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
     return source, fields
 
@@ -149,14 +156,27 @@ def fields_as_text(title: str, fields: list[Field]) -> str:
 
 
 def fields_as_toml(table: str, title: str, fields: list[Field]) -> str:
-    """A TOML table of every field at its value (defaults included), each with its meaning as a comment."""
+    """A TOML table of every field at its value (defaults included), each with its meaning as a comment; the
+    fields of a section (``score.lr``, a staged model's stage) as its sub-table ``[table.score]``."""
     lines = [f"# {title}", f"[{table}]"]
+    plain = [f for f in fields if "." not in f.name]
+    sections: dict[str, list[Field]] = {}
     for f in fields:
-        if f.value == "(required)" or f.value is None:
-            lines.append(f"# {f.name} = ...  # {f.meaning}".rstrip())
-            continue
-        lines.append(f"{f.name} = {toml_value(f.value)}" + (f"  # {f.meaning}" if f.meaning else ""))
+        if "." in f.name:
+            head, rest = f.name.split(".", 1)
+            sections.setdefault(head, []).append(dataclasses.replace(f, name=rest))
+    for f in plain:
+        lines.append(_toml_line(f))
+    for head, rows in sections.items():
+        lines.extend(["", f"[{table}.{_toml_key(head)}]"])
+        lines.extend(_toml_line(f) for f in rows)
     return "\n".join(lines)
+
+
+def _toml_line(f: Field) -> str:
+    if f.value == "(required)" or f.value is None:
+        return f"# {f.name} = ...  # {f.meaning}".rstrip()
+    return f"{f.name} = {toml_value(f.value)}" + (f"  # {f.meaning}" if f.meaning else "")
 
 
 def doc_as_toml(doc: dict) -> str:

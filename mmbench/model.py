@@ -29,6 +29,7 @@ from mmbench.fusion import Gaussian
 from mmbench.modality import Modality
 from mmbench.objectives import annealed_beta
 from mmbench.optim import adam
+from mmbench.stages import Stage, StageConfig
 
 Batch = Mapping[str, object]  # {"x": {modality: Tensor (B, ...)}, "y": Tensor (B,)[, "mask": {modality: bool (B,)}]}
 
@@ -50,6 +51,8 @@ class MultimodalVAE(nn.Module, abc.ABC):
     # whether ``loss`` takes batches with missing modalities (``batch["mask"]``, see ``mmbench.missing``); a model
     # that does not declare it is refused on data with missing modalities instead of training on their fill values
     supports_missing: ClassVar[bool] = False
+    # the stages the trainer runs in order (``mmbench.stages``); empty: one stage, the whole model
+    stages: ClassVar[tuple[Stage, ...]] = ()
 
     def __init__(self, modalities: Sequence[Modality], config: TrainConfig | None = None):
         super().__init__()
@@ -60,6 +63,7 @@ class MultimodalVAE(nn.Module, abc.ABC):
         self.modalities = modalities
         self.config = config if config is not None else self.Config()
         self.train_progress: tuple[int, int] | None = None  # (step, steps_per_epoch), set by begin_step
+        self.active_stage: str = ""  # the stage ``loss`` computes the objective of (``begin_stage``)
 
     # -- things a plugin may override -------------------------------------------------------------
     @classmethod
@@ -91,8 +95,25 @@ class MultimodalVAE(nn.Module, abc.ABC):
         """n draws z ~ p(z), shape (n, D): ``prior(n)``'s unless a model's p(z) is not Gaussian (MMVAE+'s Laplace)."""
         return self.prior(n).rsample(generator=generator)
 
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        return adam(self.parameters(), self.config.lr)
+    def make_optimizer(self, params=None, lr: float | None = None) -> torch.optim.Optimizer:
+        """The optimiser over ``params`` (default: every parameter) at ``lr`` (default: config.lr); a staged
+        model's trainer passes one stage's parameters and its lr."""
+        return adam(self.parameters() if params is None else params, self.config.lr if lr is None else lr)
+
+    # -- stages (mmbench.stages; models without stages use none of these) -------------------------------
+    def stage_config(self, stage: Stage) -> StageConfig:
+        """The budget of ``stage``: the config field named after it."""
+        return getattr(self.config, stage.name)
+
+    def begin_stage(self, stage: Stage) -> None:
+        """Called by the trainer before the first step of ``stage`` (also when a run resumes inside it);
+        ``loss`` then computes that stage's objective."""
+        self.active_stage = stage.name
+
+    def end_stage(self, stage: Stage, data) -> None:
+        """Called after the last step of ``stage`` (in eval mode, without gradients), before the checkpoint that
+        ends it: fit what the later stages need from the trained modules (e.g. latent standardisation buffers on
+        ``data``, the training set). Must be deterministic (no RNG): a resumed run computes the same."""
 
     def begin_step(self, step: int, steps_per_epoch: int) -> None:
         """Called by the trainer before each training step's ``loss`` (step counts from 0, also across a

@@ -28,3 +28,21 @@ def adam(params: Iterable[torch.Tensor], lr: float, *, amsgrad: bool = False) ->
     """torch.optim.Adam over ``params`` (betas 0.9, 0.999, eps 1e-8), fused where ``fused_supported``."""
     params = list(params)
     return torch.optim.Adam(params, lr=lr, amsgrad=amsgrad, fused=fused_supported(params) or None)
+
+
+def module_parameters(model: torch.nn.Module, modules: Iterable[str], owner: str = "") -> list[torch.nn.Parameter]:
+    """The parameters of ``model``'s submodules named ``modules`` (attribute names, dotted for nested ones), each
+    once, in order; a name the model does not have is refused in one line."""
+    from mmbench.errors import MMBenchError
+
+    out: dict[int, torch.nn.Parameter] = {}
+    for name in modules:
+        try:
+            sub = model.get_submodule(name)
+        except AttributeError:
+            raise MMBenchError(
+                f"{owner or type(model).__name__}: stage module {name!r} is not a submodule of the model"
+            ) from None
+        for p in sub.parameters():
+            out.setdefault(id(p), p)
+    return list(out.values())

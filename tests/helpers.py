@@ -18,7 +18,7 @@ def record(
     sweep="s",
     metrics=(),
     failure=None,
-    schema=3,
+    schema=4,
     missing_rate=None,
     observed=None,
 ):

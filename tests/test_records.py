@@ -165,7 +165,7 @@ def test_a_schema_1_record_is_migrated_when_read(tmp_path):
     old = schema1_record()
     path = put(tmp_path, json.dumps(old), "old")
     typed = load_record(path)
-    assert typed.schema == SCHEMA == 3
+    assert typed.schema == SCHEMA == 4
     assert [(r.metric, r.prior, r.n_samples) for r in typed.metrics] == [
         ("coherence", "", None),
         ("latent_frechet", "score", None),
@@ -185,7 +185,7 @@ def test_a_schema_1_record_is_migrated_when_read(tmp_path):
 
     write_record(path.parent, typed)  # a rewrite (mmbench eval) stores it in the current schema
     again = json.loads(path.read_text())
-    assert again["schema"] == 3 and again["metrics"][1] == {
+    assert again["schema"] == 4 and again["metrics"][1] == {
         "metric": "latent_frechet",
         "target": "*",
         "given": "",
@@ -201,10 +201,10 @@ def test_a_schema_2_record_is_migrated_and_reads_as_complete_data(tmp_path):
     old = record("two", schema=2)
     path = put(tmp_path, json.dumps(old), "two")
     typed = load_record(path)
-    assert typed.schema == SCHEMA == 3 and typed.observed is None and typed.missing_rate == 0.0
+    assert typed.schema == SCHEMA == 4 and typed.observed is None and typed.missing_rate == 0.0
     assert migrate_2_to_3(old) == {**old, "schema": 3} and old["schema"] == 2  # a copy
     write_record(path.parent, typed)
-    assert json.loads(path.read_text())["schema"] == 3 and load_record(path) == typed
+    assert json.loads(path.read_text())["schema"] == 4 and load_record(path) == typed
 
 
 def test_a_record_keeps_the_observed_fraction_per_modality(tmp_path):
@@ -265,11 +265,11 @@ MALFORMED = {
     "provenance a list": (_with(provenance=["abc"]), "field 'provenance' must be an object, got list"),
     "n_modalities a string": (_with(n_modalities="5"), "field 'n_modalities' must be an integer, got str"),
     "evaluations of strings": (_with(evaluations=["x"]), "field 'evaluations[0]' must be an object, got str"),
-    "schema 99": (_with(schema=99), "has schema 99; this mmbench reads schemas 1 to 3: a newer mmbench wrote it"),
-    "schema 0": (_with(schema=0), "has schema 0; this mmbench reads schemas 1 to 3"),
+    "schema 99": (_with(schema=99), "has schema 99; this mmbench reads schemas 1 to 4: a newer mmbench wrote it"),
+    "schema 0": (_with(schema=0), "has schema 0; this mmbench reads schemas 1 to 4"),
     "schema a string": (
         _with(schema="x"),
-        "field 'schema' must be an integer (this mmbench reads schemas 1 to 3), got str",
+        "field 'schema' must be an integer (this mmbench reads schemas 1 to 4), got str",
     ),
     "a JSON list": ("[1, 2]", "must be a JSON object, got list"),
     "a JSON string": ('"record"', "must be a JSON object, got str"),

@@ -130,7 +130,7 @@ def test_a_record_of_another_schema_is_one_line(tmp_path):
     (tmp_path / "record.json").write_text(
         json.dumps({"schema": 99, "run_id": "x", "status": "finished", "spec": {}, "metrics": []})
     )
-    with pytest.raises(MMBenchError, match="has schema 99; this mmbench reads schemas 1 to 3"):
+    with pytest.raises(MMBenchError, match="has schema 99; this mmbench reads schemas 1 to 4"):
         read_record(tmp_path / "record.json")
 
 

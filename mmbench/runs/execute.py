@@ -34,6 +34,7 @@ from mmbench.missing import check_supports_missing
 from mmbench.registry import DATASETS, MODELS, PRIORS
 from mmbench.runs.locks import RunLock, owner_id, read_lock
 from mmbench.runs.spec import SPEC, RunSpec, check_metrics_support_missing
+from mmbench.runs.stages import RunStages
 from mmbench.storage.atomic import WriteError, append_line, atomic_write_json, is_disk_error
 from mmbench.storage.checkpoint import checkpoint_exists
 from mmbench.storage.provenance import provenance
@@ -218,6 +219,14 @@ def check_resumable(spec: RunSpec, run_dir: Path) -> None:
             )
 
 
+def check_stage_reuse(spec: RunSpec, runs_dir: Path) -> None:
+    """Refuse in one line, before any file of the run is written, an explicit ``reuse`` id of one of the model's
+    stages that names no stored result under ``runs_dir`` or one trained under another key (``runs.stages``)."""
+    cls = MODELS.get(spec.model)
+    if cls.stages:
+        RunStages(runs_dir, spec, build_config(cls.Config, spec.config)).check_explicit(cls.stages)
+
+
 def check_machine(spec: RunSpec, options: RunOptions) -> torch.device:
     """This machine's device for the run, checked with its processes and the precision the config asks for."""
     device = options.resolve()
@@ -260,6 +269,7 @@ def execute(
     if run_status(run_dir) == "finished":
         log(f"{spec.run_id}: finished before, skipped")
         return load_record(run_dir / RECORD)
+    check_stage_reuse(spec, Path(runs_dir))
     with RunLock(run_dir, heartbeat=env.is_main):
         if run_status(run_dir) == "finished":  # finished by another job while this one waited
             log(f"{spec.run_id}: finished before, skipped")
@@ -413,6 +423,7 @@ def _execute(
             progress=progress,
             log=log,
             started=started if env.is_main else None,
+            store=RunStages(runs_dir, spec, config, train_data.modalities) if cls.stages else None,
         )
         record["train"] = {
             "steps": result.steps,
@@ -422,6 +433,8 @@ def _execute(
             "examples_per_s": result.examples_per_s,
             "s_per_step": result.s_per_step,
         }
+        if cls.stages:
+            record["stages"] = result.stages
         if not env.is_main:
             return None
         t1 = time.perf_counter()

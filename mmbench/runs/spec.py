@@ -21,6 +21,7 @@ from mmbench.data.missing import normalized_options, parse_options, split_option
 from mmbench.errors import MMBenchError
 from mmbench.missing import check_supports_missing
 from mmbench.registry import DATASETS, METRICS, MODELS
+from mmbench.stages import REUSE_OFF, check_stages
 from mmbench.storage.validate import get_field, kind_of, known_keys, read_json, refuse
 
 SPEC = "spec.json"
@@ -52,6 +53,19 @@ def check_metrics_support_missing(spec: "RunSpec") -> None:
             f"dataset {spec.dataset!r}: its options give the test split missing modalities (missing_eval, or a "
             f"mask file for it), but metrics {unable} need complete test data; drop the option or those metrics"
         )
+
+
+def check_stage_reuse_values(cls: type, config: Any) -> None:
+    """Refuse in one line a model whose stages do not match its config (``stages.check_stages``) and an explicit
+    ``reuse`` id given to a stage that is not reusable."""
+    check_stages(cls)
+    for stage in getattr(cls, "stages", ()):
+        reuse = getattr(config, stage.name).reuse
+        if not stage.reusable and reuse not in ("", REUSE_OFF):
+            raise MMBenchError(
+                f"{cls.Config.__name__}.{stage.name}.reuse = {reuse!r}: stage {stage.name!r} of {cls.registry_name!r} "
+                'is not reusable, so it is always trained; give reuse = "" or "off"'
+            )
 
 
 def _canonical(obj: Any) -> Any:
@@ -154,7 +168,8 @@ class RunSpec:
         adapter = DATASETS.get(self.dataset)
         for m in self.metrics:
             METRICS.get(m)
-        build_config(cls.Config, self.config)
+        config = build_config(cls.Config, self.config)
+        check_stage_reuse_values(cls, config)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise MMBenchError(f"seed must be an integer, got {self.seed!r}")
         unknown = sorted(set(self.metric_options) - set(self.metrics))

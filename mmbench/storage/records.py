@@ -25,9 +25,11 @@ RECORD = "record.json"
 #      (and, optional, "data": the dataset release and split sizes).
 #   3: "observed" (optional): {modality: fraction of the training tuples that observe it} (mmbench.data.missing);
 #      absent: every modality of every tuple observed, as in every record written before masks existed.
+#   4: "stages" (optional): a model trained in stages (mmbench.stages) lists each stage's cost,
+#      [{"name", "steps", "epochs", "seconds", "reused": the stored result's id or null}]; absent: one stage.
 # A record of an older schema is migrated when read (``MIGRATIONS``); a record of a later schema is refused
 # (written by a newer mmbench).
-SCHEMA = 3
+SCHEMA = 4
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,24 @@ def _row(d: Any, path: Path | str, i: int) -> MetricRow:
     )
 
 
+STAGE_COST = (("name", "str"), ("steps", "int"), ("epochs", "int"), ("seconds", "number"))
+
+
+def _stage(d: Any, path: Path | str, i: int) -> dict:
+    """One entry of "stages": a stage's name, steps, epochs, seconds and the stored result it reused (or null)."""
+    if not isinstance(d, dict):
+        raise _refuse(path, f"stages[{i}]", "a stage's cost (an object)", d)
+    for key, kind in STAGE_COST:
+        _field(d, key, kind, path, prefix=f"stages[{i}].", required=True)
+    if "reused" not in d:
+        raise MMBenchError(f"run record {path}: field 'stages[{i}].reused' is missing")
+    _field(d, "reused", "str", path, prefix=f"stages[{i}].", nullable=True)
+    for key in ("steps", "epochs", "seconds"):
+        if d[key] < 0:
+            raise MMBenchError(f"run record {path}: field 'stages[{i}].{key}' must be >= 0, got {d[key]!r}")
+    return d
+
+
 def _spec(d: Any, path: Path | str) -> dict:
     """The run's resolved spec (``RunSpec.to_dict``), kept as written; the fields the report reads are checked."""
     if not isinstance(d, dict):
@@ -140,8 +160,14 @@ def migrate_2_to_3(d: dict) -> dict:
     return {**d, "schema": 3}
 
 
+def migrate_3_to_4(d: dict) -> dict:
+    """Schema 3 -> 4: "stages" is new and optional; every schema-3 run trained its model in one stage, which a
+    record without "stages" means, so only the schema changes. Returns a new dict."""
+    return {**d, "schema": 4}
+
+
 # schema a record is written in -> the function that turns it into the next schema; one entry per older schema
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: migrate_1_to_2, 2: migrate_2_to_3}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: migrate_1_to_2, 2: migrate_2_to_3, 3: migrate_3_to_4}
 
 
 def record_schema(d: dict, path: Path | str) -> int:
@@ -187,6 +213,7 @@ _OPTIONAL = (
     ("traceback", "str"),
     ("metric_provenance", "dict"),  # per metric: weights, dims, ... (mmbench eval)
     ("evaluations", "list"),  # one entry per mmbench eval: metrics, priors, seconds, peak memory, device, at
+    ("stages", "list"),  # a staged model's stages: name, steps, epochs, seconds, reused; absent: one stage
 )
 _REQUIRED = ("schema", "run_id", "status", "failure", "spec", "metrics")
 
@@ -219,6 +246,7 @@ class RunRecord:
     traceback: str | None = None
     metric_provenance: dict | None = None
     evaluations: tuple[dict, ...] | None = None
+    stages: tuple[dict, ...] | None = None
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -235,6 +263,9 @@ class RunRecord:
         for m, v in (optional["observed"] or {}).items():
             if not is_number(v) or not 0 <= v <= 1:
                 raise _refuse(path, f"observed.{m}", "a fraction in [0, 1]", v)
+        stages = optional.pop("stages")
+        if stages is not None:
+            stages = tuple(_stage(c, path, i) for i, c in enumerate(stages))
         evaluations = optional.pop("evaluations")
         if evaluations is not None:
             for i, e in enumerate(evaluations):
@@ -247,6 +278,7 @@ class RunRecord:
             metrics=tuple(_row(r, path, i) for i, r in enumerate(rows)),
             failure=_field(d, "failure", "str", path, nullable=True),
             evaluations=None if evaluations is None else tuple(evaluations),
+            stages=stages,
             extra={k: v for k, v in d.items() if k not in _REQUIRED and k not in dict(_OPTIONAL)},
             **optional,
         )

@@ -37,6 +37,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "number": (is_number, "a number"),
     "dict": (lambda v: isinstance(v, dict), "an object"),
     "list": (lambda v: isinstance(v, list), "a list"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 

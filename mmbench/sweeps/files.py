@@ -38,7 +38,13 @@ from mmbench.resources import sweep_file
 from mmbench.runs.spec import RunSpec
 from mmbench.storage.names import check_name
 from mmbench.sweeps.executors import ExecutorSpec, check_resources, executor_from_table
-from mmbench.sweeps.overrides import apply_to_sweep, parse_overrides, parse_value  # noqa: F401 (parse_value: API)
+from mmbench.sweeps.overrides import (  # noqa: F401 (parse_value: API)
+    apply_to_sweep,
+    flat_sections,
+    parse_overrides,
+    parse_value,
+    stage_names,
+)
 from mmbench.training.options import RunOptions
 
 TABLES = {"sweep", "dataset", "config", "grid", "evaluate", "run", "executor"}  # as mmbench.sweeps.overrides.TABLES
@@ -165,7 +171,12 @@ def sweep_from_doc(
     dataset_name = dataset.pop("name")
 
     config = dict(doc.get("config", {}))
-    per_model = {m: config.pop(m) for m in list(config) if isinstance(config[m], dict)}
+    stages = stage_names()
+    per_model = {
+        m: config.pop(m) for m in list(config) if isinstance(config[m], dict) and m not in stages - set(models)
+    }
+    config = flat_sections(config)  # [config.STAGE]: a stage section of every model
+    per_model = {m: flat_sections(table) for m, table in per_model.items()}
     stray = sorted(set(per_model) - set(models))
     if stray:
         raise MMBenchError(

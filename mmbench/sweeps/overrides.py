@@ -140,6 +140,10 @@ def apply_to_sweep(doc: dict, overrides: list[Override], models: Iterable[str] |
     sweep_models = cli.other.get("sweep.models", doc.get("sweep", {}).get("models", []))
     if isinstance(sweep_models, list):
         file_models |= {m for m in sweep_models if isinstance(m, str)}
+    stages = stage_names()
+    for section in [k for k in cli.per_model if k not in file_models and k in stages]:
+        for key, value in flat_sections({section: cli.per_model.pop(section)}).items():
+            cli.config[key] = value  # config.STAGE.FIELD: a stage section of every model
     for model in cli.per_model:
         if model not in file_models:
             raise MMBenchError(
@@ -162,9 +166,14 @@ def apply_to_sweep(doc: dict, overrides: list[Override], models: Iterable[str] |
         for opt in cli.dataset:
             grid.pop(f"dataset.{opt}", None)
     if isinstance(config, dict):
-        for table in (v for v in config.values() if isinstance(v, dict)):
+        for table in [config] + [v for v in config.values() if isinstance(v, dict)]:
             for field in list(cli.config) + [a for a in cli.grid if not a.startswith("dataset.")]:
-                table.pop(field, None)
+                if "." in field:  # a stage section's field: the file's dotted key, or its field of the table
+                    head, rest = field.split(".", 1)
+                    if isinstance(table.get(head), dict):
+                        table[head].pop(rest, None)
+                if table is not config:
+                    table.pop(field, None)
 
     # then the command line's own values
     _put(doc, ("config",), cli.config)
@@ -197,14 +206,38 @@ def _classify(o: Override, cli: Applied) -> None:
         cli.per_model.setdefault(rest[0], {}).update(o.value)
     elif table == "config" and len(rest) == 2:
         cli.per_model.setdefault(rest[0], {})[rest[1]] = o.value
+    elif table == "config" and len(rest) == 3:  # a stage section's field of one model
+        cli.per_model.setdefault(rest[0], {})[".".join(rest[1:])] = o.value
     elif table == "config":
-        raise MMBenchError(f"--set {o.text!r}: config keys are config.FIELD or config.MODEL.FIELD")
+        raise MMBenchError(
+            f"--set {o.text!r}: config keys are config.FIELD, config.MODEL.FIELD or config.MODEL.STAGE.FIELD"
+        )
     elif table == "dataset" and len(rest) == 1:
         cli.dataset[rest[0]] = o.value
     elif table == "dataset":
         raise MMBenchError(f"--set {o.text!r}: dataset options are dataset.OPTION, e.g. {EXAMPLES['dataset']}")
     else:
         cli.other[o.key] = o.value
+
+
+def stage_names() -> set[str]:
+    """The stage sections (``mmbench.stages``) of the registered models: ``[config.NAME]`` with such a name is a
+    stage section of every model of a sweep, not a model's table."""
+    from mmbench.registry import MODELS
+
+    return {s.name for n in MODELS.names() for s in getattr(MODELS.get(n), "stages", ())}
+
+
+def flat_sections(config: dict) -> dict:
+    """A config table with its stage sections' tables as dotted keys (``{"score": {"lr": 1}}`` ->
+    ``{"score.lr": 1}``), so that tables merged key by key merge a section field by field."""
+    out: dict = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{field}": v for field, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 def _put(doc: dict, path: tuple[str, ...], values: dict) -> None:
@@ -224,10 +257,14 @@ def _put(doc: dict, path: tuple[str, ...], values: dict) -> None:
 
 def apply_to_table(table: dict, overrides: list[Override], name: str, *, allow_bare: bool = True) -> dict:
     """One table's values for a command that has no sweep file (``train``'s config, ``data check``'s dataset
-    options, ``prior fit``'s prior config): keys ``NAME.FIELD`` or, with ``allow_bare``, ``FIELD``."""
+    options, ``prior fit``'s prior config): keys ``NAME.FIELD`` or, with ``allow_bare``, ``FIELD``; a config's
+    stage section as ``config.STAGE.FIELD`` (given on as the dotted key ``STAGE.FIELD``)."""
     out = dict(table)
     for o in overrides:
         path = o.path[1:] if o.path[0] == name and len(o.path) > 1 else o.path
+        if name == "config" and len(path) == 2 and path != o.path:
+            out[".".join(path)] = o.value
+            continue
         if len(path) != 1 or not allow_bare and path == o.path:
             raise MMBenchError(f"--set {o.text!r}: expected {name}.FIELD=VALUE")
         out[path[0]] = o.value

@@ -12,6 +12,10 @@ optimiser's state (``optimizer``) and the entries of ``TrainState.state_dict()``
     rng                      per rank, torch's RNG states: {"cpu"} and, on a GPU, {"cuda"}
     seconds                  training seconds, summed over the sessions of the run (checkpoint writes excluded)
     world_size               the number of processes that wrote it
+    stage                    only a model trained in stages: {"index", "name", "done", "offset", "seconds",
+                             "costs"} (the trainer's ``_StageAt``): the stage it is in, whether that stage has
+                             ended (the boundary checkpoint, after ``end_stage``), the run's steps and seconds when
+                             it began, the costs of the stages done; absent: stage 0 (or no stages)
 
 Every entry is a tensor, a number, a string, or a list or dict of them (``torch.load(weights_only=True)`` reads
 them). ``migrate_checkpoint`` turns the layouts older trainers wrote into this one, so the loop reads these keys
@@ -91,6 +95,13 @@ class TrainState:
         """Step 0, the data order drawn from a generator seeded with ``seed`` (the same on every rank)."""
         generator = torch.Generator().manual_seed(seed)
         return cls(generator=generator, epoch_start=generator.get_state())
+
+    def next_stage(self, seed: int) -> "TrainState":
+        """The state a new training stage starts from: epoch 0 of a data order seeded with ``seed``, the run's
+        steps, history and training seconds carried over."""
+        nxt = TrainState.start(seed)
+        nxt.steps, nxt.history, nxt.seconds = self.steps, self.history, self.seconds
+        return nxt
 
     def epoch_order(self, n: int) -> torch.Tensor:
         """The current epoch's permutation of ``n`` rows, drawn from the generator's state at the epoch's start:
@@ -182,7 +193,15 @@ _TRAIN_ENTRIES = (
     ("epoch", "int"),
     ("history", "list"),
 )
-_OPTIONAL_ENTRIES = (("position", "int"), ("seconds", "number"), ("world_size", "int"))
+_OPTIONAL_ENTRIES = (("position", "int"), ("seconds", "number"), ("world_size", "int"), ("stage", "dict"))
+_STAGE_ENTRIES = (
+    ("index", "int"),
+    ("name", "str"),
+    ("done", "bool"),
+    ("offset", "int"),
+    ("seconds", "number"),
+    ("costs", "list"),
+)
 
 
 def check_train_checkpoint(payload: dict, path: Path | str) -> dict:
@@ -207,6 +226,13 @@ def check_train_checkpoint(payload: dict, path: Path | str) -> dict:
             raise MMBenchError(f"{where}: field 'rng' must be a list of RNG states ({{'cpu': tensor}} per rank)")
     elif not isinstance(payload.get("torch_rng"), torch.Tensor):
         raise MMBenchError(f"{where}: field 'rng' is missing (no RNG state to resume from)")
+    stage = payload.get("stage")
+    if stage is not None:
+        for name, kind in _STAGE_ENTRIES:
+            get_field(stage, name, kind, where, prefix="stage.", required=True)
+        for i, cost in enumerate(stage["costs"]):
+            if not isinstance(cost, dict) or not isinstance(cost.get("name"), str):
+                raise MMBenchError(f"{where}: field 'stage.costs[{i}]' must be a stage's cost (an object with a name)")
     sums = payload.get("sums")
     if sums is not None and not isinstance(sums, (list, dict)):
         raise MMBenchError(f"{where}: field 'sums' must be a list of running sums, got {kind_of(sums)}")
