@@ -64,7 +64,7 @@ def test_show_dataset_metric_and_sweep(capsys):
     assert "n_samples" in capsys.readouterr().out
     assert main(["show", "sweep", "polymnist_scaling", "--set", "config.epochs=5"]) == 0
     out = capsys.readouterr().out
-    assert "96 runs" in out and "epochs = 5" in out and "epochs = 250" not in out
+    assert "120 runs" in out and "epochs = 5" in out and "epochs = 250" not in out
     assert main(["show", "metric", "cohrence"]) == 2
     assert "did you mean 'coherence'?" in capsys.readouterr().err
 
@@ -84,7 +84,7 @@ def test_submit_dry_run_shows_the_slurm_request_and_queues_nothing(capsys, tmp_p
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "24 run(s) would be submitted as one job array" in out
+    assert "30 run(s) would be submitted as one job array" in out
     assert "SLURM request: sbatch --job-name=mmbench-polymnist-scaling --array=0-23%32 --time=1440" in out
     assert "--gpus-per-node=1" in out and "dry run: nothing was submitted" in out
     assert not (tmp_path / "runs").exists()
