@@ -85,7 +85,7 @@ def test_submit_dry_run_shows_the_slurm_request_and_queues_nothing(capsys, tmp_p
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "30 run(s) would be submitted as one job array" in out
-    assert "SLURM request: sbatch --job-name=mmbench-polymnist-scaling --array=0-23%32 --time=1440" in out
+    assert "SLURM request: sbatch --job-name=mmbench-polymnist-scaling --array=0-29%32 --time=1440" in out
     assert "--gpus-per-node=1" in out and "dry run: nothing was submitted" in out
     assert not (tmp_path / "runs").exists()
 
