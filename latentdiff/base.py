@@ -14,8 +14,9 @@ import dataclasses
 from typing import ClassVar, Mapping, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from latentdiff.nets import LatentGridUNet, UnetMLP
 from mmbench.config import check_choice, check_range
 from mmbench.diffusion import LatentScoreConfig, LatentScoreModel
 from mmbench.diffusion.latent import LatentMLP
@@ -28,6 +29,7 @@ from mmbench.stages import Stage, StageConfig, StagedConfig
 from mmbench.unimodal import UnimodalParts, stacked_experts
 
 PROCESSES = ("vpsde", "ddpm")
+SCORE_NETS = ("mlp", "unet_mlp", "unet")
 ENCODE_SEED = 0  # encode draws a subset's missing latents from noise of this seed: encode is a function of x
 ENCODE_BATCH = 256  # rows per batch when end_stage encodes the training set
 
@@ -43,8 +45,12 @@ class LatentDiffusionConfig(StagedConfig):
     likelihood_scale: the scale of Laplace and normal reconstruction likelihoods.
     standardise:      diffuse (z - mean) / std per dimension, mean and std of the training set's encodings
                       (fitted when the autoencoders stage ends); off: the raw latents.
-    score_hidden:     width of the score network (``LatentMLP``: a time embedding per modality, residual blocks).
-    score_depth:      residual blocks of the score network.
+    score_net:        the score network: "mlp" (``LatentMLP``: a sinusoidal time embedding per modality, residual
+                      blocks), "unet_mlp" (MLD's UNet-shaped MLP, latentdiff.nets.UnetMLP) or "unet" (SBM-AE's
+                      layout: the latents as an M x s x s image through a 2-D UNet; square latent sizes only).
+    score_hidden:     the score network's width ("mlp": hidden units, "unet_mlp": width, "unet": base channels).
+    score_depth:      "mlp": residual blocks; "unet_mlp": down and up levels.
+    score_mults:      "unet": channel multiplier per level (a halving of the grid between levels).
     process:          "vpsde" (continuous VP-SDE, Euler-Maruyama sampler) or "ddpm" (T = 1000, DDIM sampler).
     beta_min:         the VP-SDE's beta(0).
     beta_max:         the VP-SDE's beta(1).
@@ -62,8 +68,10 @@ class LatentDiffusionConfig(StagedConfig):
     likelihood: str = ""
     likelihood_scale: float = 0.75
     standardise: bool = True
+    score_net: str = "mlp"
     score_hidden: int = 512
     score_depth: int = 3
+    score_mults: tuple[int, ...] = (1, 2, 2, 2)
     process: str = "vpsde"
     beta_min: float = 0.1
     beta_max: float = 20.0
@@ -80,6 +88,11 @@ class LatentDiffusionConfig(StagedConfig):
         for f in ("score_hidden", "score_depth", "sampler_steps"):
             check_range(self, f, lo=1)
         check_choice(self, "process", PROCESSES)
+        check_choice(self, "score_net", SCORE_NETS)
+        if not self.score_mults or any(not isinstance(m, int) or m < 1 for m in self.score_mults):
+            raise MMBenchError(
+                f"{type(self).__name__}.score_mults = {list(self.score_mults)}: multipliers must be >= 1"
+            )
         check_choice(self, "likelihood", ("", "laplace", "normal"))
         check_range(self, "likelihood_scale", lo=0.0, lo_open=True)
         check_range(self, "corrector_steps", lo=0)
@@ -165,14 +178,17 @@ class LatentDiffusionVAE(MultimodalVAE):
                 f"{len(self.modalities)} modalities {self.modality_names}"
             )
         self.autoencoders = LatentAutoencoders(self.modalities, sizes, cfg.likelihood, cfg.likelihood_scale)
-        self.score = LatentScoreModel(
-            sum(sizes), cfg.score_config(), groups=sizes, net=LatentMLP(sum(sizes), **self.score_net_options())
-        )
+        self.score = LatentScoreModel(sum(sizes), cfg.score_config(), groups=sizes, net=self.score_net(sizes))
         self.active_stage = self.stages[0].name
 
-    def score_net_options(self) -> dict:
-        """LatentMLP's keywords (hidden, depth, groups); a subclass may change them."""
-        return {"hidden": self.config.score_hidden, "depth": self.config.score_depth, "groups": len(self.sizes)}
+    def score_net(self, sizes: tuple[int, ...]) -> nn.Module:
+        """The configured score network over the concatenated latent (``score_net``)."""
+        cfg, dim = self.config, sum(sizes)
+        if cfg.score_net == "unet":
+            return LatentGridUNet(sizes, base=cfg.score_hidden, mults=tuple(cfg.score_mults))
+        if cfg.score_net == "unet_mlp":
+            return UnetMLP(dim, width=cfg.score_hidden, levels=cfg.score_depth, groups=len(sizes))
+        return LatentMLP(dim, hidden=cfg.score_hidden, depth=cfg.score_depth, groups=len(sizes))
 
     # -- latents ----------------------------------------------------------------------------------------
     @property

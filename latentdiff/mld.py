@@ -38,9 +38,8 @@ class MLDConfig(LatentDiffusionConfig):
     cond_rate:  the probability d that a batch trains the conditional score given a uniformly drawn proper subset
                 of the modalities (clean, at time 0) instead of the joint score.
 
-    Departures from the code: the score network is ``LatentMLP`` (sinusoidal time embeddings per modality, residual
-    blocks 1536 wide), not their UNet-shaped MLP (UnetMLP: dim 1536, a linear embedding of the time vector); no EMA
-    of the score weights (their decay 0.999); the standardisation's statistics come from the whole training set (the
+    The score network is theirs (``latentdiff.nets.UnetMLP``: width 1536, two levels, time embedding 512 of the
+    per-modality time vector). Departures from the code: no EMA of the score weights (their decay 0.999); the standardisation's statistics come from the whole training set (the
     code's check_stat=False takes them from the first batch); conditional sampling is Euler-Maruyama on 250 steps
     (the grid of their default RePaint sampler, without its 10 x 10 jumps back).
     """
@@ -53,8 +52,9 @@ class MLDConfig(LatentDiffusionConfig):
     likelihood: str = ""
     likelihood_scale: float = 0.75
     standardise: bool = True
+    score_net: str = "unet_mlp"
     score_hidden: int = 1536
-    score_depth: int = 6
+    score_depth: int = 2
     process: str = "vpsde"
     beta_min: float = 0.1
     beta_max: float = 20.0

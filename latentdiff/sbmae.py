@@ -44,8 +44,9 @@ class SBMAEConfig(LatentDiffusionConfig):
     epochs, lr, batch_size: given explicitly, every stage section that does not set its own takes them.
 
     Departures from the code: the networks are the shared PolyMNIST conv nets on 28 x 28 (theirs are ResNet
-    autoencoders on images padded to 32 x 32, not among mmbench's shared nets); the score network is ``LatentMLP``
-    (theirs a 2-D UNet over the latents reshaped to M x 8 x 8, dim 64); it predicts the noise, the score being
+    autoencoders on images padded to 32 x 32, not among mmbench's shared nets); the score network is mmbench's 2-D UNet
+    over the latents reshaped to M x 8 x 8 (base 64, multipliers 1, 2, 2, 2, as theirs; theirs is the "annotated
+    diffusion" UNet with ConvNeXt blocks and linear attention, its time embedded unscaled); it predicts the noise, the score being
     -eps / std(t) (theirs outputs the score); the code's ReduceLROnPlateau on the autoencoders is not applied;
     conditional sampling draws the observed latents' noise fresh at each step (the code reuses the latent itself as
     the noise, noised = (mean(t) + std(t)) z_obs); the code's run script sets beta_min = 1 (its checkpoint names
@@ -63,8 +64,9 @@ class SBMAEConfig(LatentDiffusionConfig):
     likelihood: str = "normal"
     likelihood_scale: float = math.sqrt(0.5)
     standardise: bool = False
-    score_hidden: int = 512
-    score_depth: int = 3
+    score_net: str = "unet"
+    score_hidden: int = 64
+    score_mults: tuple[int, ...] = (1, 2, 2, 2)
     process: str = "vpsde"
     beta_min: float = 1.0
     beta_max: float = 5.0

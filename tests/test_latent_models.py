@@ -34,8 +34,8 @@ DISCRETE = 0.03
 SMALL = {"latent_dim": 4, "score_hidden": 32, "score_depth": 2, "sampler_steps": 3}
 MODELS = {
     "mld": (MLD, MLDConfig, {}),
-    "sbmae-vae": (SBMAE, SBMAEConfig, {"variant": "vae"}),
-    "sbmae-rae": (SBMAE, SBMAEConfig, {"variant": "rae"}),
+    "sbmae-vae": (SBMAE, SBMAEConfig, {"variant": "vae", "score_net": "mlp"}),
+    "sbmae-rae": (SBMAE, SBMAEConfig, {"variant": "rae", "score_net": "mlp"}),
 }
 
 
@@ -305,6 +305,24 @@ def test_mld_masked_sampler_through_encode_recovers_the_gaussian_conditional(sta
 def test_bad_input_is_one_line(call, message):
     with pytest.raises(MMBenchError, match=message):
         call()
+
+
+def test_the_papers_score_networks_take_the_models_latents():
+    """MLD's UnetMLP (a time per modality, zero output at initialisation) and SBM-AE's 2-D UNet over M x 8 x 8."""
+    data = tiny_dataset(8)
+    batch = data.batch(torch.arange(4))
+    mld = build("mld", score_net="unet_mlp", score_hidden=32, score_depth=2)
+    assert mld.score.eps(torch.randn(3, 12), torch.rand(3, 3)).abs().max() == 0
+    sbm = build("sbmae-vae", latent_dim=64, score_net="unet", score_hidden=8)
+    assert sbm.score.net.shape == (3, 8, 8)
+    for model in (mld, sbm):
+        model.begin_stage(model.stages[1])
+        fit(model, batch, 2)
+        assert model.eval().sample_prior(2, generator=torch.Generator().manual_seed(0)).shape == (2, model.latent_dim)
+    with pytest.raises(MMBenchError, match=r"score_net = 'unet' needs every modality's latent size to be one square"):
+        build("sbmae-vae", latent_dim=8, score_net="unet")
+    with pytest.raises(MMBenchError, match=r"a 4 x 4 latent grid cannot be halved 3 times"):
+        build("sbmae-vae", latent_dim=16, score_net="unet")
 
 
 def test_a_ddpm_sampler_in_the_schedule_samples():

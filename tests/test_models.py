@@ -19,7 +19,7 @@ FAST = {
     "diffmvae": {"sampler_steps": 2, "unet_base": 8, "unet_mults": [1, 2]},
     "diffmvae_star": {"sampler_steps": 2, "unet_base": 8, "unet_mults": [1, 2]},
     "mld": {"sampler_steps": 2, "score_hidden": 16, "score_depth": 1},
-    "sbmae": {"sampler_steps": 2, "score_hidden": 16, "score_depth": 1},
+    "sbmae": {"sampler_steps": 2, "score_hidden": 16, "score_depth": 1, "score_net": "mlp"},
 }
 
 
