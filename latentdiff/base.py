@@ -253,6 +253,15 @@ class LatentDiffusionVAE(MultimodalVAE):
         autoencoder is a VAE; the floor -30 (a point) for deterministic autoencoders and for drawn latents, so a
         sample of this Gaussian is one draw of p(z | x_subset)."""
         names = self.modality_names if subset is None else self.validate_subset(subset)
+        if generator is None:
+            generator = torch.Generator().manual_seed(ENCODE_SEED)
+        return self.joint_latent(x, names, generator)
+
+    def joint_latent(
+        self, x: Mapping[str, Tensor], names: Sequence[str], generator: torch.Generator | None
+    ) -> Gaussian:
+        """``encode``'s Gaussian for the modalities ``names`` (validated), the missing latents drawn with
+        ``generator`` (torch's global generator when None)."""
         post = self.autoencoders.posteriors(x, names)
         n = next(iter(post.values())).mu.shape[0]
         floor = torch.full((n, self.latent_dim), -LOGVAR_LIMIT, device=self.autoencoders.mean.device)
@@ -263,10 +272,9 @@ class LatentDiffusionVAE(MultimodalVAE):
             if not self.deterministic:
                 logvar[:, cols[m]] = post[m].logvar.float()
         if len(names) < len(self.modality_names):
-            g = generator if generator is not None else torch.Generator().manual_seed(ENCODE_SEED)
             with torch.no_grad():
                 drawn = self.autoencoders.denormalise(
-                    self.sample_latents(self.autoencoders.normalise(mu), names, n, generator=g)
+                    self.sample_latents(self.autoencoders.normalise(mu), names, n, generator=generator)
                 )
             mu = torch.where(self.observed_mask(names), mu, drawn)
         return Gaussian(mu, logvar)
@@ -295,9 +303,9 @@ class LatentDiffusionVAE(MultimodalVAE):
         *,
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
-        """The targets decoded from z = (the given modalities' latents, the others drawn given them)."""
-        self.validate_subset(given)
-        z = self.encode(x, given, generator=generator).mu
+        """The targets decoded from z = (the given modalities' latents, the others drawn given them; from
+        ``generator``, or torch's global generator when None, as other models' samples)."""
+        z = self.joint_latent(x, self.validate_subset(given), generator).mu
         return self.decode(z, targets, generator=generator)
 
     # -- training in stages -----------------------------------------------------------------------------
