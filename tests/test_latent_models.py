@@ -21,6 +21,7 @@ from torch import nn
 
 from latentdiff.base import ENCODE_SEED, LatentDiffusionVAE
 from latentdiff.mld import MLD, MLDConfig
+from latentdiff.repaint import repaint_schedule
 from latentdiff.sbmae import SBMAE, SBMAEConfig
 from mmbench.diffusion.processes import gaussian_eps
 from mmbench.errors import MMBenchError
@@ -261,13 +262,20 @@ def test_mld_score_loss_draws_the_joint_or_one_proper_subset_per_batch():
     assert set(conditional) == set(model.conditioning)
 
 
-@pytest.mark.parametrize("standardise", [False, True])
-def test_mld_masked_sampler_through_encode_recovers_the_gaussian_conditional(standardise):
+@pytest.mark.parametrize(
+    "standardise,sampler",
+    [(False, "reverse"), (True, "reverse"), (True, "repaint")],
+    ids=["raw", "standardised", "repaint"],
+)
+def test_mld_masked_sampler_through_encode_recovers_the_gaussian_conditional(standardise, sampler):
     """encode(x, subset) with identity encoders: the observed latent kept, the others drawn by the model's masked
-    sampler from the exact denoiser of the standardised latent N((MU - mean) / std, COV / std std^T)."""
+    sampler (Euler-Maruyama on 300 steps, or RePaint's schedule on a 100-step grid with 2 x 10-step jumps back)
+    from the exact denoiser of the standardised latent N((MU - mean) / std, COV / std std^T)."""
     n = 10_000
-    model = build("mld", modalities=latent_modalities((1, 1, 1)), latent_dim=1, standardise=standardise)
-    model.score.latent_config = dataclasses.replace(model.score.latent_config, sampler_steps=300)
+    steps = {"reverse": {"sampler_steps": 300}, "repaint": {"sampler_steps": 100, "jump_n_sample": 3}}[sampler]
+    model = build(
+        "mld", modalities=latent_modalities((1, 1, 1)), latent_dim=1, standardise=standardise, sampler=sampler, **steps
+    )
     for m in model.modality_names:
         model.autoencoders.encoders[m] = Identity()
     if standardise:
@@ -288,7 +296,12 @@ def test_mld_masked_sampler_through_encode_recovers_the_gaussian_conditional(sta
 @pytest.mark.parametrize(
     "call,message",
     [
-        (lambda: MLDConfig(process="ddpm", sampler_steps=2000), r"MLDConfig.sampler_steps = 2000 is out of range"),
+        (
+            lambda: MLDConfig(process="ddpm", sampler="reverse", sampler_steps=2000),
+            r"MLDConfig.sampler_steps = 2000 is out of range; allowed: \[1, 1000\]",
+        ),
+        (lambda: MLDConfig(process="ddpm"), r"MLDConfig.sampler = 'repaint' walks the VP-SDE"),
+        (lambda: MLDConfig(sampler="gibbs"), r"MLDConfig.sampler = 'gibbs'; allowed: 'repaint', 'reverse'"),
         (lambda: SBMAEConfig(sampler_steps=0), r"SBMAEConfig.sampler_steps = 0 is out of range"),
         (lambda: SBMAEConfig(variant="gan"), r"SBMAEConfig.variant = 'gan'; allowed: 'vae', 'rae'"),
         (lambda: MLDConfig(cond_rate=1.5), r"MLDConfig.cond_rate = 1.5 is out of range"),
@@ -325,8 +338,18 @@ def test_the_papers_score_networks_take_the_models_latents():
         build("sbmae-vae", latent_dim=16, score_net="unet")
 
 
+def test_the_repaint_schedule_is_mlds():
+    """MLD's preset (grid 250, jumps of 10, 10 times): 4,571 grid points, 2,410 reverse and 2,160 forward steps."""
+    schedule = repaint_schedule(250, 10, 10)
+    steps = [b - a for a, b in zip(schedule, schedule[1:])]
+    assert (len(schedule), steps.count(-1), steps.count(1)) == (4571, 2410, 2160)
+    assert schedule[0] == 250 and schedule[-1] == 0 and set(steps) == {-1, 1}
+    assert repaint_schedule(5, 10, 10) == [5, 4, 3, 2, 1, 0]  # jumps longer than the grid: none
+    assert repaint_schedule(4, 2, 2) == [4, 3, 2, 1, 2, 3, 2, 1, 0]
+
+
 def test_a_ddpm_sampler_in_the_schedule_samples():
-    model = build("mld", process="ddpm", sampler_steps=1000).eval()
+    model = build("mld", process="ddpm", sampler="reverse", sampler_steps=1000).eval()
     model.score.latent_config = dataclasses.replace(model.score.latent_config, sampler_steps=4)
     assert model.sample_prior(2).shape == (2, 12)
     assert isinstance(model, LatentDiffusionVAE)
