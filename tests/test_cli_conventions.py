@@ -37,10 +37,15 @@ def test_show_config_prints_every_field_with_its_default(capsys, model):
     cls = MODELS.get(model).Config
     defaults = cls()
     rows = {line.split()[0]: line for line in out.splitlines()[3:] if line.strip()}
-    assert set(rows) == {f.name for f in dataclasses.fields(cls)}
     _, fields = config_fields(model)
+    assert set(rows) == {f.name for f in fields}
+    # every field of the config shows, a staged model's stage section as one row per field ("score.lr")
+    assert {f.name.split(".")[0] for f in fields} == {f.name for f in dataclasses.fields(cls)}
     for f in fields:
-        assert f.default == getattr(defaults, f.name)
+        default = defaults
+        for part in f.name.split("."):
+            default = getattr(default, part)
+        assert f.default == default
         assert f.meaning, f"{model}.{f.name} has no one-line meaning in its config's docstring"
     assert main(["show", "config", model, "--toml"]) == 0
     toml = capsys.readouterr().out
