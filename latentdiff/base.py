@@ -25,6 +25,7 @@ from mmbench.errors import MMBenchError
 from mmbench.fusion import LOGVAR_LIMIT, Gaussian
 from mmbench.modality import Modality
 from mmbench.model import Batch, LossOutput, MultimodalVAE
+from mmbench.objectives import Likelihood
 from mmbench.stages import Stage, StageConfig, StagedConfig
 from mmbench.unimodal import UnimodalParts, stacked_experts
 
@@ -136,7 +137,7 @@ class LatentAutoencoders(UnimodalParts):
         if likelihood:  # continuous likelihoods only: Bernoulli logits and categorical logits stay as they are
             for m in modalities:
                 if m.likelihood in ("laplace", "normal"):
-                    self.likelihoods[m.name] = type(self.likelihoods[m.name])(likelihood, scale)
+                    self.likelihoods[m.name] = Likelihood(likelihood, scale)
         self.sizes = tuple(sizes)
         self.register_buffer("mean", torch.zeros(sum(sizes)))
         self.register_buffer("std", torch.ones(sum(sizes)))

@@ -80,6 +80,38 @@ def test_each_stage_trains_only_its_modules_and_its_loss_falls(key):
     assert all(torch.equal(v, model.autoencoders.state_dict()[k]) for k, v in ae_state.items())
 
 
+def test_the_autoencoder_losses_are_the_unimodal_objectives_written_out():
+    """MLD: -sum_m log Laplace(x_m | dec_m(enc_m(x_m)), 0.75). SBM-VAE: sum_m [-log N(x_m | dec_m(z_m), 1/2)
+    + 0.5 KL(q(z_m | x_m) || N(0, I))], z_m = mu_m + std_m eps_m. SBM-RAE: sum_m [-log N(x_m | dec_m(mu_m + 0.01
+    eps_m), 1/2) + 1e-5 ||mu_m||^2]. Each the batch mean; eps drawn in modality order."""
+    batch = tiny_dataset(6).batch(torch.arange(6))
+    x = batch["x"]
+
+    def laplace(x, loc):
+        return (-(x - loc).abs() / 0.75 - math.log(1.5)).flatten(1).sum(1)
+
+    def normal(x, loc):  # variance 1/2: the squared error, as SBM-AE's MSE (sum over pixels)
+        return (-((x - loc) ** 2) - 0.5 * math.log(math.pi)).flatten(1).sum(1)
+
+    for key in MODELS:
+        model = build(key)
+        enc, dec = model.autoencoders.encoders, model.autoencoders.decoders
+        q = {m: enc[m](x[m]) for m in model.modality_names}
+        torch.manual_seed(5)
+        eps = {m: torch.randn_like(q[m].mu) for m in model.modality_names}
+        total = 0.0
+        for m, (mu, logvar) in q.items():
+            if key == "mld":
+                total = total - laplace(x[m], dec[m](mu))
+            elif key == "sbmae-vae":
+                kl = 0.5 * (logvar.exp() + mu**2 - 1 - logvar).sum(1)
+                total = total - normal(x[m], dec[m](mu + (0.5 * logvar).exp() * eps[m])) + 0.5 * kl
+            else:
+                total = total - normal(x[m], dec[m](mu + 0.01 * eps[m])) + 1e-5 * (mu**2).sum(1)
+        torch.manual_seed(5)
+        assert torch.allclose(model.loss(batch).loss, total.mean(), rtol=1e-5), key
+
+
 def test_the_stages_name_modules_and_config_fields_the_models_have():
     for cls, config, _ in MODELS.values():
         assert [s.name for s in cls.stages] == ["autoencoders", "score"]
