@@ -61,7 +61,8 @@ def decoded_mean(decoder: nn.Module, likelihood: Likelihood, z: Tensor) -> Tenso
 
 
 class UnimodalParts(nn.Module):
-    """One encoder and one feed-forward decoder per modality, with each modality's likelihood."""
+    """One encoder and one feed-forward decoder per modality, with each modality's likelihood; ``latent_dims``
+    gives each modality its own latent size (unimodal autoencoders, as latent-diffusion models train)."""
 
     def __init__(
         self,
@@ -71,13 +72,15 @@ class UnimodalParts(nn.Module):
         likelihood: str = "",
         encoder_latent_dim: int | None = None,
         decoder_latent_dim: int | None = None,
+        latent_dims: Mapping[str, int] | None = None,
     ):
         super().__init__()
+        sizes = dict(latent_dims or {})
         self.encoders = nn.ModuleDict(
-            {m.name: default_encoder(m, encoder_latent_dim or latent_dim) for m in modalities}
+            {m.name: default_encoder(m, sizes.get(m.name) or encoder_latent_dim or latent_dim) for m in modalities}
         )
         self.decoders = nn.ModuleDict(
-            {m.name: default_decoder(m, decoder_latent_dim or latent_dim) for m in modalities}
+            {m.name: default_decoder(m, sizes.get(m.name) or decoder_latent_dim or latent_dim) for m in modalities}
         )
         self.likelihoods = {m.name: Likelihood(likelihood or m.likelihood, likelihood_scale) for m in modalities}
 

@@ -37,10 +37,15 @@ def test_show_config_prints_every_field_with_its_default(capsys, model):
     cls = MODELS.get(model).Config
     defaults = cls()
     rows = {line.split()[0]: line for line in out.splitlines()[3:] if line.strip()}
-    assert set(rows) == {f.name for f in dataclasses.fields(cls)}
     _, fields = config_fields(model)
+    assert set(rows) == {f.name for f in fields}
+    # every field of the config shows, a staged model's stage section as one row per field ("score.lr")
+    assert {f.name.split(".")[0] for f in fields} == {f.name for f in dataclasses.fields(cls)}
     for f in fields:
-        assert f.default == getattr(defaults, f.name)
+        default = defaults
+        for part in f.name.split("."):
+            default = getattr(default, part)
+        assert f.default == default
         assert f.meaning, f"{model}.{f.name} has no one-line meaning in its config's docstring"
     assert main(["show", "config", model, "--toml"]) == 0
     toml = capsys.readouterr().out
@@ -64,7 +69,7 @@ def test_show_dataset_metric_and_sweep(capsys):
     assert "n_samples" in capsys.readouterr().out
     assert main(["show", "sweep", "polymnist_scaling", "--set", "config.epochs=5"]) == 0
     out = capsys.readouterr().out
-    assert "96 runs" in out and "epochs = 5" in out and "epochs = 250" not in out
+    assert "120 runs" in out and "epochs = 5" in out and "epochs = 250" not in out
     assert main(["show", "metric", "cohrence"]) == 2
     assert "did you mean 'coherence'?" in capsys.readouterr().err
 
@@ -84,8 +89,8 @@ def test_submit_dry_run_shows_the_slurm_request_and_queues_nothing(capsys, tmp_p
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "24 run(s) would be submitted as one job array" in out
-    assert "SLURM request: sbatch --job-name=mmbench-polymnist-scaling --array=0-23%32 --time=1440" in out
+    assert "30 run(s) would be submitted as one job array" in out
+    assert "SLURM request: sbatch --job-name=mmbench-polymnist-scaling --array=0-29%32 --time=1440" in out
     assert "--gpus-per-node=1" in out and "dry run: nothing was submitted" in out
     assert not (tmp_path / "runs").exists()
 

@@ -18,6 +18,8 @@ SMALL = {"latent_dim": 8, "batch_size": 16, "epochs": 1}
 FAST = {
     "diffmvae": {"sampler_steps": 2, "unet_base": 8, "unet_mults": [1, 2]},
     "diffmvae_star": {"sampler_steps": 2, "unet_base": 8, "unet_mults": [1, 2]},
+    "mld": {"sampler_steps": 2, "score_hidden": 16, "score_depth": 1},
+    "sbmae": {"sampler_steps": 2, "score_hidden": 16, "score_depth": 1, "score_net": "mlp"},
 }
 
 
@@ -39,7 +41,7 @@ def test_every_registered_model_round_trips_through_a_checkpoint(name, tmp_path)
         for given in (["m0"], ["m1", "m2"], None):
             a, b = model.encode(batch["x"], given), loaded.encode(batch["x"], given)
             assert torch.equal(a.mu, b.mu) and torch.equal(a.logvar, b.logvar)
-        z = torch.randn(4, 8)
+        z = torch.randn(4, model.latent_dim)  # 8, or 8 per modality (latent-diffusion models' unimodal latents)
         torch.manual_seed(1)
         a = model.decode(z)
         torch.manual_seed(1)

@@ -76,6 +76,8 @@ PER_MODEL = {
     "mmvaeplus": {"private_dim": 4},
     "diffmvae": {"unet_base": 8, "unet_mults": [1, 2], "sampler_steps": 2},
     "diffmvae_star": {"unet_base": 8, "unet_mults": [1, 2], "sampler_steps": 2},
+    "mld": {"score_hidden": 16, "score_depth": 1, "sampler_steps": 2},
+    "sbmae": {"score_hidden": 16, "score_depth": 1, "sampler_steps": 2, "score_net": "mlp"},
 }
 
 

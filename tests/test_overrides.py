@@ -230,4 +230,4 @@ def test_the_paper_sweep_keeps_no_silent_loss(polymnist_pt):
         [f"dataset.root={polymnist_pt}", "config.beta=0.5", "config.epochs=5", "grid.dataset.modalities=[2,3]"],
     )
     assert {(s.config["beta"], s.config["epochs"]) for s in sweep.specs} == {(0.5, 5)}
-    assert len(sweep.specs) == 5 * 2 * 3
+    assert len(sweep.specs) == 7 * 2 * 3

@@ -201,8 +201,8 @@ def test_the_repository_sweep_files_load(tmp_path):
     for name in ("demo", "demo_quick", "polymnist_scaling", "polymnist_conditional", "prior_ablation"):
         sweep = load_sweep(REPO / "mmbench" / "resources" / "sweeps" / f"{name}.toml", [f'dataset.root="{root}"'])
         sizes[name] = len(sweep.specs)
-    assert sizes["polymnist_scaling"] == (3 * 2 + 2) * 4 * 3
-    assert sizes["polymnist_conditional"] == 15
+    assert sizes["polymnist_scaling"] == (3 * 2 + 2 + 2) * 4 * 3  # SBM-AE and MLD pin beta
+    assert sizes["polymnist_conditional"] == 21
     import tomllib
 
     for name in ("cub", "celebamaskhq"):  # their adapters come with the datasets issue

@@ -83,7 +83,7 @@ def test_the_wheel_runs_the_demo_report_and_packaged_sweeps(tmp_path):
     ):
         assert "usage: mmbench" in mmbench(*args)
     plan = mmbench("sweep", "plan", "polymnist_scaling", "--runs", "runs")
-    assert "96 run(s) would be submitted as one job array" in plan
+    assert "120 run(s) would be submitted as one job array" in plan
     mmbench("demo", "--quick", "--out", "demo", "--no-progress", timeout=1200)
     assert (work / "demo" / "report" / "index.html").is_file()
     runs = work / "paper-runs" / "a"

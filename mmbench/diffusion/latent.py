@@ -51,8 +51,9 @@ class LatentDenoiser(Protocol):
 @dataclasses.dataclass(frozen=True)
 class LatentScoreConfig:
     """net: the denoiser, "unet" (1-D UNet over the latent vector: base, mults) or "mlp" (hidden, depth);
-    process: "ddpm" (T = 1000 linear betas, DDIM with eta) or "vpsde" (Euler-Maruyama with corrector_steps
-    Langevin steps, predictor-corrector when > 0); weighting: the loss's time weighting (``noise_weight``);
+    process: "ddpm" (T = 1000 linear betas, DDIM with eta) or "vpsde" (beta(t) from beta_min to beta_max;
+    Euler-Maruyama with corrector_steps Langevin steps of signal-to-noise ratio snr, predictor-corrector when
+    > 0); weighting: the loss's time weighting (``noise_weight``);
     standardise: diffuse (z - mean) / std per dimension, mean and std from ``fit_standardisation``;
     sampler_steps: sampler steps when ``sample`` is given none."""
 
@@ -67,6 +68,9 @@ class LatentScoreConfig:
     weighting: str = "variance"
     standardise: bool = True
     sampler_steps: int = 50
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    snr: float = 0.16
 
     def __post_init__(self) -> None:
         check_choice(self, "net", NETS)
@@ -76,11 +80,14 @@ class LatentScoreConfig:
             check_range(self, f, lo=1)
         check_range(self, "eta", lo=0.0)
         check_range(self, "corrector_steps", lo=0)
+        check_range(self, "beta_min", lo=0.0, lo_open=True)
+        check_range(self, "beta_max", lo=self.beta_min)
+        check_range(self, "snr", lo=0.0, lo_open=True)
 
     def make_process(self) -> DiffusionProcess:
         if self.process == "ddpm":
             return DDPM(eta=self.eta)
-        return VPSDE(corrector_steps=self.corrector_steps)
+        return VPSDE(self.beta_min, self.beta_max, corrector_steps=self.corrector_steps, snr=self.snr)
 
 
 class LatentMLP(nn.Module):
