@@ -310,12 +310,6 @@ class LatentDiffusionVAE(MultimodalVAE):
         return self.decode(z, targets, generator=generator)
 
     # -- training in stages -----------------------------------------------------------------------------
-    def begin_stage(self, stage: Stage) -> None:
-        """``loss`` computes this stage's objective from now on."""
-        if stage.name not in {s.name for s in self.stages}:
-            raise MMBenchError(f"{type(self).__name__} has no stage {stage.name!r}; its stages: {self.stage_names}")
-        self.active_stage = stage.name
-
     def end_stage(self, stage: Stage, data) -> None:
         """After the autoencoders stage: fit the standardisation on the training set's encoder means (in order,
         batches of ENCODE_BATCH rows, float64 sums; no randomness, so a resumed run computes the same)."""
@@ -335,13 +329,6 @@ class LatentDiffusionVAE(MultimodalVAE):
         var = ((total_sq - count * mean * mean) / (count - 1)).clamp_min(0.0)
         self.autoencoders.mean.copy_(mean.float())
         self.autoencoders.std.copy_(var.sqrt().float().clamp_min(1e-6))
-
-    def stage_config(self, stage: Stage) -> StageConfig:
-        return getattr(self.config, stage.name)
-
-    @property
-    def stage_names(self) -> list[str]:
-        return [s.name for s in self.stages]
 
     def loss(self, batch: Batch) -> LossOutput:
         """The active stage's objective: the autoencoders' (``autoencoder_loss``) or the score model's on the
