@@ -133,6 +133,22 @@ def differing_fields(settings: list[str], resolved: dict[str, dict]) -> dict[str
     return out
 
 
+def _shown_fields(grp: pd.DataFrame, resolved: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """``differing_fields`` less the presets of one model's own: a field is a column when some model's settings
+    differ in it (what a sweep varied) or when every row's spec has it (the shared budget and hyperparameters:
+    epochs, batch size, beta, the dataset's options), while fields only some models have (MLD's sampler, SBM-AE's
+    variant) that differ only from model to model are not."""
+    differing = differing_fields(list(grp.setting), resolved)
+    settings = list(differing)
+    common = (
+        set.intersection(*(set(flat_setting(s)) | set(resolved.get(s, {})) for s in settings)) if settings else set()
+    )
+    shown = set(ALWAYS_SHOWN) | common
+    for _, own in grp.groupby("model", sort=True).setting:
+        shown |= {k for f in differing_fields(list(own), resolved).values() for k in f}
+    return {s: {k: v for k, v in f.items() if k in shown} for s, f in differing.items()}
+
+
 def _format(mean: float, std: float, seeds: int, row_seeds: int, family: Family) -> str:
     d = family.digits
     text = f"{mean:.{d}f}" + (f" ± {std:.{d}f}" if seeds > 1 else "")
@@ -199,7 +215,7 @@ def _table(
 ) -> Leaderboard:
     fields = {  # a config field named like a column of the table's own ("note") keeps its own column
         s: {f"config.{k}" if k in _OWN_LABELS else k: v for k, v in f.items()}
-        for s, f in differing_fields(list(grp.setting), resolved).items()
+        for s, f in _shown_fields(grp, resolved).items()
     }
     field_names = sorted({k for f in fields.values() for k in f})
     columns = sorted(set(grp.column), key=_column_order)
