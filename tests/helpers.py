@@ -76,7 +76,16 @@ def tiny_dataset(n: int = 64, shapes=((3, 28, 28), (3, 28, 28), (3, 28, 28)), se
 
 
 def installed_models() -> list[str]:
-    """The installed plugins' model names, without the test-local ones test modules register when collected."""
+    """The installed plugins' model names, without the test-local ones test modules (and helper modules here, such
+    as ddp_helpers) register when collected."""
+    import inspect
+    from pathlib import Path
+
     from mmbench.registry import MODELS
 
-    return [n for n in MODELS.names() if not MODELS.get(n).__module__.startswith(("tests.", "test_"))]
+    here = Path(__file__).resolve().parent
+
+    def test_local(cls) -> bool:
+        return cls.__module__.startswith(("tests.", "test_")) or Path(inspect.getfile(cls)).resolve().parent == here
+
+    return [n for n in MODELS.names() if not test_local(MODELS.get(n))]

@@ -105,6 +105,41 @@ def test_ddp_with_two_gloo_processes_equals_one_process_with_the_same_global_bat
     assert [h["loss"] for h in state["history"]] == pytest.approx([h["loss"] for h in ref], rel=1e-4)
 
 
+def test_ddp_trains_two_stages_like_one_process_and_leaves_the_first_stage_frozen_in_the_second(tmp_path):
+    name, n = "test_deterministic_staged", 41  # stage one: batches of 12 (the last 3/2), stage two: of 9 (3/2)
+    config = {"latent_dim": 4}
+    for out in (tmp_path / "two", tmp_path / "one"):
+        out.mkdir()
+    launch_local(ddp_helpers.train_deterministic, 2, (tmp_path / "two", n, config, None, name))
+    ddp_helpers.train_deterministic(tmp_path / "one", n, config, None, name)
+    two, one = torch.load(tmp_path / "two" / "weights-2.pt"), torch.load(tmp_path / "one" / "weights-1.pt")
+    start = ddp_helpers.initial_weights(n, config, name)
+    for prefix in ("encoders.", "decoders.", "score."):  # both stages moved their modules far past the tolerance
+        assert max((one[k] - start[k]).abs().max().item() for k in one if k.startswith(prefix)) > 5e-3, prefix
+    assert one.keys() == two.keys()
+    for k in one:  # float rounding only (about 3e-7 here): one sum against two partial sums
+        assert torch.allclose(one[k], two[k], rtol=1e-5, atol=2e-6), k
+    rank1 = torch.load(tmp_path / "two" / "weights-2-rank1.pt")
+    assert all(torch.equal(two[k], rank1[k]) for k in two)  # the ranks agree exactly
+    for out, tag, final in (("two", "2-rank0", two), ("two", "2-rank1", rank1), ("one", "1-rank0", one)):
+        frozen = torch.load(tmp_path / out / f"frozen-{tag}.pt")  # stage one's modules as stage "score" began
+        assert len(frozen) == 8 and all(torch.equal(v, final[k]) for k, v in frozen.items()), tag  # untouched
+        costs = json.loads((tmp_path / out / f"stages-{tag}.json").read_text())
+        assert [(c["name"], c["steps"], c["epochs"], c["reused"]) for c in costs] == [
+            ("autoencoders", 8, 2, None),
+            ("score", 10, 2, None),
+        ], tag
+    for out, world in ((tmp_path / "two", 2), (tmp_path / "one", 1)):
+        state = load_checkpoint(out / f"ckpt-{world}.pt")
+        assert state["world_size"] == world and state["steps"] == 18
+        assert (state["stage"]["name"], state["stage"]["done"]) == ("score", True)
+        assert [(e["step"], e["stage"]) for e in read_log(out / LOG_FILE)] == [(8, "autoencoders"), (18, "score")]
+    ref = load_checkpoint(tmp_path / "one" / "ckpt-1.pt")["history"]
+    got = load_checkpoint(tmp_path / "two" / "ckpt-2.pt")["history"]
+    assert [h["stage"] for h in got] == ["autoencoders"] * 2 + ["score"] * 2
+    assert [h["loss"] for h in got] == pytest.approx([h["loss"] for h in ref], rel=1e-4)
+
+
 def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_one_clear_error(tmp_path):
     config = {"latent_dim": 8, "batch_size": 12, "epochs": 1}
     with pytest.raises(MMBenchError, match="loss is (nan|not finite on another rank) at step 0"):

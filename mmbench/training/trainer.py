@@ -449,7 +449,9 @@ def _schedule(data: MultimodalDataset, cfg, env: DistEnv) -> tuple[int, int]:
 
 
 def _data_parallel(model: MultimodalVAE, env: DistEnv, device: torch.device) -> torch.nn.Module:
-    """``model`` wrapped in DDP in a data-parallel run (its gradients averaged over the ranks), else itself."""
+    """``model`` wrapped in DDP in a data-parallel run (its gradients averaged over the ranks), else itself. Wrapped
+    anew for each stage, after the other stages' parameters are frozen: DDP then syncs only this stage's, so no
+    ``find_unused_parameters`` is needed (tests/test_training_device.py checks it against one process)."""
     if not env.distributed:
         return model
     from torch.nn.parallel import DistributedDataParallel
