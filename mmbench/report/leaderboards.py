@@ -149,6 +149,14 @@ def _shown_fields(grp: pd.DataFrame, resolved: dict[str, dict]) -> dict[str, dic
     return {s: {k: v for k, v in f.items() if k in shown} for s, f in differing.items()}
 
 
+def _sort_key(value: str) -> tuple:
+    """Numbers in numeric order (a missing rate of 0 before 0.25 and 0.5), before other values in text order."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
 def _format(mean: float, std: float, seeds: int, row_seeds: int, family: Family) -> str:
     d = family.digits
     text = f"{mean:.{d}f}" + (f" ± {std:.{d}f}" if seeds > 1 else "")
@@ -242,6 +250,7 @@ def _table(
             std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
             cells[c] = Cell(float(vals.mean()), std, seeds, _format(vals.mean(), std, seeds, row_seeds, family))
         rows.append(Row("mmbench", labels, cells))
+    rows.sort(key=lambda r: (r.labels["model"], *(_sort_key(r.labels.get(k, "")) for k in field_names)))
     _mark_best(rows, columns, family)
     notes = []
     missing = {c: sorted(r.labels["model"] for r in rows if c not in r.cells) for c in columns}
