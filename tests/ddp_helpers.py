@@ -61,12 +61,15 @@ class DeterministicStagedConfig(StagedConfig):
     autoencoders: per-modality linear autoencoders.
     score:        an MLP over the standardised concatenated latents.
     hidden:       width of the score MLP.
+    noise:        0: both stages deterministic; else the autoencoders' latents are perturbed by this much noise
+                  and the score MLP is a denoiser of unit noise (a stochastic two-stage model).
     """
 
     latent_dim: int = 4
     autoencoders: StageConfig = StageConfig(epochs=2, lr=3e-3, batch_size=12)
     score: StageConfig = StageConfig(epochs=2, lr=1e-2, batch_size=9)
     hidden: int = 8
+    noise: float = 0.0
 
 
 @register_model("test_deterministic_staged")
@@ -93,11 +96,11 @@ class DeterministicStaged(MultimodalVAE):
         self.frozen_at_score: dict[str, torch.Tensor] = {}
 
     def _latents(self, x):
-        return torch.cat([self.encoders[m](x[m].flatten(1)) for m in self.modality_names], dim=1)
+        return torch.cat([self.encoders[m](x[m].flatten(1).float()) for m in self.modality_names], dim=1)
 
     def encode(self, x, subset=None):
         names = self.validate_subset(subset or self.modality_names)
-        mu = torch.stack([self.encoders[m](x[m].flatten(1)) for m in names]).mean(0)
+        mu = torch.stack([self.encoders[m](x[m].flatten(1).float()) for m in names]).mean(0)
         return Gaussian(mu, torch.zeros_like(mu))
 
     def decode(self, z, modalities=None, *, generator=None):
@@ -112,15 +115,19 @@ class DeterministicStaged(MultimodalVAE):
             }
 
     def loss(self, batch):
-        x = batch["x"]
+        x, noise = batch["x"], self.config.noise
         if self.active_stage == "autoencoders":
-            total = sum(
-                ((self.decoders[m](self.encoders[m](x[m].flatten(1))) - x[m].flatten(1)) ** 2).mean()
-                for m in self.modality_names
-            )
+            total = 0.0
+            for m in self.modality_names:
+                z = self.encoders[m](x[m].flatten(1).float())
+                z = z + noise * torch.randn_like(z) if noise else z
+                total = total + ((self.decoders[m](z) - x[m].flatten(1).float()) ** 2).mean()
             return LossOutput(total, {})
         z = (self._latents(x) - self.latent_mean) / self.latent_scale  # the frozen encoders, in the graph
-        return LossOutput(((self.score(z) - z.flip(1)) ** 2).mean(), {})
+        if not noise:
+            return LossOutput(((self.score(z) - z.flip(1)) ** 2).mean(), {})
+        eps = torch.randn_like(z)
+        return LossOutput(((self.score(z.detach() + eps) - eps) ** 2).mean(), {"denoise": 0.0})
 
     def end_stage(self, stage, data):
         if stage.name == "autoencoders":

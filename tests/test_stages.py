@@ -10,15 +10,13 @@ from collections import Counter
 
 import pytest
 import torch
+from ddp_helpers import DeterministicStaged
 from helpers import record, tiny_dataset
-from torch import nn
 
-from mmbench import MultimodalVAE, register_model
+from mmbench import register_model
 from mmbench.config import build_config, config_to_dict
 from mmbench.describe import config_fields, fields_as_text, fields_as_toml
 from mmbench.errors import MMBenchError
-from mmbench.fusion import Gaussian
-from mmbench.model import LossOutput
 from mmbench.runs.execute import execute
 from mmbench.runs.spec import RunSpec
 from mmbench.runs.stages import STAGES_DIR
@@ -42,18 +40,21 @@ class TwoStageConfig(StagedConfig):
     autoencoders: per-modality linear autoencoders.
     score:        an MLP denoiser over the standardised concatenated latents.
     hidden:       width of the score MLP.
+    noise:        the autoencoders' latent noise (the score MLP denoises unit noise).
     """
 
     latent_dim: int = 3
     autoencoders: StageConfig = StageConfig(epochs=2, lr=1e-2, batch_size=16)
     score: StageConfig = StageConfig(epochs=2, lr=1e-2, batch_size=8)
     hidden: int = 8
+    noise: float = 0.1
 
 
 @register_model("test_staged")
-class TwoStage(MultimodalVAE):
+class TwoStage(DeterministicStaged):
     """Stage "autoencoders" (reusable) trains linear autoencoders with latent noise; its end fits the latents'
-    mean and scale; stage "score" trains a denoiser over the standardised latents."""
+    mean and scale; stage "score" trains a denoiser over the standardised latents (``ddp_helpers``' model with
+    noise); counts its steps per stage in STEPS."""
 
     Config = TwoStageConfig
     stages = (
@@ -65,51 +66,9 @@ class TwoStage(MultimodalVAE):
     def check_modalities(cls, modalities):
         pass
 
-    def __init__(self, modalities, config=None):
-        super().__init__(modalities, config)
-        d = self.config.latent_dim
-        size = {m.name: int(torch.tensor(m.shape).prod()) for m in self.modalities}
-        self.encoders = nn.ModuleDict({m: nn.Linear(n, d) for m, n in size.items()})
-        self.decoders = nn.ModuleDict({m: nn.Linear(d, n) for m, n in size.items()})
-        width = d * len(size)
-        self.score = nn.Sequential(
-            nn.Linear(width, self.config.hidden), nn.Tanh(), nn.Linear(self.config.hidden, width)
-        )
-        self.register_buffer("latent_mean", torch.zeros(width))
-        self.register_buffer("latent_scale", torch.ones(width))
-
-    def _latents(self, x):
-        return torch.cat([self.encoders[m](x[m].flatten(1).float()) for m in self.modality_names], dim=1)
-
-    def encode(self, x, subset=None):
-        names = self.validate_subset(subset or self.modality_names)
-        mu = torch.stack([self.encoders[m](x[m].flatten(1).float()) for m in names]).mean(0)
-        return Gaussian(mu, torch.zeros_like(mu))
-
-    def decode(self, z, modalities=None, *, generator=None):
-        mods = modalities or self.modality_names
-        return {m: self.decoders[m](z).view(len(z), *self.modalities[self.modality_names.index(m)].shape) for m in mods}
-
     def loss(self, batch):
         STEPS[self.active_stage] += 1
-        x = batch["x"]
-        if self.active_stage == "autoencoders":
-            total = 0.0
-            for m in self.modality_names:
-                z = self.encoders[m](x[m].flatten(1).float())
-                z = z + 0.1 * torch.randn_like(z)
-                total = total + ((self.decoders[m](z) - x[m].flatten(1).float()) ** 2).mean()
-            return LossOutput(total, {})
-        with torch.no_grad():
-            z = (self._latents(x) - self.latent_mean) / self.latent_scale
-        noise = torch.randn_like(z)
-        return LossOutput(((self.score(z + noise) - noise) ** 2).mean(), {"denoise": 0.0})
-
-    def end_stage(self, stage, data):
-        if stage.name == "autoencoders":
-            z = self._latents(data.x)
-            self.latent_mean.copy_(z.mean(0))
-            self.latent_scale.copy_(z.std(0) + 1e-3)
+        return super().loss(batch)
 
 
 class Crash(BaseException):
