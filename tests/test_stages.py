@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 import torch
-from ddp_helpers import DeterministicStaged
+from ddp_helpers import DeterministicStaged, DeterministicStagedConfig
 from helpers import record, tiny_dataset
 
 from mmbench import register_model
@@ -20,7 +20,7 @@ from mmbench.errors import MMBenchError
 from mmbench.runs.execute import execute
 from mmbench.runs.spec import RunSpec
 from mmbench.runs.stages import STAGES_DIR
-from mmbench.stages import Stage, StageConfig, StagedConfig
+from mmbench.stages import Stage, StageConfig
 from mmbench.storage.checkpoint import load_checkpoint, save_checkpoint
 from mmbench.storage.records import SCHEMA, RunRecord, load_record, migrate_3_to_4
 from mmbench.sweeps.files import sweep_from_doc, train_sweep
@@ -34,19 +34,12 @@ STEPS = Counter()  # optimiser steps taken per stage by every TwoStage model (th
 
 
 @dataclasses.dataclass(frozen=True)
-class TwoStageConfig(StagedConfig):
-    """Test model of two stages.
-
-    autoencoders: per-modality linear autoencoders.
-    score:        an MLP denoiser over the standardised concatenated latents.
-    hidden:       width of the score MLP.
-    noise:        the autoencoders' latent noise (the score MLP denoises unit noise).
-    """
+class TwoStageConfig(DeterministicStagedConfig):
+    """``DeterministicStagedConfig`` with latent noise (the score MLP a denoiser), its own sizes and budgets."""
 
     latent_dim: int = 3
     autoencoders: StageConfig = StageConfig(epochs=2, lr=1e-2, batch_size=16)
     score: StageConfig = StageConfig(epochs=2, lr=1e-2, batch_size=8)
-    hidden: int = 8
     noise: float = 0.1
 
 

@@ -299,7 +299,7 @@ def _train_leg(run: _Run, leg: _Leg, state: TrainState, at: _StageAt, resume: di
                 state.sums.add(terms, len(mine))
                 clock.count(len(rows), terms, len(mine))
                 bar.update(1)
-                bar.set_postfix(epoch=state.epoch, loss=f"{terms['loss']:.1f}")
+                bar.set_postfix(epoch=state.epoch, loss=f"{terms['loss']:.4g}")
                 if state.steps % options.log_every == 0 or state.steps - offset >= total:
                     _log_window(run.trainlog, clock, state, optimizer, env, device, leg.name)
                 if state.steps - offset >= total:
