@@ -26,7 +26,8 @@ from mmbench.storage.checkpoint import load_checkpoint, save_checkpoint
 
 @dataclasses.dataclass(frozen=True)
 class ScorePriorConfig:
-    """base, mults: the 1-D UNet's width and levels; steps: optimiser steps; sampler_steps: DDIM steps."""
+    """base, mults: the 1-D UNet's width and levels; steps: optimiser steps; sampler_steps: DDIM steps (at most
+    the schedule's 1000 timesteps)."""
 
     base: int = 32
     mults: tuple[int, ...] = (1, 2, 2)
@@ -36,8 +37,9 @@ class ScorePriorConfig:
     sampler_steps: int = 50
 
     def __post_init__(self) -> None:
-        for f in ("steps", "batch_size", "sampler_steps"):
+        for f in ("steps", "batch_size"):
             check_range(self, f, lo=1)
+        check_range(self, "sampler_steps", lo=1, hi=1000)  # DDIM visits at most the schedule's T = 1000 steps
         check_range(self, "lr", lo=0.0, lo_open=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 import traceback
@@ -11,6 +12,13 @@ import torch
 
 from mmbench.storage.checkpoint import save_checkpoint
 from mmbench.storage.records import MetricRow, RunRecord, write_record
+
+
+def forkserver():
+    """A forkserver context whose server has imported torch and mmbench once, so that its children start at once."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "mmbench.storage.checkpoint", "mmbench.storage.records", "mmbench.runs.locks"])
+    return ctx
 
 
 def weights(writer: int, r: int) -> torch.Tensor:
@@ -59,6 +67,49 @@ def take_lock_repeatedly(run_dir: Path, attempts: int, go, errors, held) -> None
             except MMBenchError:
                 errors.put(traceback.format_exc())
                 return
+    except BaseException:
+        errors.put(traceback.format_exc())
+        sys.exit(1)
+
+
+def train_shared_stage(runs: Path, score_lr: float, go, results, errors) -> None:
+    """Execute a run of ``test_shared_stage`` (reusable autoencoders whose end takes a second) with its own score
+    learning rate, starting when ``go`` is set; put (run id, what its stage one reused, the log's lines)."""
+    import time
+
+    from ddp_helpers import DeterministicStaged
+
+    import mmbench.runs.stages
+    from mmbench.registry import MODELS, register_model
+    from mmbench.runs.execute import execute
+    from mmbench.runs.spec import RunSpec
+    from mmbench.stages import Stage
+    from mmbench.training.options import RunOptions
+
+    if "test_shared_stage" not in MODELS.names():
+
+        @register_model("test_shared_stage")
+        class SharedStage(DeterministicStaged):
+            stages = (Stage("autoencoders", ("encoders", "decoders"), reusable=True), Stage("score", ("score",)))
+
+            @classmethod
+            def check_modalities(cls, modalities):
+                pass
+
+            def end_stage(self, stage, data):
+                time.sleep(1.0)  # the others arrive while the claim is held
+                super().end_stage(stage, data)
+
+    torch.set_num_threads(1)
+    mmbench.runs.stages.CLAIM_POLL_S = 0.1
+    lines: list[str] = []
+    try:
+        data = {"views": ["image", "attributes"], "n": 40, "size": 8}
+        spec = RunSpec("test_shared_stage", "synthetic", data, {"score.lr": score_lr}, 0, ())
+        options = RunOptions(device="cpu", checkpoint_every=50, tensorboard=False)
+        go.wait(120)
+        record = execute(spec, runs, options=options, progress=False, log=lines.append)
+        results.put((record.run_id, record.stages[0]["reused"], lines))
     except BaseException:
         errors.put(traceback.format_exc())
         sys.exit(1)

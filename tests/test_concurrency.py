@@ -5,7 +5,6 @@ behind, and every run is trained exactly once."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from concurrency_helpers import take_lock_repeatedly, weights, write_runs
+from concurrency_helpers import forkserver, take_lock_repeatedly, weights, write_runs
 
 from mmbench.runs.execute import EXECUTIONS, executions
 from mmbench.storage.checkpoint import load_checkpoint, previous_path
@@ -82,13 +81,6 @@ def test_sixteen_processes_writing_one_runs_folder_lose_and_corrupt_nothing(tmp_
         assert check_checkpoint(run / "checkpoint.pt")[1] % SHARED == s
         assert check_checkpoint(previous_path(run / "checkpoint.pt"))[1] % SHARED == s
     assert temporary_files(runs) == []
-
-
-def forkserver():
-    """A forkserver context whose server has imported torch and mmbench once, so that its children start at once."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "mmbench.storage.checkpoint", "mmbench.storage.records", "mmbench.runs.locks"])
-    return ctx
 
 
 def test_a_run_lock_taken_by_many_processes_at_once_has_one_holder_and_always_reads(tmp_path):

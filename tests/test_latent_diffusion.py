@@ -214,6 +214,10 @@ def test_the_built_in_networks_train_and_sample_in_the_latents_units(net):
             "conditional sampling mode 'gibbs'; known: replace, clean",
         ),
         (lambda: LatentScoreModel(3).sample(2, steps=0), "sampler steps must be an integer >= 1"),
+        (
+            lambda: LatentScoreConfig(sampler_steps=1001),
+            r"LatentScoreConfig.sampler_steps = 1001 is out of range; allowed: \[1, 1000\]",
+        ),
     ],
 )
 def test_bad_input_is_one_line(call, message):

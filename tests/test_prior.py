@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from diffmvae.prior import ScorePrior, ScorePriorConfig
+from mmbench.errors import MMBenchError
 
 
 def test_fitting_lowers_the_loss_and_the_prior_round_trips(tmp_path):
@@ -79,3 +80,10 @@ def test_the_prior_on_the_latent_score_model_is_bit_identical_to_the_direct_ddpm
     assert losses[-1] == pytest.approx(float.fromhex("0x1.9fbc620000000p+0"), rel=1e-6)
     assert sample.double().sum().item() == pytest.approx(271.4304618835449, rel=1e-4)
     assert sample.double().abs().sum().item() == pytest.approx(1378.2212371826172, rel=1e-4)
+
+
+def test_ddim_steps_beyond_the_schedule_are_refused_before_fitting():
+    with pytest.raises(
+        MMBenchError, match=r"ScorePriorConfig.sampler_steps = 2000 is out of range; allowed: \[1, 1000\]"
+    ):
+        ScorePriorConfig(sampler_steps=2000)

@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 import torch
+from concurrency_helpers import forkserver, train_shared_stage
 from ddp_helpers import DeterministicStaged, DeterministicStagedConfig
 from helpers import record, tiny_dataset
 
@@ -327,3 +328,25 @@ def test_a_record_carries_the_stage_costs_and_older_records_migrate(tmp_path):
     ):
         with pytest.raises(MMBenchError, match=message):
             RunRecord.from_dict({**rec, "stages": [bad]}, "r")
+
+
+def test_runs_of_one_stage_key_started_at_once_train_it_once(tmp_path):
+    """Three runs that share their autoencoders start together (as a SLURM array would): one trains the stage while
+    the others wait for its claim and load what it published."""
+    ctx = forkserver()
+    go, results, errors = ctx.Event(), ctx.Queue(), ctx.Queue()
+    procs = [
+        ctx.Process(target=train_shared_stage, args=(tmp_path, lr, go, results, errors)) for lr in (1e-2, 5e-3, 2e-3)
+    ]
+    for p in procs:
+        p.start()
+    go.set()
+    for p in procs:
+        p.join(180)
+    assert errors.empty(), errors.get()
+    done = [results.get(timeout=5) for _ in procs]
+    stored = [p.name for p in (tmp_path / STAGES_DIR).iterdir()]
+    assert len(stored) == 1 and not list((tmp_path / STAGES_DIR / stored[0]).glob("lock*"))
+    assert sorted(reused or "trained" for _, reused, _ in done) == [stored[0], stored[0], "trained"]
+    waited = [line for _, reused, lines in done for line in lines if "waiting for" in line]
+    assert waited and all(stored[0] in line and "it is loaded once published" in line for line in waited)

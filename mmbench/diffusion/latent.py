@@ -30,6 +30,7 @@ from mmbench.diffusion.processes import (
     DDPM,
     VPSDE,
     WEIGHTINGS,
+    DDPMSchedule,
     DiffusionProcess,
     multi_time_loss,
 )
@@ -55,7 +56,7 @@ class LatentScoreConfig:
     Euler-Maruyama with corrector_steps Langevin steps of signal-to-noise ratio snr, predictor-corrector when
     > 0); weighting: the loss's time weighting (``noise_weight``);
     standardise: diffuse (z - mean) / std per dimension, mean and std from ``fit_standardisation``;
-    sampler_steps: sampler steps when ``sample`` is given none."""
+    sampler_steps: sampler steps when ``sample`` is given none (DDIM: at most the schedule's 1000 timesteps)."""
 
     net: str = "unet"
     base: int = 32
@@ -83,6 +84,8 @@ class LatentScoreConfig:
         check_range(self, "beta_min", lo=0.0, lo_open=True)
         check_range(self, "beta_max", lo=self.beta_min)
         check_range(self, "snr", lo=0.0, lo_open=True)
+        if self.process == "ddpm":  # DDIM walks a subset of the schedule's timesteps
+            check_range(self, "sampler_steps", lo=1, hi=DDPMSchedule.linear().timesteps)
 
     def make_process(self) -> DiffusionProcess:
         if self.process == "ddpm":

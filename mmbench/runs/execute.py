@@ -423,7 +423,7 @@ def _execute(
             progress=progress,
             log=log,
             started=started if env.is_main else None,
-            store=RunStages(runs_dir, spec, config, train_data.modalities) if cls.stages else None,
+            store=RunStages(runs_dir, spec, config, train_data.modalities, log) if cls.stages else None,
         )
         record["train"] = {
             "steps": result.steps,

@@ -7,7 +7,13 @@ A stage's key is what determines its result: the model, the dataset and its opti
 ``reuse``, and the config fields its ``Stage.depends`` names. Runs whose key agrees share one result: the first
 trains and publishes it, the others load it (``reuse = ""``); ``reuse = "off"`` always trains; ``reuse = "<id>"``
 loads that result, refused in one line when it is missing or was trained under another key (the field named).
-Two runs that train the same stage at once both publish; the results are the same and the last rename wins.
+
+Runs of one key that start at once (a SLURM array, parallel local jobs) still train it once: the first to find no
+result claims it, a run lock (``runs.locks``) in its folder held while it trains, and the others wait for it,
+looking again every ``CLAIM_POLL_S`` seconds, then load what it published. A claim whose holder died or stopped
+beating goes stale as a run's lock does, and a waiting run takes it over and trains the stage itself. A
+data-parallel run never waits (its ranks would time out): it trains the stage when none is stored, as do runs
+of ``reuse = "off"``; such duplicates publish the same key, and the last rename wins.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from mmbench.errors import MMBenchError
 from mmbench.modality import Modality
+from mmbench.runs.locks import RunLock, RunLocked, read_lock
 from mmbench.runs.spec import RunSpec
 from mmbench.stages import REUSE_OFF, Stage
 from mmbench.storage.atomic import atomic_write_json
@@ -31,6 +39,7 @@ from mmbench.storage.validate import get_field, read_json_object
 STAGES_DIR = ".stages"
 STAGE_WEIGHTS = "stage.pt"
 STAGE_INFO = "stage.json"
+CLAIM_POLL_S = 10.0  # how often a run waiting for another job's training of the same result looks again
 
 
 def _canonical(obj: Any) -> Any:
@@ -42,13 +51,20 @@ class RunStages:
     ``.stages`` folder, the run's spec and built config, and (once its data is loaded) its modalities."""
 
     def __init__(
-        self, runs_dir: Path, spec: RunSpec, config: Any, modalities: Sequence[Modality] | None = None
+        self,
+        runs_dir: Path,
+        spec: RunSpec,
+        config: Any,
+        modalities: Sequence[Modality] | None = None,
+        log: Callable[[str], None] = print,
     ) -> None:
         self.folder = Path(runs_dir) / STAGES_DIR
         self.spec = spec
         self.config = config
         self.modalities = list(modalities) if modalities is not None else None
+        self.log = log
         self._dataset_options = spec.normalized()["dataset_options"]
+        self._claims: dict[str, RunLock] = {}  # stage name -> the claim this run holds while it trains that stage
 
     def key(self, stage: Stage) -> dict:
         """The fields that determine ``stage``'s result (module docstring); "modalities" only once they are known."""
@@ -79,9 +95,11 @@ class RunStages:
 
     # -- StageStore ------------------------------------------------------------------------------------------
 
-    def find(self, stage: Stage) -> str | None:
+    def find(self, stage: Stage, *, claim: bool = False) -> str | None:
         """The result this run loads for ``stage``: its explicit ``reuse`` id (checked), else a stored one of the
-        same key; None to train it ("off", or none stored)."""
+        same key; None to train it ("off", or none stored). With ``claim``, a run that finds none claims the key
+        (held until ``publish`` or ``close``), or waits while another live job holds the claim and loads what it
+        publishes (module docstring)."""
         reuse = getattr(self.config, stage.name).reuse
         if reuse == REUSE_OFF:
             return None
@@ -89,7 +107,38 @@ class RunStages:
             self.check(stage, reuse)
             return reuse
         found = self.result_id(stage)
-        return found if self._stored(found) else None
+        if self._stored(found):
+            return found
+        return self._claim(stage, found) if claim else None
+
+    def _claim(self, stage: Stage, result_id: str) -> str | None:
+        """Wait until ``result_id`` is stored (return it) or this run holds its claim (return None)."""
+        folder, waited = self.folder / result_id, False
+        while True:
+            try:
+                lock = RunLock(folder).__enter__()
+            except RunLocked:
+                if not waited:
+                    holder = read_lock(folder) or {"owner": "a job that just finished", "host": "?"}
+                    self.log(
+                        f"stage {stage.name!r}: waiting for {holder['owner']} on {holder['host']}, which trains "
+                        f"the same result {result_id}; it is loaded once published"
+                    )
+                    waited = True
+                time.sleep(CLAIM_POLL_S)
+                if self._stored(result_id):
+                    return result_id
+                continue
+            if self._stored(result_id):  # published between the look and the claim
+                lock.__exit__(None, None, None)
+                return result_id
+            self._claims[stage.name] = lock
+            return None
+
+    def close(self) -> None:
+        """Release the claims this run still holds (a stage it did not finish: a waiting run takes the key over)."""
+        for name in list(self._claims):
+            self._claims.pop(name).__exit__(None, None, None)
 
     def load(self, stage: Stage, result_id: str) -> dict:
         payload = load_checkpoint(self.folder / result_id / STAGE_WEIGHTS)
@@ -112,6 +161,9 @@ class RunStages:
             "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         atomic_write_json(folder / STAGE_INFO, info)
+        claim = self._claims.pop(stage.name, None)
+        if claim is not None:
+            claim.__exit__(None, None, None)
         return result_id
 
     # -- explicit ids ----------------------------------------------------------------------------------------

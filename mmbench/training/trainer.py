@@ -61,14 +61,18 @@ class TrainResult:
 class StageStore(Protocol):
     """Finished reusable stages shared between runs (``mmbench.runs.stages.RunStages`` implements it)."""
 
-    def find(self, stage: Stage) -> str | None:
-        """The id of a stored result of ``stage`` this run loads instead of training it, or None."""
+    def find(self, stage: Stage, *, claim: bool = False) -> str | None:
+        """The id of a stored result of ``stage`` this run loads instead of training it, or None; with ``claim``,
+        None only once this run holds the claim to train it (another job's training of it is waited for)."""
 
     def load(self, stage: Stage, result_id: str) -> dict:
         """The payload (``stage_payload``'s layout) of stored result ``result_id``."""
 
     def publish(self, stage: Stage, payload: dict, cost: dict) -> str:
-        """Store the result of ``stage`` that this run trained; returns its id."""
+        """Store the result of ``stage`` that this run trained (releasing its claim); returns its id."""
+
+    def close(self) -> None:
+        """Release every claim this run still holds."""
 
 
 STAGE_SEED_STRIDE = 1000  # stage k's noise streams start from seed + k * STAGE_SEED_STRIDE + rank
@@ -218,6 +222,8 @@ def train(
         frozen.restore()
         if trainlog is not None:
             trainlog.close()
+        if store is not None:
+            store.close()
     model.eval()
     # every session that took a step ended with a save, which added its time to state.seconds
     epochs = sum(c["epochs"] for c in costs) if legs[0].stage is not None else state.epoch
@@ -345,7 +351,7 @@ def _reuse(run: _Run, leg: _Leg, state: TrainState, at: _StageAt) -> bool:
     stage = leg.stage
     if run.store is None or not stage.reusable or leg.budget.reuse == REUSE_OFF:
         return False
-    found = run.store.find(stage)
+    found = run.store.find(stage, claim=not run.env.distributed)  # data-parallel ranks would time out waiting
     if run.env.distributed:  # rank 0's answer, so that every rank loads the same result or none
         found = all_gather_objects(found, run.env)[0]
     if found is None:
