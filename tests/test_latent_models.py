@@ -30,6 +30,8 @@ from mmbench.errors import MMBenchError
 from mmbench.fusion import LOGVAR_LIMIT, Gaussian, subsets
 from mmbench.modality import Modality
 from mmbench.stages import StageConfig
+from mmbench.training.options import RunOptions
+from mmbench.training.trainer import train
 
 MU = torch.tensor([0.5, -1.0, 2.0])
 COV = torch.tensor([[1.0, 0.6, 0.3], [0.6, 1.5, -0.4], [0.3, -0.4, 0.8]])
@@ -370,6 +372,41 @@ def test_the_papers_score_networks_take_the_models_latents():
         build("sbmae-vae", latent_dim=8, score_net="unet")
     with pytest.raises(MMBenchError, match=r"a 4 x 4 latent grid cannot be halved 3 times"):
         build("sbmae-vae", latent_dim=16, score_net="unet")
+
+
+class Crash(BaseException):
+    """Stands for SIGKILL: nothing after it runs."""
+
+
+def _train_staged(key, data, checkpoint, crash=None):
+    """``key``'s small model through both stages (2 epochs each, batch 8), crashing at (stage, step) if given."""
+    budget = StageConfig(epochs=2, lr=1e-3, batch_size=8)
+    model = build(key, modalities=data.modalities, autoencoders=budget, score=budget)
+    if crash is not None:
+        original = model.begin_step
+
+        def begin_step(step, per_epoch):
+            if (model.active_stage, step) == crash:
+                raise Crash()
+            original(step, per_epoch)
+
+        model.begin_step = begin_step
+    options = RunOptions(device="cpu", checkpoint_every=2, tensorboard=False)
+    train(model, data, seed=3, checkpoint=checkpoint, options=options, progress=False, log=lambda s: None)
+    return model
+
+
+@pytest.mark.parametrize("key", ["mld", "sbmae-vae"])
+@pytest.mark.parametrize("crash", [("score", 0), ("score", 3)])
+def test_a_latent_model_stopped_at_the_boundary_or_in_its_score_stage_resumes_bit_identical(tmp_path, key, crash):
+    """The models themselves (their draws of times, subsets and noise) under tests/test_stages.py's resume check."""
+    data = tiny_dataset(24)
+    straight = _train_staged(key, data, tmp_path / "a" / "c.pt")
+    with pytest.raises(Crash):
+        _train_staged(key, data, tmp_path / "b" / "c.pt", crash=crash)
+    resumed = _train_staged(key, data, tmp_path / "b" / "c.pt")
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_mlds_unet_mlp_learns_a_gaussian_denoiser():
