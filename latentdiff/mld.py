@@ -50,7 +50,7 @@ class MLDConfig(LatentDiffusionConfig):
     The score network is theirs (``latentdiff.nets.UnetMLP``: width 1536, two levels, time embedding 512 of the
     per-modality time vector). Departures from the code: no EMA of the score weights (their decay 0.999); the
     standardisation's statistics come from the whole training set (the code's check_stat=False takes them from the
-    first batch); the loss carries the 1/2 of Song et al.'s eq. 7 (theirs has none: a constant factor).
+    first batch); the loss is half the code's (mmbench's processes carry a 1/2: a constant factor).
     """
 
     latent_dim: int = 160
