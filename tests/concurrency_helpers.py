@@ -75,35 +75,35 @@ def take_lock_repeatedly(run_dir: Path, attempts: int, go, errors, held) -> None
 def train_shared_stage(runs: Path, score_lr: float, go, results, errors) -> None:
     """Execute a run of ``test_shared_stage`` (reusable autoencoders whose end takes a second) with its own score
     learning rate, starting when ``go`` is set; put (run id, what its stage one reused, the log's lines)."""
-    import time
-
-    from ddp_helpers import DeterministicStaged
-
-    import mmbench.runs.stages
-    from mmbench.registry import MODELS, register_model
-    from mmbench.runs.execute import execute
-    from mmbench.runs.spec import RunSpec
-    from mmbench.stages import Stage
-    from mmbench.training.options import RunOptions
-
-    if "test_shared_stage" not in MODELS.names():
-
-        @register_model("test_shared_stage")
-        class SharedStage(DeterministicStaged):
-            stages = (Stage("autoencoders", ("encoders", "decoders"), reusable=True), Stage("score", ("score",)))
-
-            @classmethod
-            def check_modalities(cls, modalities):
-                pass
-
-            def end_stage(self, stage, data):
-                time.sleep(1.0)  # the others arrive while the claim is held
-                super().end_stage(stage, data)
-
-    torch.set_num_threads(1)
-    mmbench.runs.stages.CLAIM_POLL_S = 0.1
-    lines: list[str] = []
     try:
+        import time
+
+        from ddp_helpers import DeterministicStaged
+
+        import mmbench.runs.stages
+        from mmbench.registry import MODELS, register_model
+        from mmbench.runs.execute import execute
+        from mmbench.runs.spec import RunSpec
+        from mmbench.stages import Stage
+        from mmbench.training.options import RunOptions
+
+        if "test_shared_stage" not in MODELS.names():
+
+            @register_model("test_shared_stage")
+            class SharedStage(DeterministicStaged):
+                stages = (Stage("autoencoders", ("encoders", "decoders"), reusable=True), Stage("score", ("score",)))
+
+                @classmethod
+                def check_modalities(cls, modalities):
+                    pass
+
+                def end_stage(self, stage, data):
+                    time.sleep(1.0)  # the others arrive while the claim is held
+                    super().end_stage(stage, data)
+
+        torch.set_num_threads(1)
+        mmbench.runs.stages.CLAIM_POLL_S = 0.1
+        lines: list[str] = []
         data = {"views": ["image", "attributes"], "n": 40, "size": 8}
         spec = RunSpec("test_shared_stage", "synthetic", data, {"score.lr": score_lr}, 0, ())
         options = RunOptions(device="cpu", checkpoint_every=50, tensorboard=False)

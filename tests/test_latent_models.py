@@ -416,16 +416,16 @@ def test_mlds_unet_mlp_learns_a_gaussian_denoiser():
     factors = torch.randn(8, 2)
     cov = factors @ factors.T + 0.01 * torch.eye(8)
     dist = torch.distributions.MultivariateNormal(torch.zeros(8), cov)
-    train, test = dist.sample((4000,)), dist.sample((2000,))
+    fitted, held = dist.sample((4000,)), dist.sample((2000,))
     score = LatentScoreModel(8, MLDConfig().score_config(), groups=(4, 4), net=UnetMLP(8, width=64, groups=2))
 
     def held_out(eps):
-        return score.process.loss(eps, test, generator=torch.Generator().manual_seed(2)).mean().item()
+        return score.process.loss(eps, held, generator=torch.Generator().manual_seed(2)).mean().item()
 
     zero, exact = held_out(lambda x, t: torch.zeros_like(x)), held_out(gaussian_eps(torch.zeros(8), cov, score.process))
     opt, draws = torch.optim.Adam(score.parameters(), 1e-3), torch.Generator().manual_seed(1)
     for _ in range(300):
-        loss = score.loss(train[torch.randint(4000, (64,), generator=draws)], generator=draws).mean()
+        loss = score.loss(fitted[torch.randint(4000, (64,), generator=draws)], generator=draws).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import queue
+import socket
+import time
 from collections import Counter
 
 import pytest
@@ -19,6 +22,7 @@ from mmbench.config import build_config, config_to_dict
 from mmbench.describe import config_fields, fields_as_text, fields_as_toml
 from mmbench.errors import MMBenchError
 from mmbench.runs.execute import execute
+from mmbench.runs.locks import LOCK, owner_id, read_lock
 from mmbench.runs.spec import RunSpec
 from mmbench.runs.stages import STAGES_DIR
 from mmbench.stages import Stage, StageConfig
@@ -27,7 +31,7 @@ from mmbench.storage.records import SCHEMA, RunRecord, load_record, migrate_3_to
 from mmbench.sweeps.files import sweep_from_doc, train_sweep
 from mmbench.sweeps.overrides import apply_to_sweep, parse_overrides
 from mmbench.training.options import RunOptions
-from mmbench.training.trainer import train
+from mmbench.training.trainer import _Clock, train
 
 SYNTH = {"views": ["image", "attributes"], "n": 40, "size": 8}
 OPTIONS = RunOptions(device="cpu", checkpoint_every=2, tensorboard=False)
@@ -335,18 +339,65 @@ def test_runs_of_one_stage_key_started_at_once_train_it_once(tmp_path):
     the others wait for its claim and load what it published."""
     ctx = forkserver()
     go, results, errors = ctx.Event(), ctx.Queue(), ctx.Queue()
-    procs = [
-        ctx.Process(target=train_shared_stage, args=(tmp_path, lr, go, results, errors)) for lr in (1e-2, 5e-3, 2e-3)
-    ]
-    for p in procs:
-        p.start()
-    go.set()
-    for p in procs:
-        p.join(180)
-    assert errors.empty(), errors.get()
-    done = [results.get(timeout=5) for _ in procs]
+    rates = (1e-2, 5e-3, 2e-3)
+    procs = [ctx.Process(target=train_shared_stage, args=(tmp_path, lr, go, results, errors)) for lr in rates]
+    try:
+        for p in procs:
+            p.start()
+        go.set()
+        done, deadline = [], time.monotonic() + 180
+        while len(done) < len(procs) and errors.empty() and time.monotonic() < deadline:
+            try:  # drained before joining: a child exits only once its queued result is read
+                done.append(results.get(timeout=1))
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs) and results.empty():
+                    break
+        for p in procs:
+            p.join(60)
+        assert errors.empty(), errors.get()
+        assert len(done) == len(procs) and all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
     stored = [p.name for p in (tmp_path / STAGES_DIR).iterdir()]
     assert len(stored) == 1 and not list((tmp_path / STAGES_DIR / stored[0]).glob("lock*"))
     assert sorted(reused or "trained" for _, reused, _ in done) == [stored[0], stored[0], "trained"]
     waited = [line for _, reused, lines in done for line in lines if "waiting for" in line]
     assert waited and all(stored[0] in line and "it is loaded once published" in line for line in waited)
+
+
+def test_a_run_resumed_inside_its_reusable_stage_takes_its_claim_back_and_releases_it(tmp_path, monkeypatch):
+    """Killed inside the autoencoders stage, its claim left behind (stale: a dead process of this host); resumed,
+    it holds the claim again while it trains (no other run starts the stage meanwhile) and releases it on publish."""
+    spec = _spec({"score.lr": 1e-2})
+    monkeypatch.setattr(
+        TwoStage, "begin_step", lambda self, step, per_epoch: _crash_at(self, step, ("autoencoders", 3))
+    )
+    with pytest.raises(Crash):
+        _execute(spec, tmp_path)
+    (folder,) = (tmp_path / STAGES_DIR).iterdir()
+    assert not (folder / LOCK).exists()  # released when the run ended, however it ended
+    dead = {"owner": f"{socket.gethostname()}:999999999", "host": socket.gethostname(), "pid": 999999999}
+    (folder / LOCK).write_text(json.dumps({**dead, "heartbeat": time.time()}))  # as a SIGKILL leaves it
+    holders = []
+    monkeypatch.setattr(
+        TwoStage, "begin_step", lambda self, step, per_epoch: holders.append((self.active_stage, read_lock(folder)))
+    )
+    done = _execute(spec, tmp_path)
+    assert done.stages[0]["reused"] is None and not (folder / LOCK).exists() and (folder / "stage.json").is_file()
+    stage_one = [lock for name, lock in holders if name == "autoencoders"]
+    assert stage_one and all(lock["owner"] == owner_id() for lock in stage_one)
+
+
+def _crash_at(model, step, where):
+    if (model.active_stage, step) == where:
+        raise Crash()
+
+
+def test_time_spent_waiting_for_another_jobs_stage_is_not_training_time():
+    clock = _Clock()
+    with clock.stopped():
+        time.sleep(0.3)
+    with clock.paused(torch.device("cpu")) as trained:
+        assert trained < 0.3 and clock.seconds == trained

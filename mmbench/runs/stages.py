@@ -135,6 +135,16 @@ class RunStages:
             self._claims[stage.name] = lock
             return None
 
+    def reclaim(self, stage: Stage) -> None:
+        """Take the claim of ``stage`` again for a run resuming in its middle (its own from before a requeue, or
+        one gone stale), so that waiting runs keep waiting; left alone while another live job holds it."""
+        if getattr(self.config, stage.name).reuse or stage.name in self._claims:
+            return
+        try:
+            self._claims[stage.name] = RunLock(self.folder / self.result_id(stage)).__enter__()
+        except RunLocked:
+            pass
+
     def close(self) -> None:
         """Release the claims this run still holds (a stage it did not finish: a waiting run takes the key over)."""
         for name in list(self._claims):

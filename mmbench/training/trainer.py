@@ -71,6 +71,9 @@ class StageStore(Protocol):
     def publish(self, stage: Stage, payload: dict, cost: dict) -> str:
         """Store the result of ``stage`` that this run trained (releasing its claim); returns its id."""
 
+    def reclaim(self, stage: Stage) -> None:
+        """Hold the claim of ``stage`` again when resuming in its middle, unless another live job holds it."""
+
     def close(self) -> None:
         """Release every claim this run still holds."""
 
@@ -217,13 +220,21 @@ def train(
                 at = _StageAt(leg.index, leg.name, False, state.steps, state.seconds, costs)
                 if _reuse(run, leg, state, at):
                     continue
+            elif (
+                resume is not None
+                and store is not None
+                and leg.stage is not None
+                and leg.stage.reusable
+                and not env.distributed
+            ):
+                store.reclaim(leg.stage)  # its claim from before the interruption, so that no other run trains it
             state = _train_leg(run, leg, state, at, resume, frozen)
     finally:
+        if store is not None:
+            store.close()
         frozen.restore()
         if trainlog is not None:
             trainlog.close()
-        if store is not None:
-            store.close()
     model.eval()
     # every session that took a step ended with a save, which added its time to state.seconds
     epochs = sum(c["epochs"] for c in costs) if legs[0].stage is not None else state.epoch
@@ -351,7 +362,8 @@ def _reuse(run: _Run, leg: _Leg, state: TrainState, at: _StageAt) -> bool:
     stage = leg.stage
     if run.store is None or not stage.reusable or leg.budget.reuse == REUSE_OFF:
         return False
-    found = run.store.find(stage, claim=not run.env.distributed)  # data-parallel ranks would time out waiting
+    with run.clock.stopped():
+        found = run.store.find(stage, claim=not run.env.distributed)  # data-parallel ranks would time out waiting
     if run.env.distributed:  # rank 0's answer, so that every rank loads the same result or none
         found = all_gather_objects(found, run.env)[0]
     if found is None:
@@ -577,6 +589,15 @@ class _Clock:
         yield trained
         self.lap_start = time.perf_counter()
         self.window_start += self.lap_start - now
+
+    @contextmanager
+    def stopped(self) -> Iterator[None]:
+        """The clocks stop inside and count nothing (waiting for another job's stage result is not training)."""
+        start = time.perf_counter()
+        yield
+        waited = time.perf_counter() - start
+        self.lap_start += waited
+        self.window_start += waited
 
     def throughput(self) -> dict[str, float]:
         """{"examples_per_s", "s_per_step"} of this session up to its last pause; 0 when it took no step."""
