@@ -89,3 +89,24 @@ def installed_models() -> list[str]:
         return cls.__module__.startswith(("tests.", "test_")) or Path(inspect.getfile(cls)).resolve().parent == here
 
     return [n for n in MODELS.names() if not test_local(MODELS.get(n))]
+
+
+class Crash(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no handler sees it."""
+
+
+def crash_if(model, step: int, at) -> None:
+    """Raise Crash when ``model`` begins step ``at``: a step index, or (stage, step within it) for a staged model."""
+    if (step if not isinstance(at, tuple) else (model.active_stage, step)) == at:
+        raise Crash()
+
+
+def crash_before_step(model, at) -> None:
+    """Make ``model`` raise Crash as it begins step ``at`` (``crash_if``), its own ``begin_step`` run otherwise."""
+    original = model.begin_step
+
+    def begin_step(step, per_epoch):
+        crash_if(model, step, at)
+        original(step, per_epoch)
+
+    model.begin_step = begin_step

@@ -9,7 +9,7 @@ import os
 
 import pytest
 import torch
-from helpers import tiny_dataset
+from helpers import Crash, crash_before_step, tiny_dataset
 
 from mmbench.config import build_config
 from mmbench.errors import MMBenchError
@@ -66,23 +66,12 @@ def test_checkpoints_of_the_older_layout_with_a_sha256_file_still_load(tmp_path)
     assert load_checkpoint(path)["step"] == 7
 
 
-class Crash(BaseException):
-    """Stands for SIGKILL: nothing after it runs, no handler sees it."""
-
-
 def _train(ckpt, data, crash_at=None, monkeypatch=None, every=2):
     cls = MODELS.get("mopoe")
     torch.manual_seed(0)
     model = cls(data.modalities, build_config(cls.Config, SMALL))
     if crash_at is not None:
-        original = model.begin_step
-
-        def begin_step(step, per_epoch):
-            if step == crash_at:
-                raise Crash()
-            original(step, per_epoch)
-
-        model.begin_step = begin_step
+        crash_before_step(model, crash_at)
     train(
         model,
         data,

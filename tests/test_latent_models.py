@@ -16,7 +16,7 @@ import math
 
 import pytest
 import torch
-from helpers import tiny_dataset
+from helpers import Crash, crash_before_step, tiny_dataset
 from torch import nn
 
 from latentdiff.base import ENCODE_SEED, LatentDiffusionVAE
@@ -374,23 +374,12 @@ def test_the_papers_score_networks_take_the_models_latents():
         build("sbmae-vae", latent_dim=16, score_net="unet")
 
 
-class Crash(BaseException):
-    """Stands for SIGKILL: nothing after it runs."""
-
-
 def _train_staged(key, data, checkpoint, crash=None):
     """``key``'s small model through both stages (2 epochs each, batch 8), crashing at (stage, step) if given."""
     budget = StageConfig(epochs=2, lr=1e-3, batch_size=8)
     model = build(key, modalities=data.modalities, autoencoders=budget, score=budget)
     if crash is not None:
-        original = model.begin_step
-
-        def begin_step(step, per_epoch):
-            if (model.active_stage, step) == crash:
-                raise Crash()
-            original(step, per_epoch)
-
-        model.begin_step = begin_step
+        crash_before_step(model, crash)
     options = RunOptions(device="cpu", checkpoint_every=2, tensorboard=False)
     train(model, data, seed=3, checkpoint=checkpoint, options=options, progress=False, log=lambda s: None)
     return model

@@ -15,7 +15,7 @@ import pytest
 import torch
 from concurrency_helpers import forkserver, train_shared_stage
 from ddp_helpers import DeterministicStaged, DeterministicStagedConfig
-from helpers import record, tiny_dataset
+from helpers import Crash, crash_before_step, crash_if, record, tiny_dataset
 
 from mmbench import register_model
 from mmbench.config import build_config, config_to_dict
@@ -69,10 +69,6 @@ class TwoStage(DeterministicStaged):
         return super().loss(batch)
 
 
-class Crash(BaseException):
-    """Stands for SIGKILL: nothing after it runs."""
-
-
 def _model(data, **config):
     torch.manual_seed(0)
     return TwoStage(data.modalities, build_config(TwoStageConfig, config))
@@ -81,14 +77,7 @@ def _model(data, **config):
 def _train(data, ckpt=None, crash=None, **config):
     model = _model(data, **config)
     if crash is not None:
-        original = model.begin_step
-
-        def begin_step(step, per_epoch):
-            if (model.active_stage, step) == crash:
-                raise Crash()
-            original(step, per_epoch)
-
-        model.begin_step = begin_step
+        crash_before_step(model, crash)
     result = train(model, data, seed=3, checkpoint=ckpt, options=OPTIONS, progress=False, log=lambda s: None)
     return model, result
 
@@ -371,9 +360,7 @@ def test_a_run_resumed_inside_its_reusable_stage_takes_its_claim_back_and_releas
     """Killed inside the autoencoders stage, its claim left behind (stale: a dead process of this host); resumed,
     it holds the claim again while it trains (no other run starts the stage meanwhile) and releases it on publish."""
     spec = _spec({"score.lr": 1e-2})
-    monkeypatch.setattr(
-        TwoStage, "begin_step", lambda self, step, per_epoch: _crash_at(self, step, ("autoencoders", 3))
-    )
+    monkeypatch.setattr(TwoStage, "begin_step", lambda self, step, per_epoch: crash_if(self, step, ("autoencoders", 3)))
     with pytest.raises(Crash):
         _execute(spec, tmp_path)
     (folder,) = (tmp_path / STAGES_DIR).iterdir()
@@ -388,11 +375,6 @@ def test_a_run_resumed_inside_its_reusable_stage_takes_its_claim_back_and_releas
     assert done.stages[0]["reused"] is None and not (folder / LOCK).exists() and (folder / "stage.json").is_file()
     stage_one = [lock for name, lock in holders if name == "autoencoders"]
     assert stage_one and all(lock["owner"] == owner_id() for lock in stage_one)
-
-
-def _crash_at(model, step, where):
-    if (model.active_stage, step) == where:
-        raise Crash()
 
 
 def test_time_spent_waiting_for_another_jobs_stage_is_not_training_time():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 
 import torch
-from helpers import tiny_dataset
+from helpers import Crash, crash_before_step, tiny_dataset
 
 from mmbench.config import build_config
 from mmbench.registry import MODELS
@@ -118,22 +118,12 @@ def test_migrate_checkpoint_turns_every_older_layout_into_the_current_one():
     assert (state.epoch, state.steps, state.position, state.history) == (2, 6, 0, first["history"])
 
 
-class Crash(BaseException):
-    """Stands for SIGKILL: nothing after it runs, no handler sees it."""
-
-
 def _train(ckpt, data, epochs=3, crash_at=None):
     cls = MODELS.get("mopoe")
     torch.manual_seed(0)
     model = cls(data.modalities, build_config(cls.Config, {**SMALL, "epochs": epochs}))
     if crash_at is not None:
-
-        def begin_step(step, per_epoch):
-            if step == crash_at:
-                raise Crash()
-            type(model).begin_step(model, step, per_epoch)
-
-        model.begin_step = begin_step
+        crash_before_step(model, crash_at)
     try:
         result = train(
             model,
