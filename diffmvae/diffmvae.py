@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from diffmvae.diffusion import DDPM, VPSDE, WEIGHTINGS, Denoiser, DiffusionProcess
 from diffmvae.unet import UNet, UNetConfig, conditioning_parts
 from mmbench.config import check_choice, check_range
+from mmbench.diffusion.processes import DDPM_TIMESTEPS
 from mmbench.errors import MMBenchError
 from mmbench.fusion import Gaussian
 from mmbench.mixture import SubsetMixtureConfig, SubsetMixtureVAE
@@ -104,7 +105,7 @@ class DiffMVAEStarConfig(DiffMVAEConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_range(self, "sampler_steps", lo=1, hi=1000)  # DDIM visits at most the schedule's T = 1000 steps
+        check_range(self, "sampler_steps", lo=1, hi=DDPM_TIMESTEPS)  # DDIM visits at most the schedule's T steps
 
 
 class _DiffusionMVAE(SubsetMixtureVAE):

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from mmbench.config import build_config, check_range
 from mmbench.diffusion import LatentScoreConfig, LatentScoreModel
+from mmbench.diffusion.processes import DDPM_TIMESTEPS
 from mmbench.errors import MMBenchError
 from mmbench.registry import register_prior
 from mmbench.storage.checkpoint import load_checkpoint, save_checkpoint
@@ -39,7 +40,7 @@ class ScorePriorConfig:
     def __post_init__(self) -> None:
         for f in ("steps", "batch_size"):
             check_range(self, f, lo=1)
-        check_range(self, "sampler_steps", lo=1, hi=1000)  # DDIM visits at most the schedule's T = 1000 steps
+        check_range(self, "sampler_steps", lo=1, hi=DDPM_TIMESTEPS)  # DDIM visits at most the schedule's T steps
         check_range(self, "lr", lo=0.0, lo_open=True)
 
 

@@ -20,7 +20,7 @@ from latentdiff.nets import LatentGridUNet, UnetMLP
 from mmbench.config import check_choice, check_range
 from mmbench.diffusion import LatentScoreConfig, LatentScoreModel
 from mmbench.diffusion.latent import LatentMLP
-from mmbench.diffusion.processes import DDPMSchedule
+from mmbench.diffusion.processes import DDPM_TIMESTEPS
 from mmbench.errors import MMBenchError
 from mmbench.fusion import LOGVAR_LIMIT, Gaussian
 from mmbench.modality import Modality
@@ -101,7 +101,7 @@ class LatentDiffusionConfig(StagedConfig):
         if any(not isinstance(d, int) or d < 1 for d in self.latent_dims):
             raise MMBenchError(f"{type(self).__name__}.latent_dims = {list(self.latent_dims)}: sizes must be >= 1")
         if self.process == "ddpm":  # DDIM walks a subset of the schedule's timesteps
-            check_range(self, "sampler_steps", lo=1, hi=DDPMSchedule.linear().timesteps)
+            check_range(self, "sampler_steps", lo=1, hi=DDPM_TIMESTEPS)
         self.score_config()  # the process's own checks (beta_min, beta_max, snr)
 
     def score_config(self) -> LatentScoreConfig:

@@ -28,9 +28,9 @@ from mmbench.config import check_choice, check_range
 from mmbench.diffusion.embedding import timestep_embedding
 from mmbench.diffusion.processes import (
     DDPM,
+    DDPM_TIMESTEPS,
     VPSDE,
     WEIGHTINGS,
-    DDPMSchedule,
     DiffusionProcess,
     multi_time_loss,
 )
@@ -85,7 +85,7 @@ class LatentScoreConfig:
         check_range(self, "beta_max", lo=self.beta_min)
         check_range(self, "snr", lo=0.0, lo_open=True)
         if self.process == "ddpm":  # DDIM walks a subset of the schedule's timesteps
-            check_range(self, "sampler_steps", lo=1, hi=DDPMSchedule.linear().timesteps)
+            check_range(self, "sampler_steps", lo=1, hi=DDPM_TIMESTEPS)
 
     def make_process(self) -> DiffusionProcess:
         if self.process == "ddpm":

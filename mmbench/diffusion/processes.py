@@ -87,6 +87,9 @@ def _expand(v: Tensor, like: Tensor) -> Tensor:
 # -- discrete: DDPM -------------------------------------------------------------------------------------
 
 
+DDPM_TIMESTEPS = 1000  # T of the linear schedule (Ho et al. 2020): the most steps DDIM can visit
+
+
 @dataclass(frozen=True)
 class DDPMSchedule:
     """betas_t for t = 0..T-1 and the quantities derived from them (names spell the formulas)."""
@@ -94,7 +97,9 @@ class DDPMSchedule:
     betas: Tensor
 
     @classmethod
-    def linear(cls, timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "DDPMSchedule":
+    def linear(
+        cls, timesteps: int = DDPM_TIMESTEPS, beta_start: float = 1e-4, beta_end: float = 0.02
+    ) -> "DDPMSchedule":
         if timesteps < 1 or not 0 < beta_start <= beta_end < 1:
             raise MMBenchError(
                 f"DDPM schedule needs timesteps >= 1 and 0 < beta_start <= beta_end < 1, got "
